@@ -1,0 +1,169 @@
+"""Chat-templated, batched decoding of a frozen model under any steering method.
+
+One small decode loop serves every method: the method's branches (base, expert, anti-expert, …)
+are stacked into one left-padded batch, each step is one forward pass over all of them with a
+shared KV cache, and the method combines the branches' logits before a token is picked. The
+picked token is fed to every branch of its row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from steer_away import internals
+from steer_away.models import LoadedModel
+from steer_away.steering.base import Conversation, PreparedBatch, RowSteering, SteeringMethod, Unsteered
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    max_new_tokens: int = 64
+    do_sample: bool = False  # greedy by default, as in the CAA study, to remove sampling noise
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.do_sample and not (self.temperature > 0 and 0 < self.top_p <= 1):
+            raise ValueError("sampling needs temperature > 0 and 0 < top_p <= 1")
+
+
+@dataclass
+class Generation:
+    text: str
+    token_ids: list[int]
+    prompt_tokens: int
+    finish_reason: str  # "stop" (end-of-sequence token) or "length"
+    branch_prompts: list[str] = field(default_factory=list, repr=False)
+
+
+def as_conversation(prompt: str | Conversation) -> Conversation:
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+
+
+def render_chat(tokenizer: object, conversation: Conversation) -> str:
+    """The prompt text for a conversation, ending where the assistant's answer starts."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+    # Base models without a template (e.g. GPT-2): a plain transcript.
+    lines = [f"{m['role'].capitalize()}: {m['content']}" for m in conversation]
+    return "\n".join(lines) + "\nAssistant:"
+
+
+def encode(lm: LoadedModel, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded token ids and attention mask, on the model's device."""
+    batch = lm.tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
+    return batch["input_ids"].to(lm.device), batch["attention_mask"].to(lm.device)
+
+
+def stop_token_ids(lm: LoadedModel) -> list[int]:
+    ids: set[int] = set()
+    for source in (getattr(lm.model, "generation_config", None), lm.tokenizer):
+        value = getattr(source, "eos_token_id", None)
+        if isinstance(value, int):
+            ids.add(value)
+        elif value:
+            ids.update(int(v) for v in value)
+    return sorted(ids)
+
+
+def _pick(scores: torch.Tensor, config: GenerationConfig, generator: torch.Generator | None) -> torch.Tensor:
+    if not config.do_sample:
+        return scores.argmax(dim=-1)
+    probs = torch.softmax(scores.float() / config.temperature, dim=-1)
+    if config.top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        drop = sorted_probs.cumsum(-1) - sorted_probs > config.top_p
+        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _prepare(lm: LoadedModel, prompts: Sequence[str | Conversation], method: SteeringMethod | None,
+             rows: Sequence[RowSteering] | None) -> tuple[PreparedBatch, list[str]]:
+    conversations = [as_conversation(p) for p in prompts]
+    rows = list(rows) if rows is not None else [RowSteering()] * len(conversations)
+    if len(rows) != len(conversations):
+        raise ValueError(f"{len(rows)} steering rows for {len(conversations)} prompts")
+    prepared = (method or Unsteered()).prepare(lm, conversations, rows)
+    texts = [render_chat(lm.tokenizer, conv) for branch in prepared.branches for conv in branch]
+    return prepared, texts
+
+
+@torch.inference_mode()
+def generate(
+    lm: LoadedModel,
+    prompts: Sequence[str | Conversation],
+    method: SteeringMethod | None = None,
+    rows: Sequence[RowSteering] | None = None,
+    config: GenerationConfig | None = None,
+) -> list[Generation]:
+    """Generate one answer per prompt; `rows` says which user (and α) each prompt is steered for."""
+    config = config or GenerationConfig()
+    if not prompts:
+        return []
+    prepared, texts = _prepare(lm, prompts, method, rows)
+    batch = len(prompts)
+    input_ids, mask = encode(lm, texts)
+    prompt_lengths = mask[:batch].sum(-1).tolist()
+    stops = torch.tensor(stop_token_ids(lm), device=lm.device)
+    pad = lm.tokenizer.pad_token_id
+    generator = None
+    if config.do_sample and config.seed is not None:
+        generator = torch.Generator(device=lm.device).manual_seed(config.seed)
+    cache = internals.new_kv_cache(lm.model)
+    done = torch.zeros(batch, dtype=torch.bool, device=lm.device)
+    stopped = torch.zeros(batch, dtype=torch.bool, device=lm.device)
+    steps: list[torch.Tensor] = []
+    ones = torch.ones((mask.shape[0], 1), dtype=mask.dtype, device=mask.device)
+    with prepared.scope():
+        logits = internals.forward_step(lm.model, input_ids, mask, cache)
+        for _ in range(config.max_new_tokens):
+            scores = prepared.combine(logits.view(prepared.num_branches, batch, -1))
+            token = _pick(scores, config, generator).masked_fill(done, pad)
+            steps.append(token)
+            hit = torch.isin(token, stops) & ~done
+            stopped |= hit
+            done |= hit
+            if bool(done.all()):
+                break
+            mask = torch.cat([mask, ones], dim=-1)
+            token_in = token.repeat(prepared.num_branches).unsqueeze(-1)
+            logits = internals.forward_step(lm.model, token_in, mask, cache)
+    tokens = torch.stack(steps, dim=1).tolist()
+    stop_set = set(stop_token_ids(lm))
+    results = []
+    for row in range(batch):
+        ids = []
+        for tok in tokens[row]:
+            if tok in stop_set:
+                break
+            ids.append(tok)
+        results.append(Generation(
+            text=lm.tokenizer.decode(ids, skip_special_tokens=True).strip(),
+            token_ids=ids,
+            prompt_tokens=int(prompt_lengths[row]),
+            finish_reason="stop" if bool(stopped[row]) else "length",
+            branch_prompts=[texts[b * batch + row] for b in range(prepared.num_branches)],
+        ))
+    return results
+
+
+@torch.inference_mode()
+def next_token_scores(
+    lm: LoadedModel,
+    prompts: Sequence[str | Conversation],
+    method: SteeringMethod | None = None,
+    rows: Sequence[RowSteering] | None = None,
+) -> torch.Tensor:
+    """The steered scores of the assistant's first token, (batch, vocab): for multiple-choice tests."""
+    prepared, texts = _prepare(lm, prompts, method, rows)
+    input_ids, mask = encode(lm, texts)
+    with prepared.scope():
+        logits = internals.forward_step(lm.model, input_ids, mask, internals.new_kv_cache(lm.model))
+    return prepared.combine(logits.view(prepared.num_branches, len(prompts), -1)).float()

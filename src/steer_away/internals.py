@@ -1,0 +1,206 @@
+"""The one module that touches a model's internals: decoder layers, residual hooks, KV caches.
+
+Everything else in steer-away works on tensors and plain Python objects; when a new
+architecture needs support, this is the file to change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+# Attribute paths to the stack of decoder blocks, tried in order.
+_LAYER_PATHS = (
+    "model.layers",  # Llama, Mistral, Qwen2, Gemma, Phi-3
+    "model.language_model.layers",  # multimodal wrappers (Gemma 3, Llama 4)
+    "transformer.h",  # GPT-2, GPT-J, Falcon
+    "gpt_neox.layers",  # Pythia
+    "model.decoder.layers",  # OPT
+)
+
+REFERENCE_DEPTH = 32  # layer ranges in the seeds are given for Llama-3.1-8B's 32 layers
+SEED_LAYERS = (16, 22)  # inclusive, from the CAA study
+
+
+class LayerError(ValueError):
+    """A layer index or range that does not exist in the model."""
+
+
+def _get_path(obj: object, path: str) -> object | None:
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    for path in _LAYER_PATHS:
+        found = _get_path(model, path)
+        if isinstance(found, torch.nn.ModuleList) and len(found) > 0:
+            return found
+    raise LayerError(
+        f"cannot find the decoder layers of {type(model).__name__}; known layouts: {', '.join(_LAYER_PATHS)}"
+    )
+
+
+def num_layers(model: torch.nn.Module) -> int:
+    return len(decoder_layers(model))
+
+
+def hidden_size(model: torch.nn.Module) -> int:
+    config = model.config
+    config = getattr(config, "text_config", None) or config
+    for name in ("hidden_size", "n_embd", "d_model"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    raise LayerError(f"cannot find the hidden size in the config of {type(model).__name__}")
+
+
+def map_layer_range(first: int, last: int, depth: int, reference_depth: int = REFERENCE_DEPTH) -> list[int]:
+    """Map an inclusive layer range given for a `reference_depth`-layer model onto `depth` layers.
+
+    Relative depth is kept, so the seeds' 16-22 of 32 becomes 15-20 of 30 for SmolLM2.
+    """
+    if not 0 <= first <= last < reference_depth:
+        raise LayerError(f"layer range {first}-{last} is outside 0-{reference_depth - 1}")
+    lo = round(first * depth / reference_depth)
+    hi = round(last * depth / reference_depth)
+    return list(range(lo, max(lo, hi) + 1))
+
+
+def default_layers(model: torch.nn.Module) -> list[int]:
+    return map_layer_range(*SEED_LAYERS, depth=num_layers(model))
+
+
+def check_layers(layers: Sequence[int], depth: int) -> list[int]:
+    bad = [layer for layer in layers if not 0 <= layer < depth]
+    if bad:
+        raise LayerError(f"layer index {bad[0]} out of range: the model has layers 0-{depth - 1}")
+    return sorted(set(layers))
+
+
+def parse_layers(spec: str, depth: int) -> list[int]:
+    """Parse '14-20', '3,5,7' or 'seed' (the seeds' 16-22 mapped to this depth)."""
+    spec = spec.strip()
+    if spec == "seed":
+        return map_layer_range(*SEED_LAYERS, depth=depth)
+    out: list[int] = []
+    try:
+        for part in spec.split(","):
+            if "-" in part:
+                lo, hi = part.split("-", 1)
+                out.extend(range(int(lo), int(hi) + 1))
+            else:
+                out.append(int(part))
+    except ValueError as err:
+        raise LayerError(f"cannot parse layer spec '{spec}': use '14-20', '3,5,7' or 'seed'") from err
+    return check_layers(out, depth)
+
+
+def _residual(output: object) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+@dataclass
+class DecodeClock:
+    """Counts forward passes since the last prefill, so hooks can gate on absolute decode steps.
+
+    A forward with an empty KV cache is a prefill (step 0); each later forward is one decode step.
+    This stays right when a cache feeds one token at a time, unlike gating on positions within
+    the current forward.
+    """
+
+    step: int = -1
+
+    def on_forward(self, _module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        cache = kwargs.get("past_key_values")
+        if cache is None or cache.get_seq_length() == 0:
+            self.step = 0
+        else:
+            self.step += 1
+
+
+@contextmanager
+def residual_hooks(
+    model: torch.nn.Module,
+    edits: dict[int, Callable[[torch.Tensor], None]],
+    active: Callable[[int], bool] | None = None,
+) -> Iterator[None]:
+    """Run `edits[layer](hidden)` in place on each listed layer's residual output, inside the scope.
+
+    `active(step)` decides per forward pass whether the edits apply (step 0 = prefill). Every hook
+    is removed on exit, on error too.
+    """
+    layers = decoder_layers(model)
+    check_layers(list(edits), len(layers))
+    clock = DecodeClock()
+    handles = []
+    try:
+        if active is not None:
+            base = _get_path(model, "model") or _get_path(model, "transformer") or model
+            handles.append(base.register_forward_pre_hook(clock.on_forward, with_kwargs=True))
+        for index, edit in edits.items():
+            def hook(_module: torch.nn.Module, _args: tuple, output: object, edit=edit) -> None:
+                if active is None or active(clock.step):
+                    edit(_residual(output))
+
+            handles.append(layers[index].register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def record_residuals(model: torch.nn.Module, layers: Sequence[int]) -> Iterator[dict[int, torch.Tensor]]:
+    """Capture each listed layer's residual output (batch, seq, hidden) from the next forward pass."""
+    captured: dict[int, torch.Tensor] = {}
+
+    def make(index: int) -> Callable[[torch.Tensor], None]:
+        def keep(hidden: torch.Tensor) -> None:
+            captured[index] = hidden.detach()
+
+        return keep
+
+    with residual_hooks(model, {layer: make(layer) for layer in layers}):
+        yield captured
+
+
+def new_kv_cache(model: torch.nn.Module) -> object:
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)
+
+
+def forward_step(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    cache: object,
+) -> torch.Tensor:
+    """One forward pass over new tokens with a KV cache; returns last-position logits (batch, vocab).
+
+    Position ids follow the attention mask so left-padded rows get the positions they would have
+    unpadded.
+    """
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    return out.logits[:, -1, :]
+
+
+def forward_full(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Logits at every position (batch, seq, vocab) with no cache: for scoring whole texts."""
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False).logits

