@@ -1,0 +1,324 @@
+"""PRISM alignment data: validated records and the preference pairs built from them.
+
+PRISM (`HannahRoseKirk/prism-alignment`) has a `survey` (one row per user, with stated preferences)
+and `conversations` (each turn's user message and several rated model responses). Every record is
+checked; a malformed one is reported by file, record id and field, then skipped: a load never fails
+silently and never fails whole because of one bad row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HUB_ID = "HannahRoseKirk/prism-alignment"
+CONVERSATION_TYPES = ("unguided", "values guided", "controversy guided")
+
+
+@dataclass(frozen=True)
+class LoadIssue:
+    source: str
+    record_id: str
+    field: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.source} record {self.record_id}: field '{self.field}' {self.problem}"
+
+
+@dataclass
+class LoadReport:
+    """What a load kept and what it skipped, with reasons."""
+
+    loaded: Counter = field(default_factory=Counter)
+    issues: list[LoadIssue] = field(default_factory=list)
+
+    def skip(self, source: str, record_id: object, field_name: str, problem: str) -> None:
+        self.issues.append(LoadIssue(source, str(record_id), field_name, problem))
+
+    @property
+    def skipped(self) -> int:
+        return len(self.issues)
+
+    def reasons(self) -> Counter:
+        return Counter(f"{i.field}: {i.problem}" for i in self.issues)
+
+    def summary(self) -> str:
+        kept = ", ".join(f"{n} {kind}" for kind, n in sorted(self.loaded.items()))
+        text = f"loaded {kept or 'nothing'}; skipped {self.skipped}"
+        if self.issues:
+            text += " (" + "; ".join(f"{n}× {r}" for r, n in self.reasons().most_common()) + ")"
+        return text
+
+
+@dataclass(frozen=True)
+class SurveyRecord:
+    user_id: str
+    stated_safety: float | None  # 1-100: how much the user said safety matters to them
+    demographics: dict[str, object]
+
+
+@dataclass(frozen=True)
+class RatedResponse:
+    text: str
+    model_name: str
+    score: float  # 1-100
+    chosen: bool
+    within_turn_id: int
+
+
+@dataclass(frozen=True)
+class RatedTurn:
+    conversation_id: str
+    user_id: str
+    conversation_type: str
+    turn: int
+    history: tuple[tuple[str, str], ...]  # (role, text) of earlier turns, chosen answers only
+    prompt: str
+    responses: tuple[RatedResponse, ...]
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    user_id: str
+    conversation_id: str
+    turn: int
+    conversation_type: str
+    prompt: str
+    chosen: str
+    rejected: str
+    chosen_score: float
+    rejected_score: float
+
+    @property
+    def margin(self) -> float:
+        return self.chosen_score - self.rejected_score
+
+    @property
+    def pair_id(self) -> str:
+        digest = hashlib.sha1(f"{self.chosen}\0{self.rejected}".encode()).hexdigest()[:8]
+        return f"{self.conversation_id}/{self.turn}/{digest}"
+
+
+@dataclass
+class PrismData:
+    survey: dict[str, SurveyRecord]
+    turns: list[RatedTurn]
+    report: LoadReport
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def _read_jsonl(path: Path, report: LoadReport) -> Iterator[dict]:
+    with open(path, encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                report.skip(path.name, f"line {line_no}", "<json>", f"is not valid JSON ({err.msg})")
+                continue
+            if not isinstance(record, dict):
+                report.skip(path.name, f"line {line_no}", "<json>", "is not an object")
+                continue
+            yield record
+
+
+def _hub_rows(config: str) -> Iterator[dict]:
+    from datasets import load_dataset
+
+    yield from load_dataset(HUB_ID, config, split="train")
+
+
+def load_prism(source: str | Path | None = None) -> PrismData:
+    """Load from a local folder of PRISM JSONL files, or from the hub when `source` is 'hub'."""
+    report = LoadReport()
+    if source is None:
+        from steer_away.resources import prism_fixture_dir
+
+        source = prism_fixture_dir()
+    if str(source) == "hub":
+        survey_rows: Iterable[dict] = _hub_rows("survey")
+        conv_rows: Iterable[dict] = _hub_rows("conversations")
+        survey_name, conv_name = "survey", "conversations"
+    else:
+        folder = Path(source)
+        survey_path, conv_path = folder / "survey.jsonl", folder / "conversations.jsonl"
+        for path in (survey_path, conv_path):
+            if not path.is_file():
+                raise FileNotFoundError(f"PRISM folder {folder} has no {path.name}")
+        survey_rows, conv_rows = _read_jsonl(survey_path, report), _read_jsonl(conv_path, report)
+        survey_name, conv_name = survey_path.name, conv_path.name
+    survey = {}
+    for row in survey_rows:
+        record = validate_survey(row, survey_name, report)
+        if record is not None:
+            survey[record.user_id] = record
+    report.loaded["users"] = len(survey)
+    turns = []
+    for row in conv_rows:
+        turns.extend(validate_conversation(row, conv_name, report))
+    report.loaded["turns"] = len(turns)
+    return PrismData(survey=survey, turns=turns, report=report)
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+
+def _nonempty_str(value: object) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def validate_survey(row: dict, source: str, report: LoadReport) -> SurveyRecord | None:
+    user_id = row.get("user_id")
+    if not _nonempty_str(user_id):
+        report.skip(source, row.get("user_id", "?"), "user_id", "is missing or empty")
+        return None
+    prefs = row.get("stated_prefs") or {}
+    if not isinstance(prefs, dict):
+        report.skip(source, user_id, "stated_prefs", "is not an object")
+        return None
+    safety = prefs.get("safety")
+    if safety is not None and not (isinstance(safety, (int, float)) and 0 <= safety <= 100):
+        report.skip(source, user_id, "stated_prefs.safety", f"must be a number in 0-100, got {safety!r}")
+        return None
+    demographics = {k: v for k, v in row.items() if k not in ("user_id", "stated_prefs")}
+    return SurveyRecord(user_id=user_id, stated_safety=None if safety is None else float(safety),
+                        demographics=demographics)
+
+
+def validate_conversation(row: dict, source: str, report: LoadReport) -> list[RatedTurn]:
+    """The rated turns of one conversation, or none if the record is malformed."""
+    conv_id = row.get("conversation_id")
+    if not _nonempty_str(conv_id):
+        report.skip(source, "?", "conversation_id", "is missing or empty")
+        return []
+    for name in ("user_id",):
+        if not _nonempty_str(row.get(name)):
+            report.skip(source, conv_id, name, "is missing or empty")
+            return []
+    conv_type = row.get("conversation_type", "unguided")
+    if conv_type not in CONVERSATION_TYPES:
+        report.skip(source, conv_id, "conversation_type", f"must be one of {CONVERSATION_TYPES}, got {conv_type!r}")
+        return []
+    history = row.get("conversation_history")
+    if not isinstance(history, list) or not history:
+        report.skip(source, conv_id, "conversation_history", "is missing or not a non-empty list")
+        return []
+    by_turn: dict[int, dict[str, list]] = {}
+    for index, item in enumerate(history):
+        where = f"conversation_history[{index}]"
+        if not isinstance(item, dict):
+            report.skip(source, conv_id, where, "is not an object")
+            return []
+        turn, role, content = item.get("turn"), item.get("role"), item.get("content")
+        if not isinstance(turn, int) or turn < 0:
+            report.skip(source, conv_id, f"{where}.turn", f"must be a non-negative integer, got {turn!r}")
+            return []
+        if role not in ("user", "model"):
+            report.skip(source, conv_id, f"{where}.role", f"must be 'user' or 'model', got {role!r}")
+            return []
+        if not _nonempty_str(content):
+            report.skip(source, conv_id, f"{where}.content", "is missing or empty")
+            return []
+        slot = by_turn.setdefault(turn, {"user": [], "model": []})
+        if role == "user":
+            slot["user"].append(content)
+            continue
+        score = item.get("score")
+        if not isinstance(score, (int, float)) or isinstance(score, bool) or not math.isfinite(score) \
+                or not 1 <= score <= 100:
+            report.skip(source, conv_id, f"{where}.score", f"must be a number in 1-100, got {score!r}")
+            return []
+        chosen = item.get("if_chosen", False)
+        if not isinstance(chosen, bool):
+            report.skip(source, conv_id, f"{where}.if_chosen", f"must be true or false, got {chosen!r}")
+            return []
+        slot["model"].append(RatedResponse(text=content, model_name=str(item.get("model_name", "")),
+                                           score=float(score), chosen=chosen,
+                                           within_turn_id=int(item.get("within_turn_id", len(slot["model"])))))
+    turns: list[RatedTurn] = []
+    context: list[tuple[str, str]] = []
+    for turn in sorted(by_turn):
+        slot = by_turn[turn]
+        if len(slot["user"]) != 1:
+            report.skip(source, conv_id, f"turn {turn}", f"needs exactly one user message, has {len(slot['user'])}")
+            return turns
+        if len(slot["model"]) < 2:
+            report.skip(source, conv_id, f"turn {turn}", "needs at least two rated responses")
+            return turns
+        responses = tuple(slot["model"])
+        turns.append(RatedTurn(conversation_id=conv_id, user_id=row["user_id"], conversation_type=conv_type,
+                               turn=turn, history=tuple(context), prompt=slot["user"][0], responses=responses))
+        best = _chosen_response(responses)
+        context += [("user", slot["user"][0]), ("assistant", best.text)]
+    return turns
+
+
+def _chosen_response(responses: Iterable[RatedResponse]) -> RatedResponse:
+    """The user's pick: `if_chosen` when marked, else the highest score (earliest on ties)."""
+    responses = list(responses)
+    marked = [r for r in responses if r.chosen]
+    if marked:
+        return marked[0]
+    return max(responses, key=lambda r: (r.score, -r.within_turn_id))
+
+
+# --- pairs ---------------------------------------------------------------------------------------
+
+
+def preference_pairs(
+    turns: Iterable[RatedTurn],
+    *,
+    min_margin: float = 0.0,
+    max_turn: int | None = None,
+    users: set[str] | None = None,
+) -> list[PreferencePair]:
+    """Chosen vs each lower-rated response of every turn, keeping pairs whose margin >= `min_margin`."""
+    pairs = []
+    for turn in turns:
+        if max_turn is not None and turn.turn > max_turn:
+            continue
+        if users is not None and turn.user_id not in users:
+            continue
+        best = _chosen_response(turn.responses)
+        for other in turn.responses:
+            if other is best or other.score >= best.score:
+                continue
+            if best.score - other.score < min_margin:
+                continue
+            pairs.append(PreferencePair(user_id=turn.user_id, conversation_id=turn.conversation_id,
+                                        turn=turn.turn, conversation_type=turn.conversation_type,
+                                        prompt=turn.prompt, chosen=best.text, rejected=other.text,
+                                        chosen_score=best.score, rejected_score=other.score))
+    return pairs
+
+
+def sample_pairs(pairs: list[PreferencePair], n: int | None, seed: int = 0) -> list[PreferencePair]:
+    """A deterministic sample of `n` pairs (all of them when n is None or larger than the pool)."""
+    if n is None or n >= len(pairs):
+        return list(pairs)
+    return random.Random(seed).sample(pairs, n)
+
+
+def split_pairs(pairs: list[PreferencePair], holdout: float = 0.3, seed: int = 0
+                ) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """Per-user split into (train, held-out) by conversation, so no conversation sits in both."""
+    rng = random.Random(seed)
+    conversations = sorted({(p.user_id, p.conversation_id) for p in pairs})
+    rng.shuffle(conversations)
+    by_user: dict[str, list[str]] = {}
+    for user, conv in conversations:
+        by_user.setdefault(user, []).append(conv)
+    held = {(u, c) for u, convs in by_user.items() for c in convs[: int(round(len(convs) * holdout))]}
+    train = [p for p in pairs if (p.user_id, p.conversation_id) not in held]
+    test = [p for p in pairs if (p.user_id, p.conversation_id) in held]
+    return train, test

@@ -1,0 +1,146 @@
+"""Per-user toxicity profiles built from PRISM choices and toxicity scores."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from steer_away.data.prism import PreferencePair, PrismData, RatedTurn, _chosen_response
+from steer_away.profiles.bradley_terry import fit_ideal_point
+from steer_away.scoring.base import ToxicityScorer
+
+SENSITIVITIES = ("strict", "moderate", "tolerant")
+PROFILE_FORMAT = "steer-away/profiles@1"
+
+
+@dataclass
+class UserProfile:
+    """What one user wants from the model's language, learned from their own choices."""
+
+    user_id: str
+    attributes: list[str]
+    preferred_toxicity: list[float]  # score-weighted mean toxicity of the responses they chose
+    rejected_toxicity: list[float]  # mean toxicity of the responses they rated lower
+    dislike: float  # mean TOXICITY the rejected answers carried beyond the chosen ones (>0: avoids toxicity)
+    stated_safety: float | None  # survey: how much safety matters, 1-100
+    sensitivity: str  # strict | moderate | tolerant
+    bt_theta: list[float]  # Bradley–Terry ideal point in toxicity-attribute space
+    n_pairs: int
+    n_turns: int
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def preferred_vector(self) -> np.ndarray:
+        return np.asarray(self.preferred_toxicity)
+
+    def primary(self) -> float:
+        """Preferred score on the first attribute (TOXICITY for every backend we ship)."""
+        return self.preferred_toxicity[0]
+
+
+@dataclass(frozen=True)
+class SensitivityRule:
+    """Users below the `strict_below` quantile of preferred TOXICITY are strict, above `tolerant_above`
+    tolerant. Fixed thresholds (absolute TOXICITY values) replace quantiles when given."""
+
+    strict_below: float = 1 / 3
+    tolerant_above: float = 2 / 3
+    absolute: bool = False
+
+    def cutoffs(self, preferred: Sequence[float]) -> tuple[float, float]:
+        if self.absolute:
+            return self.strict_below, self.tolerant_above
+        values = np.asarray(preferred)
+        return float(np.quantile(values, self.strict_below)), float(np.quantile(values, self.tolerant_above))
+
+    @staticmethod
+    def classify(value: float, cutoffs: tuple[float, float]) -> str:
+        low, high = cutoffs
+        return "strict" if value <= low else "tolerant" if value > high else "moderate"
+
+
+def build_profiles(
+    data: PrismData,
+    scorer: ToxicityScorer,
+    *,
+    rule: SensitivityRule | None = None,
+    bt_l2: float = 1.0,
+) -> dict[str, UserProfile]:
+    """Profiles for every user with at least one rated turn."""
+    rule = rule or SensitivityRule()
+    by_user: dict[str, list[RatedTurn]] = {}
+    for turn in data.turns:
+        by_user.setdefault(turn.user_id, []).append(turn)
+    texts = sorted({r.text for t in data.turns for r in t.responses})
+    scores = dict(zip(texts, scorer.score(texts)))
+    drafts = {}
+    for user_id, turns in sorted(by_user.items()):
+        chosen_vecs, weights, rejected_vecs, diffs = [], [], [], []
+        for turn in turns:
+            best = _chosen_response(turn.responses)
+            chosen_vecs.append(scores[best.text])
+            weights.append(best.score / 100.0)
+            for other in turn.responses:
+                if other is not best and other.score < best.score:
+                    rejected_vecs.append(scores[other.text])
+                    diffs.append(scores[best.text] - scores[other.text])
+        preferred = np.average(np.stack(chosen_vecs), axis=0, weights=np.asarray(weights))
+        rejected = np.mean(rejected_vecs, axis=0) if rejected_vecs else preferred
+        diff_arr = np.asarray(diffs).reshape(-1, len(scorer.attributes))
+        dislike = float(-diff_arr[:, 0].mean()) if len(diff_arr) else 0.0
+        theta = fit_ideal_point(diff_arr, l2=bt_l2) if len(diff_arr) else np.zeros(len(scorer.attributes))
+        survey = data.survey.get(user_id)
+        drafts[user_id] = UserProfile(
+            user_id=user_id, attributes=list(scorer.attributes), preferred_toxicity=preferred.tolist(),
+            rejected_toxicity=np.asarray(rejected).tolist(), dislike=dislike,
+            stated_safety=survey.stated_safety if survey else None, sensitivity="moderate",
+            bt_theta=theta.tolist(), n_pairs=len(diff_arr), n_turns=len(turns))
+    if drafts:
+        cutoffs = rule.cutoffs([p.primary() for p in drafts.values()])
+        for profile in drafts.values():
+            profile.sensitivity = rule.classify(profile.primary(), cutoffs)
+            profile.extra["sensitivity_cutoffs"] = list(cutoffs)
+    return drafts
+
+
+def pair_toxicity_diffs(pairs: Sequence[PreferencePair], scorer: ToxicityScorer) -> np.ndarray:
+    """(pairs, attributes): toxicity of chosen minus rejected, for Bradley–Terry fits and PPA."""
+    texts = sorted({p.chosen for p in pairs} | {p.rejected for p in pairs})
+    scores = dict(zip(texts, scorer.score(texts)))
+    return np.stack([scores[p.chosen] - scores[p.rejected] for p in pairs]) if pairs else np.zeros((0, 0))
+
+
+def save_profiles(profiles: dict[str, UserProfile], path: str | Path, scorer_backend: str) -> None:
+    payload = {"format": PROFILE_FORMAT, "scorer": scorer_backend,
+               "profiles": [asdict(p) for p in profiles.values()]}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    tmp.replace(path)
+
+
+def load_profiles(path: str | Path) -> dict[str, UserProfile]:
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"profiles file not found: {path}") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(payload, dict) or payload.get("format") != PROFILE_FORMAT:
+        raise ValueError(f"{path} is not a steer-away profiles file (expected format '{PROFILE_FORMAT}')")
+    profiles = {}
+    names = set(UserProfile.__dataclass_fields__)
+    for index, record in enumerate(payload.get("profiles", [])):
+        missing = names - set(record) - {"extra"}
+        if missing:
+            raise ValueError(f"{path}: profile #{index} ({record.get('user_id', '?')}) lacks {sorted(missing)}")
+        if record["sensitivity"] not in SENSITIVITIES:
+            raise ValueError(f"{path}: profile {record['user_id']} has sensitivity '{record['sensitivity']}'")
+        profiles[record["user_id"]] = UserProfile(**{k: v for k, v in record.items() if k in names})
+    return profiles

@@ -1,0 +1,108 @@
+"""Perspective API client, the scorer the two studies used (Google is retiring it at the end of 2026).
+
+The key comes from the environment and travels in a header, never in a URL or a log line. Requests
+are spaced to a QPS limit and retried with exponential back-off on 429, 5xx, time-outs and
+unreadable answers; each text is its own request, so with the cache nothing scored is ever lost.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+
+import httpx
+import numpy as np
+
+from steer_away.scoring.base import ATTRIBUTES, ScorerError, ToxicityScorer
+
+DEFAULT_URL = "https://commentanalyzer.googleapis.com/v1alpha1/comments:analyze"
+KEY_ENV = "PERSPECTIVE_API_KEY"
+
+
+class PerspectiveScorer(ToxicityScorer):
+    backend = "perspective"
+    preferred_batch_size = 1  # commit every score as soon as it is paid for
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        qps: float = 1.0,
+        attributes: Sequence[str] = ATTRIBUTES,
+        url: str = DEFAULT_URL,
+        max_retries: int = 6,
+        backoff_s: float = 1.0,
+        timeout_s: float = 30.0,
+        languages: Sequence[str] = ("en",),
+        sleep: Callable[[float], None] = time.sleep,
+        client: httpx.Client | None = None,
+    ) -> None:
+        key = api_key or os.environ.get(KEY_ENV)
+        if not key:
+            raise ScorerError(f"the Perspective scorer needs an API key in ${KEY_ENV}")
+        if qps <= 0:
+            raise ScorerError(f"qps must be > 0, got {qps}")
+        self._key = key
+        self.attributes = tuple(attributes)
+        self.url = url
+        self.min_interval = 1.0 / qps
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.languages = list(languages)
+        self._sleep = sleep
+        self._client = client or httpx.Client(timeout=timeout_s)
+        self._last_request = -float("inf")
+        self.requests_sent = 0
+
+    def __repr__(self) -> str:  # never show the key
+        return f"PerspectiveScorer(url={self.url!r}, qps={1 / self.min_interval:g})"
+
+    def _throttle(self) -> None:
+        wait = self._last_request + self.min_interval - time.monotonic()
+        if wait > 0:
+            self._sleep(wait)
+        self._last_request = time.monotonic()
+
+    def _parse(self, payload: object) -> np.ndarray:
+        try:
+            scores = payload["attributeScores"]  # type: ignore[index]
+            return np.array([float(scores[a]["summaryScore"]["value"]) for a in self.attributes])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"answer lacks attributeScores.*.summaryScore.value ({err!r})") from err
+
+    def score_one(self, text: str) -> np.ndarray:
+        body = {
+            "comment": {"text": text},
+            "languages": self.languages,
+            "requestedAttributes": {a: {} for a in self.attributes},
+            "doNotStore": True,
+        }
+        problem = "no attempt made"
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self._sleep(self.backoff_s * 2 ** (attempt - 1))
+            self._throttle()
+            self.requests_sent += 1
+            try:
+                response = self._client.post(self.url, json=body, headers={"X-Goog-Api-Key": self._key})
+            except httpx.TransportError as err:  # time-outs, refused connections
+                problem = f"{type(err).__name__}"
+                continue
+            if response.status_code == 429 or response.status_code >= 500:
+                problem = f"HTTP {response.status_code}"
+                retry_after = response.headers.get("Retry-After", "")
+                if retry_after.isdigit():
+                    self._sleep(float(retry_after))
+                continue
+            if response.status_code >= 400:
+                raise ScorerError(f"Perspective refused the request: HTTP {response.status_code} "
+                                  f"{response.text[:200]}")
+            try:
+                return self._parse(response.json())
+            except ValueError as err:
+                problem = f"malformed answer: {err}"
+        raise ScorerError(f"Perspective failed after {self.max_retries + 1} attempts; last problem: {problem}")
+
+    def score_batch(self, texts: Sequence[str]) -> np.ndarray:
+        return np.stack([self.score_one(t) for t in texts])

@@ -1,0 +1,34 @@
+"""Building a scorer from its name, always behind the SQLite cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from steer_away.scoring.base import ScorerError, ToxicityScorer
+from steer_away.scoring.cache import CachedScorer, ScoreCache
+
+BACKENDS = ("jigsaw-bilstm", "detoxify", "perspective")
+DEFAULT_BACKEND = "jigsaw-bilstm"
+
+
+def make_scorer(name: str = DEFAULT_BACKEND, cache_path: str | Path | None = None, **options: object) -> CachedScorer:
+    """A cached scorer; `cache_path` defaults to the user cache folder."""
+    from steer_away.models import cache_root
+
+    backend: ToxicityScorer
+    if name in ("jigsaw-bilstm", "offline"):
+        from steer_away.scoring.jigsaw import JigsawBiLSTMScorer
+
+        backend = JigsawBiLSTMScorer(**options)
+    elif name == "detoxify":
+        from steer_away.scoring.detoxify_backend import DetoxifyScorer
+
+        backend = DetoxifyScorer(**options)
+    elif name == "perspective":
+        from steer_away.scoring.perspective import PerspectiveScorer
+
+        backend = PerspectiveScorer(**options)
+    else:
+        raise ScorerError(f"unknown scorer '{name}'; choose one of {', '.join(BACKENDS)}")
+    cache = ScoreCache(cache_path or cache_root() / "scores.sqlite")
+    return CachedScorer(backend, cache, batch_size=getattr(backend, "preferred_batch_size", 64))

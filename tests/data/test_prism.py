@@ -1,0 +1,110 @@
+import json
+
+import pytest
+
+from steer_away.data.prism import LoadReport, load_prism, preference_pairs, sample_pairs, split_pairs, \
+    validate_conversation
+
+
+def conv(conv_id="c1", user="u1", history=None, conv_type="unguided"):
+    if history is None:
+        history = [
+            {"turn": 0, "role": "user", "content": "hi"},
+            {"turn": 0, "role": "model", "content": "A", "score": 90, "if_chosen": True, "within_turn_id": 0},
+            {"turn": 0, "role": "model", "content": "B", "score": 40, "if_chosen": False, "within_turn_id": 1},
+            {"turn": 0, "role": "model", "content": "C", "score": 70, "if_chosen": False, "within_turn_id": 2},
+            {"turn": 1, "role": "user", "content": "more"},
+            {"turn": 1, "role": "model", "content": "D", "score": 20, "if_chosen": False, "within_turn_id": 0},
+            {"turn": 1, "role": "model", "content": "E", "score": 55, "if_chosen": True, "within_turn_id": 1},
+        ]
+    return {"conversation_id": conv_id, "user_id": user, "conversation_type": conv_type,
+            "conversation_history": history}
+
+
+def test_pairs_from_hand_made_conversation():
+    report = LoadReport()
+    turns = validate_conversation(conv(), "conversations.jsonl", report)
+    assert report.skipped == 0 and [t.turn for t in turns] == [0, 1]
+    assert turns[1].history == (("user", "hi"), ("assistant", "A"))
+    pairs = preference_pairs(turns)
+    got = sorted((p.turn, p.chosen, p.rejected, p.margin) for p in pairs)
+    assert got == [(0, "A", "B", 50.0), (0, "A", "C", 20.0), (1, "E", "D", 35.0)]
+    assert [p.rejected for p in preference_pairs(turns, min_margin=30)] == ["B", "D"]
+    assert {p.turn for p in preference_pairs(turns, max_turn=0)} == {0}
+
+
+def test_chosen_falls_back_to_highest_score_without_flags():
+    history = [{"turn": 0, "role": "user", "content": "q"},
+               {"turn": 0, "role": "model", "content": "low", "score": 10},
+               {"turn": 0, "role": "model", "content": "high", "score": 80}]
+    pairs = preference_pairs(validate_conversation(conv(history=history), "x", LoadReport()))
+    assert [(p.chosen, p.rejected) for p in pairs] == [("high", "low")]
+
+
+@pytest.mark.parametrize("mutate, field, problem", [
+    (lambda r: r.pop("conversation_id"), "conversation_id", "missing"),
+    (lambda r: r.update(user_id=""), "user_id", "missing or empty"),
+    (lambda r: r.update(conversation_type="weird"), "conversation_type", "must be one of"),
+    (lambda r: r.update(conversation_history=[]), "conversation_history", "non-empty list"),
+    (lambda r: r["conversation_history"][1].update(score=150), "conversation_history[1].score", "1-100"),
+    (lambda r: r["conversation_history"][1].update(score="high"), "conversation_history[1].score", "1-100"),
+    (lambda r: r["conversation_history"][2].update(content=""), "conversation_history[2].content", "empty"),
+    (lambda r: r["conversation_history"][2].update(role="bot"), "conversation_history[2].role", "'user' or"),
+    (lambda r: r["conversation_history"][2].update(turn=-1), "conversation_history[2].turn", "non-negative"),
+    (lambda r: r["conversation_history"][1].update(if_chosen="yes"), "conversation_history[1].if_chosen", "true"),
+])
+def test_each_malformed_kind_is_reported_with_id_and_field(mutate, field, problem):
+    record = conv(conv_id="c42")
+    mutate(record)
+    report = LoadReport()
+    assert validate_conversation(record, "conversations.jsonl", report) == []
+    assert report.skipped == 1
+    issue = report.issues[0]
+    assert issue.field == field and problem in issue.problem
+    assert issue.record_id == ("c42" if field != "conversation_id" else "?")
+    assert "conversations.jsonl record" in str(issue)
+
+
+def test_turn_with_a_single_response_is_skipped_keeping_earlier_turns():
+    record = conv()
+    record["conversation_history"] = record["conversation_history"][:5] + record["conversation_history"][6:]
+    report = LoadReport()
+    turns = validate_conversation(record, "f", report)
+    assert [t.turn for t in turns] == [0]
+    assert report.issues[0].field == "turn 1"
+
+
+def test_local_folder_load_reports_and_skips(tmp_path):
+    survey = [{"user_id": "u1", "stated_prefs": {"safety": 80}}, {"user_id": "u2", "stated_prefs": {"safety": 300}}]
+    (tmp_path / "survey.jsonl").write_text("\n".join(json.dumps(r) for r in survey))
+    lines = [json.dumps(conv("c1")), "{not json", json.dumps(conv("c2", history=[{"turn": 0}]))]
+    (tmp_path / "conversations.jsonl").write_text("\n".join(lines))
+    data = load_prism(tmp_path)
+    assert list(data.survey) == ["u1"] and data.survey["u1"].stated_safety == 80
+    assert len(data.turns) == 2
+    assert data.report.skipped == 3
+    where = {(i.record_id, i.field) for i in data.report.issues}
+    assert ("u2", "stated_prefs.safety") in where and ("line 2", "<json>") in where
+    assert ("c2", "conversation_history[0].role") in where
+    assert "skipped 3" in data.report.summary()
+
+
+def test_missing_files_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="survey.jsonl"):
+        load_prism(tmp_path)
+
+
+def test_fixture_loads_clean_and_is_synthetic():
+    data = load_prism()
+    assert data.report.skipped == 0
+    assert len(data.survey) >= 30 and len(data.turns) >= 200
+    assert all(r.demographics.get("synthetic") for r in data.survey.values())
+
+
+def test_sampling_and_split_are_deterministic():
+    pairs = preference_pairs(load_prism().turns)
+    assert sample_pairs(pairs, 50, seed=1) == sample_pairs(pairs, 50, seed=1)
+    assert sample_pairs(pairs, 50, seed=1) != sample_pairs(pairs, 50, seed=2)
+    train, test = split_pairs(pairs, holdout=0.3, seed=0)
+    assert len(train) + len(test) == len(pairs)
+    assert not {(p.user_id, p.conversation_id) for p in train} & {(p.user_id, p.conversation_id) for p in test}
