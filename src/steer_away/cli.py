@@ -46,8 +46,84 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _steering_from_args(args: argparse.Namespace, lm: object):
-    """No steering unless asked; later issues add --vector and --method here."""
+    """The steering method the generate flags ask for (None: unsteered)."""
+    if args.vector:
+        from steer_away import internals
+        from steer_away.steering.activation import ActivationSteering
+        from steer_away.steering.vectors import load_bank
+
+        population, users = load_bank(args.vector, lm)
+        layers = internals.parse_layers(args.layers, internals.num_layers(lm.model)) if args.layers else None
+        gate = int(args.gate) if args.gate.isdigit() else args.gate
+        if args.user and users and args.user not in users:
+            console.print(f"[yellow]no vector for user {args.user}; using the population vector[/yellow]")
+        method = ActivationSteering(users or population, alpha=args.alpha if args.alpha is not None else 1.0,
+                                    layers=layers, gate=gate, relative=args.relative, default=population)
+        return method, None
     return None, None
+
+
+def cmd_vectors_extract(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from steer_away import internals
+    from steer_away.data.prism import load_prism, preference_pairs, sample_pairs, split_pairs
+    from steer_away.steering.compose import population_vector
+    from steer_away.steering.extract import extract_pair_activations, save_pair_activations
+
+    lm = _load(args)
+    data = load_prism(args.prism)
+    console.print(data.report.summary())
+    train, _ = split_pairs(preference_pairs(data.turns, min_margin=args.min_margin), holdout=args.holdout,
+                           seed=args.seed)
+    pairs = sample_pairs(train, args.n_pairs, seed=args.seed)
+    layers = internals.parse_layers(args.layers, internals.num_layers(lm.model))
+    start = time.perf_counter()
+    acts = extract_pair_activations(lm, pairs, layers, position=args.position, batch_size=args.batch_size)
+    elapsed = time.perf_counter() - start
+    out = Path(args.out)
+    save_pair_activations(acts, out / "pair_activations.safetensors", _shape(lm))
+    vector = population_vector(acts, _shape(lm), seed=args.seed)
+    vector.save(out / "population.safetensors")
+    norms = ", ".join(f"{l}:{n:.2f}" for l, n in vector.norm().items())
+    console.print(f"{len(pairs)} pairs at layers {layers[0]}-{layers[-1]} in {elapsed:.1f}s "
+                  f"({len(pairs) / elapsed:.1f} pairs/s); ‖v_l‖ {norms}")
+    console.print(f"wrote {out / 'population.safetensors'} and {out / 'pair_activations.safetensors'}")
+    return 0
+
+
+def _shape(lm: object) -> tuple[str, int, int]:
+    from steer_away import internals
+
+    return lm.model_id, internals.hidden_size(lm.model), internals.num_layers(lm.model)
+
+
+def cmd_vectors_compose(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from steer_away.profiles import load_profiles
+    from steer_away.profiles.build import pair_toxicity_diffs
+    from steer_away.scoring import make_scorer
+    from steer_away.steering.compose import bt_vectors, dislike_vectors, population_vector
+    from steer_away.steering.extract import load_pair_activations
+    from steer_away.steering.vectors import save_bank
+
+    acts, shape = load_pair_activations(args.activations)
+    profiles = load_profiles(args.profiles)
+    if args.mode == "dislike":
+        scorer = make_scorer(args.scorer, cache_path=args.score_cache)
+        gaps = -pair_toxicity_diffs(acts.pairs, scorer)[:, 0]
+        vectors = dislike_vectors(acts, shape, gaps, shrinkage=args.shrinkage)
+    else:
+        vectors, _ = bt_vectors(acts, shape, k=args.k, l2=args.l2)
+    vectors = {u: v for u, v in vectors.items() if u in profiles}
+    for user, vector in vectors.items():
+        vector.meta["sensitivity"] = profiles[user].sensitivity
+    out = Path(args.out or Path(args.activations).parent / args.mode)
+    save_bank(out, population_vector(acts, shape), vectors)
+    console.print(f"wrote {len(vectors)} {args.mode} user vectors and the population default to {out}")
+    return 0
 
 
 def cmd_profiles_build(args: argparse.Namespace) -> int:
@@ -96,7 +172,36 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--user", default=None, help="user id whose steering to apply")
     gen.add_argument("--alpha", type=float, default=None, help="steering strength")
+    gen.add_argument("--vector", default=None, help="a .safetensors vector or a vector bank folder (CAA)")
+    gen.add_argument("--layers", default=None, help="layers to steer: '14-20', '3,5' or 'seed' (default: the vector's)")
+    gen.add_argument("--gate", default="all", help="'all', 'prefill', or K: steer only the first K tokens")
+    gen.add_argument("--relative", action="store_true", help="α as a fraction of the typical residual norm")
     gen.set_defaults(func=cmd_generate)
+
+    vec = sub.add_parser("vectors", help="steering vectors").add_subparsers(dest="action", required=True)
+    ext = vec.add_parser("extract", help="population CAA vector from PRISM preference pairs")
+    _add_model_args(ext)
+    ext.add_argument("--prism", default=None, help="PRISM folder or 'hub' (default: our fixture)")
+    ext.add_argument("--n-pairs", type=int, default=200)
+    ext.add_argument("--layers", default="seed", help="'seed' = the CAA study's 16-22 of 32, mapped by depth")
+    ext.add_argument("--position", choices=["last", "mean"], default="last")
+    ext.add_argument("--min-margin", type=float, default=0.0)
+    ext.add_argument("--holdout", type=float, default=0.3, help="share of conversations kept out for evaluation")
+    ext.add_argument("--batch-size", type=int, default=8)
+    ext.add_argument("--seed", type=int, default=0)
+    ext.add_argument("--out", default="vectors")
+    ext.set_defaults(func=cmd_vectors_extract)
+    comp = vec.add_parser("compose", help="per-user vectors (dislike-weighted or Bradley–Terry basis)")
+    comp.add_argument("--activations", default="vectors/pair_activations.safetensors")
+    comp.add_argument("--profiles", required=True)
+    comp.add_argument("--mode", choices=["dislike", "bt"], default="dislike")
+    comp.add_argument("--k", type=int, default=8, help="BT basis size")
+    comp.add_argument("--l2", type=float, default=1.0, help="BT regularisation")
+    comp.add_argument("--shrinkage", type=float, default=10.0, help="pseudo-pairs pulling users to the population")
+    comp.add_argument("--scorer", default="jigsaw-bilstm")
+    comp.add_argument("--score-cache", default=None)
+    comp.add_argument("--out", default=None, help="bank folder (default: next to the activations, named by mode)")
+    comp.set_defaults(func=cmd_vectors_compose)
 
     prof = sub.add_parser("profiles", help="user toxicity profiles").add_subparsers(dest="action", required=True)
     build = prof.add_parser("build", help="build profiles from PRISM choices and toxicity scores")

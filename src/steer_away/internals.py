@@ -171,6 +171,35 @@ def record_residuals(model: torch.nn.Module, layers: Sequence[int]) -> Iterator[
         yield captured
 
 
+class _StopForward(Exception):
+    """Raised by a hook to end a forward pass once the layers we need have run."""
+
+
+@torch.inference_mode()
+def residuals_at(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 layers: Sequence[int]) -> dict[int, torch.Tensor]:
+    """Residual outputs (batch, seq, hidden) of the listed layers; the rest of the model is skipped.
+
+    Stopping after the deepest listed layer saves the remaining layers and the LM head, which on a
+    small model with a large vocabulary costs as much as the layers themselves.
+    """
+    last = max(layers)
+
+    def stop(_module: torch.nn.Module, _args: tuple, _output: object) -> None:
+        raise _StopForward
+
+    with record_residuals(model, layers) as captured:
+        handle = decoder_layers(model)[last].register_forward_hook(stop)
+        try:
+            positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+            model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+    return captured
+
+
 def new_kv_cache(model: torch.nn.Module) -> object:
     from transformers import DynamicCache
 

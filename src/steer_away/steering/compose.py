@@ -1,0 +1,79 @@
+"""Population and per-user steering vectors from per-pair activation differences.
+
+- population: the plain mean difference over all pairs;
+- dislike-weighted: each user's own pairs, weighted by score margin and by how much toxicity the
+  rejected answer carried beyond the chosen one, shrunk toward the population vector when the user
+  has few pairs (weight n/(n+k));
+- Bradley–Terry basis: SVD of all pair differences gives an orthonormal k-dim basis; each user's
+  ideal point θ_u is fitted on their pairs' coordinates in it, and their vector is Σ_k θ_uk b_k.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from steer_away.profiles.bradley_terry import fit_ideal_point, orthogonal_basis
+from steer_away.steering.extract import PairActivations
+from steer_away.steering.vectors import SteeringVector
+
+PROFILE_MODES = ("population", "dislike", "bt")
+
+
+def _shape(acts: PairActivations, lm_shape: tuple[str, int, int]) -> dict[str, object]:
+    model_id, hidden, depth = lm_shape
+    return {"model_id": model_id, "hidden_size": hidden, "num_layers": depth}
+
+
+def population_vector(acts: PairActivations, lm_shape: tuple[str, int, int], seed: int | None = None) -> SteeringVector:
+    return acts.vector(meta={"kind": "population", "seed": seed}, **_shape(acts, lm_shape))
+
+
+def pair_weights(acts: PairActivations, toxicity_gaps: Sequence[float]) -> np.ndarray:
+    """Margin/100 × (1 + |toxicity(rejected) − toxicity(chosen)|): pairs decided on toxicity count more."""
+    margins = np.array([p.margin for p in acts.pairs]) / 100.0
+    return margins * (1.0 + np.abs(np.asarray(toxicity_gaps, dtype=np.float64)))
+
+
+def dislike_vectors(acts: PairActivations, lm_shape: tuple[str, int, int], toxicity_gaps: Sequence[float],
+                    shrinkage: float = 10.0) -> dict[str, SteeringVector]:
+    population = acts.diffs.mean(0)
+    weights = torch.tensor(pair_weights(acts, toxicity_gaps), dtype=acts.diffs.dtype)
+    users = sorted({p.user_id for p in acts.pairs})
+    out = {}
+    for user in users:
+        rows = torch.tensor([i for i, p in enumerate(acts.pairs) if p.user_id == user])
+        w = weights[rows]
+        own = (acts.diffs[rows] * w[:, None, None]).sum(0) / w.sum().clamp(min=1e-12)
+        keep = len(rows) / (len(rows) + shrinkage)
+        mixed = keep * own + (1 - keep) * population
+        out[user] = SteeringVector(
+            directions={l: mixed[i].clone() for i, l in enumerate(acts.layers)},
+            meta={"kind": "dislike", "user": user, "n_pairs": len(rows), "shrink_weight": keep,
+                  "position": acts.position,
+                  "residual_norms": {str(l): n for l, n in acts.residual_norms.items()}},
+            **_shape(acts, lm_shape))
+    return out
+
+
+def bt_vectors(acts: PairActivations, lm_shape: tuple[str, int, int], k: int = 8, l2: float = 1.0
+               ) -> tuple[dict[str, SteeringVector], np.ndarray]:
+    """Per-user vectors from Bradley–Terry ideal points in an SVD basis; also returns the basis."""
+    flat = acts.diffs.reshape(len(acts.pairs), -1).double().numpy()
+    scale = np.linalg.norm(flat, axis=1).mean() or 1.0  # coordinates of order 1 keep λ meaningful
+    basis = orthogonal_basis(flat, k)
+    coords = flat @ basis.T / scale
+    out = {}
+    for user in sorted({p.user_id for p in acts.pairs}):
+        rows = [i for i, p in enumerate(acts.pairs) if p.user_id == user]
+        theta = fit_ideal_point(coords[rows], l2=l2)
+        direction = torch.from_numpy(theta @ basis).float().reshape(len(acts.layers), -1)
+        out[user] = SteeringVector(
+            directions={l: direction[i].clone() for i, l in enumerate(acts.layers)},
+            meta={"kind": "bt", "user": user, "n_pairs": len(rows), "theta": theta.tolist(), "k": len(basis),
+                  "position": acts.position,
+                  "residual_norms": {str(l): n for l, n in acts.residual_norms.items()}},
+            **_shape(acts, lm_shape))
+    return out, basis
