@@ -34,11 +34,13 @@ def test_residual_hook_edits_and_is_removed(arch, tokenizer):
 
 def test_hooks_removed_after_exception(tiny_lm):
     layers = internals.decoder_layers(tiny_lm.model)
+    before = [len(layer._forward_hooks) for layer in layers]  # transformers may keep its own capture hooks
     with pytest.raises(RuntimeError, match="boom"):
-        with internals.residual_hooks(tiny_lm.model, {0: lambda h: None, 2: lambda h: None}):
-            assert layers[0]._forward_hooks
+        with internals.residual_hooks(tiny_lm.model, {0: lambda h: None, 2: lambda h: None}, active=lambda s: True):
+            assert len(layers[0]._forward_hooks) == before[0] + 1
             raise RuntimeError("boom")
-    assert not any(layer._forward_hooks for layer in layers)
+    assert [len(layer._forward_hooks) for layer in layers] == before
+    assert not tiny_lm.model.model._forward_pre_hooks
 
 
 def test_map_layer_range_keeps_relative_depth():

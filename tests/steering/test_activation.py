@@ -29,12 +29,13 @@ def test_alpha_zero_is_exactly_unsteered(tiny_lm):
 
 
 def test_steering_changes_output_and_scope_undoes_itself(tiny_lm):
+    layers = internals.decoder_layers(tiny_lm.model)
+    hooks_before = [len(layer._forward_hooks) for layer in layers]
     plain = tokens(generate(tiny_lm, PROMPTS, config=CFG))
     steered = tokens(generate(tiny_lm, PROMPTS, method=ActivationSteering(random_vector(1), alpha=2.0), config=CFG))
     assert steered != plain
     assert tokens(generate(tiny_lm, PROMPTS, config=CFG)) == plain
-    assert not any(layer._forward_hooks or layer._forward_pre_hooks
-                   for layer in internals.decoder_layers(tiny_lm.model))
+    assert [len(layer._forward_hooks) for layer in layers] == hooks_before
 
 
 def test_hooks_removed_after_an_exception_inside_the_scope(tiny_lm):
