@@ -31,13 +31,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from steer_away.steering.base import RowSteering
 
     lm = _load(args)
-    method, rows = _steering_from_args(args, lm)
+    method = _steering_from_args(args, lm)
     config = GenerationConfig(max_new_tokens=args.max_tokens, do_sample=args.sample,
                               temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     prompts = args.prompt
-    rows = rows or [RowSteering(user_id=args.user, alpha=args.alpha)] * len(prompts)
+    rows = [RowSteering(user_id=args.user, alpha=args.alpha)] * len(prompts)
     with status("Generating…"):
-        results = generate(lm, prompts, method=method, rows=rows * (len(prompts) // len(rows)), config=config)
+        results = generate(lm, prompts, method=method, rows=rows, config=config)
     for prompt, result in zip(prompts, results):
         if len(prompts) > 1:
             console.print(f"[bold]> {prompt}[/bold]")
@@ -46,21 +46,32 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _steering_from_args(args: argparse.Namespace, lm: object):
-    """The steering method the generate flags ask for (None: unsteered)."""
-    if args.vector:
+    """The steering method the generate / serve flags ask for (None: unsteered)."""
+    method = args.method or ("caa" if args.vector else "none")
+    if method == "none":
+        return None
+    if method == "caa":
         from steer_away import internals
         from steer_away.steering.activation import ActivationSteering
         from steer_away.steering.vectors import load_bank
 
+        if not args.vector:
+            raise UsageError("--method caa needs --vector (a vector file or bank folder)")
         population, users = load_bank(args.vector, lm)
         layers = internals.parse_layers(args.layers, internals.num_layers(lm.model)) if args.layers else None
-        gate = int(args.gate) if args.gate.isdigit() else args.gate
-        if args.user and users and args.user not in users:
-            console.print(f"[yellow]no vector for user {args.user}; using the population vector[/yellow]")
-        method = ActivationSteering(users or population, alpha=args.alpha if args.alpha is not None else 1.0,
-                                    layers=layers, gate=gate, relative=args.relative, default=population)
-        return method, None
-    return None, None
+        gate = int(args.gate) if str(args.gate).isdigit() else args.gate
+        return ActivationSteering(users or population, alpha=DEFAULT_CAA_ALPHA, layers=layers, gate=gate,
+                                  relative=args.relative, default=population)
+    from steer_away.profiles import load_profiles
+    from steer_away.steering.logits import LogitSteering, load_categories
+
+    profiles = load_profiles(args.profiles) if args.profiles else {}
+    if getattr(args, "user", None) and args.user not in profiles:
+        console.print(f"[yellow]user {args.user} has no profile; using the default category[/yellow]")
+    return LogitSteering(method, load_categories(args.categories), profiles)
+
+
+DEFAULT_CAA_ALPHA = 0.5  # inside the usable window of raw vectors on SmolLM2 (|α| >= 1 degrades it)
 
 
 def cmd_vectors_extract(args: argparse.Namespace) -> int:
@@ -158,6 +169,17 @@ def cmd_profiles_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_steering_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", choices=["none", "caa", "eads", "acd"], default=None,
+                        help="steering method (default: caa when --vector is given, else none)")
+    parser.add_argument("--vector", default=None, help="CAA: a .safetensors vector or a vector bank folder")
+    parser.add_argument("--layers", default=None, help="CAA: '14-20', '3,5' or 'seed' (default: the vector's)")
+    parser.add_argument("--gate", default="all", help="CAA: 'all', 'prefill', or K to steer the first K tokens")
+    parser.add_argument("--relative", action="store_true", help="CAA: α as a fraction of the residual norm")
+    parser.add_argument("--profiles", default=None, help="EADS/ACD: profiles JSON picking each user's category")
+    parser.add_argument("--categories", default=None, help="EADS/ACD: steering-category TOML (default: shipped)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="steer-away", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -172,11 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--user", default=None, help="user id whose steering to apply")
     gen.add_argument("--alpha", type=float, default=None, help="steering strength")
-    gen.add_argument("--vector", default=None, help="a .safetensors vector or a vector bank folder (CAA)")
-    gen.add_argument("--layers", default=None, help="layers to steer: '14-20', '3,5' or 'seed' (default: the vector's)")
-    gen.add_argument("--gate", default="all", help="'all', 'prefill', or K: steer only the first K tokens")
-    gen.add_argument("--relative", action="store_true", help="α as a fraction of the typical residual norm")
+    _add_steering_args(gen)
     gen.set_defaults(func=cmd_generate)
+
 
     vec = sub.add_parser("vectors", help="steering vectors").add_subparsers(dest="action", required=True)
     ext = vec.add_parser("extract", help="population CAA vector from PRISM preference pairs")

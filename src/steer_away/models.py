@@ -124,7 +124,13 @@ def _load_gguf(path: Path, model_id: str, kind: str, device: torch.device, dtype
     key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
     cached = cache_root() / "models" / f"{path.stem}-{key}"
     if use_cache and (cached / "model.safetensors").is_file():
-        loaded = _load_pretrained(str(cached), model_id, kind, device, dtype)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a sub-second load needs no bar
+        try:
+            loaded = _load_pretrained(str(cached), model_id, kind, device, dtype)
+        finally:
+            hf_logging.enable_progress_bar()
         loaded.source = str(path)
         return loaded
     from transformers import AutoModelForCausalLM, AutoTokenizer

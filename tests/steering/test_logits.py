@@ -1,0 +1,139 @@
+import math
+
+import pytest
+import torch
+
+from steer_away import internals
+from steer_away.generation import GenerationConfig, encode, generate, render_chat
+from steer_away.profiles.build import UserProfile
+from steer_away.steering.base import RowSteering
+from steer_away.steering.logits import (CategoryConfigError, LogitSteering, SteeringCategory, load_categories,
+                                        with_system_prompt)
+
+PROMPTS = ["the quick brown fox", "what is the capital of France?", "thank you"]
+CFG = GenerationConfig(max_new_tokens=10)
+CATS = {
+    "strict": SteeringCategory("strict", "please be polite and careful", "shut up idiot", alpha=2.0, beta=0.1),
+    "moderate": SteeringCategory("moderate", "be helpful", "stupid opinion", alpha=1.0, beta=0.2),
+    "tolerant": SteeringCategory("tolerant", "the lazy dog", "kind and careful", alpha=0.5, beta=0.05),
+}
+
+
+def profile(user, sensitivity):
+    return UserProfile(user, ["TOXICITY"], [0.1], [0.2], 0.1, None, sensitivity, [0.0], 1, 1)
+
+
+PROFILES = {"s": profile("s", "strict"), "t": profile("t", "tolerant")}
+
+
+def tokens(outs):
+    return [o.token_ids for o in outs]
+
+
+@pytest.mark.parametrize("kind", ["eads", "acd"])
+def test_alpha_zero_reproduces_unsteered_greedy(tiny_lm, kind):
+    method = LogitSteering(kind, CATS, PROFILES, alpha=0.0)
+    rows = [RowSteering("s"), RowSteering("t"), RowSteering(None)]
+    assert tokens(generate(tiny_lm, PROMPTS, method=method, rows=rows, config=CFG)) == \
+        tokens(generate(tiny_lm, PROMPTS, config=CFG))
+
+
+def test_steering_changes_greedy_output(tiny_lm):
+    method = LogitSteering("eads", CATS, PROFILES, alpha=3.0)
+    assert tokens(generate(tiny_lm, PROMPTS, method=method, config=CFG)) != tokens(generate(tiny_lm, PROMPTS, config=CFG))
+
+
+def test_batched_branches_equal_separate_forward_passes(tiny_lm):
+    method = LogitSteering("eads", CATS, PROFILES)
+    convs = [[{"role": "user", "content": p}] for p in PROMPTS]
+    rows = [RowSteering("s"), RowSteering("t"), RowSteering(None)]
+    prepared = method.prepare(tiny_lm, convs, rows)
+    texts = [render_chat(tiny_lm.tokenizer, c) for branch in prepared.branches for c in branch]
+    ids, mask = encode(tiny_lm, texts)
+    with torch.inference_mode():
+        batched = internals.forward_step(tiny_lm.model, ids, mask, internals.new_kv_cache(tiny_lm.model))
+        for row, text in enumerate(texts):
+            one = tiny_lm.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+            alone = tiny_lm.model(one).logits[0, -1]
+            torch.testing.assert_close(batched[row], alone, atol=1e-4, rtol=1e-4)
+    # and the combination is the documented formula
+    logp = torch.log_softmax(batched.view(3, 3, -1), dim=-1)
+    alphas = torch.tensor([2.0, 0.5, 1.0])[:, None]
+    expected = logp[0] + alphas * (logp[1] - logp[2])
+    torch.testing.assert_close(prepared.combine(batched.view(3, 3, -1)), expected)
+
+
+def test_branch_prompts_follow_each_users_category(tiny_lm):
+    method = LogitSteering("eads", CATS, PROFILES)
+    prepared = method.prepare(tiny_lm, [[{"role": "user", "content": "hi"}]] * 3,
+                              [RowSteering("s"), RowSteering("t"), RowSteering("unknown")])
+    base, expert, anti = prepared.branches
+    assert [c[0]["content"] for c in expert] == ["please be polite and careful", "the lazy dog", "be helpful"]
+    assert [c[0]["content"] for c in anti] == ["shut up idiot", "kind and careful", "stupid opinion"]
+    assert base[0] == [{"role": "user", "content": "hi"}]
+    assert LogitSteering("acd", CATS, PROFILES).prepare(tiny_lm, base, [RowSteering("s")] * 3).num_branches == 2
+
+
+@pytest.mark.parametrize("sample", [False, True])
+def test_acd_never_emits_a_token_the_base_finds_implausible(tiny_lm, monkeypatch, sample):
+    from steer_away.steering import logits as module
+
+    seen = []
+    original = module._LogitBatch.combine
+
+    def spy(self, logits):
+        seen.append(torch.log_softmax(logits[0].float(), -1))
+        return original(self, logits)
+
+    monkeypatch.setattr(module._LogitBatch, "combine", spy)
+    method = LogitSteering("acd", CATS, PROFILES, alpha=5.0)
+    cfg = GenerationConfig(max_new_tokens=12, do_sample=sample, temperature=2.0, seed=1)
+    outs = generate(tiny_lm, PROMPTS, method=method, rows=[RowSteering("s")] * 3, config=cfg)
+    checked = 0
+    for row, out in enumerate(outs):
+        for step, tok in enumerate(out.token_ids):
+            base = seen[step][row]
+            assert base[tok] >= base.max() + math.log(0.1) - 1e-6
+            checked += 1
+    assert checked > 10
+
+
+def test_unknown_sensitivity_and_bad_alpha(tiny_lm):
+    method = LogitSteering("eads", CATS, {"x": profile("x", "extreme")})
+    with pytest.raises(CategoryConfigError, match="sensitivity 'extreme'"):
+        method.prepare(tiny_lm, [[{"role": "user", "content": "hi"}]], [RowSteering("x")])
+    with pytest.raises(ValueError, match="finite"):
+        LogitSteering("eads", CATS, alpha=float("inf"))
+    with pytest.raises(ValueError, match="finite"):
+        LogitSteering("eads", CATS).prepare(tiny_lm, [[{"role": "user", "content": "hi"}]],
+                                            [RowSteering(None, alpha=float("nan"))])
+    with pytest.raises(ValueError, match="kind"):
+        LogitSteering("dexperts", CATS)
+
+
+def test_shipped_categories_load():
+    cats = load_categories()
+    assert set(cats) >= {"strict", "moderate", "tolerant"}
+    assert all(math.isfinite(c.alpha) and 0 < c.beta <= 1 for c in cats.values())
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[strict]\nexpert="a"\nanti_expert="b"\nalpha=1\n[moderate]\nexpert="a"\nanti_expert="b"\nalpha=1\n',
+     "missing category 'tolerant'"),
+    ('[strict]\nexpert="a"\nanti_expert="b"\nalpha=nan\n', r"\[strict\].alpha must be a finite number"),
+    ('[strict]\nexpert=""\nanti_expert="b"\nalpha=1\n', r"\[strict\].expert must be a non-empty string"),
+    ('[strict]\nexpert="a"\nanti_expert="b"\nalpha=1\nbeta=2\n', r"beta must be in \(0, 1\]"),
+    ("[strict\n", "not valid TOML"),
+])
+def test_bad_category_files(tmp_path, text, message):
+    path = tmp_path / "cats.toml"
+    path.write_text(text)
+    required = ("strict",) if "missing" not in message else ("strict", "moderate", "tolerant")
+    with pytest.raises(CategoryConfigError, match=message):
+        load_categories(path, required=required)
+
+
+def test_system_prompt_merge():
+    conv = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    merged = with_system_prompt(conv, "be kind")
+    assert merged[0]["content"] == "be kind\n\nbe brief" and len(merged) == 2
