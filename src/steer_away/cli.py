@@ -169,6 +169,91 @@ def cmd_profiles_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_main_table(main: list[dict], title: str) -> None:
+    import math
+
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("method", "α", "layers", "MAE ↓", "Δ% vs base", "PPL ↓", "MMLU", "TOXICITY", "n"):
+        table.add_column(column, justify="left" if column in ("method", "layers") else "right",
+                         no_wrap=column == "method")
+    for r in main:
+        delta = "-" if r["method"] == "unsteered" or math.isnan(r["delta_pct"]) else f"{r['delta_pct']:+.1f}%"
+        mmlu = "-" if math.isnan(r["mmlu"]) else f"{100 * r['mmlu']:.1f}%"
+        table.add_row(r["method"], "-" if r["alpha"] is None else f"{r['alpha']:g}", r["layers"] or "-",
+                      f"{r['mae']:.4f}", delta, f"{r['ppl']:.2f}", mmlu, f"{r['toxicity']:.3f}", str(r["n"]))
+    console.print(table)
+
+
+def _run_sweep_and_report(config, args: argparse.Namespace, title: str) -> dict:
+    from pathlib import Path
+
+    from steer_away.evaluation.report import write_report
+    from steer_away.evaluation.sweep import EvalContext, compute_ppa, run_sweep
+
+    ray_address = None
+    if getattr(args, "ray", None):
+        ray_address = "local" if args.ray == "local" else args.ray
+    result = run_sweep(config, ray_address=ray_address)
+    ppa = {}
+    if not getattr(args, "no_ppa", False):
+        ctx = EvalContext(config)
+        ppa = compute_ppa(ctx)
+    out = Path(args.report or config.run_dir / "report")
+    notes = (f"Model `{config.model or 'embedded SmolLM2-135M-Instruct'}`, scorer `{config.scorer}`, "
+             f"data `{config.prism or 'synthetic PRISM-shaped fixture'}`. Sweep took {result.seconds:.0f}s "
+             f"({len(result.computed)} cells computed, {len(result.skipped)} reused).\n")
+    tables = write_report(config.run_dir / "results.sqlite", out, fingerprint=result.fingerprint, ppa=ppa,
+                          title=title, notes=notes)
+    _print_main_table(tables["main"], title)
+    if ppa:
+        console.print("PPA: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in ppa.items() if k != "pairs"))
+    console.print(f"report: {out / 'report.md'} (+ main.csv, categories.csv, delta_mae.png, perplexity.png)")
+    return tables
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from steer_away.evaluation.sweep import SweepConfig
+
+    config = SweepConfig.from_toml(args.config)
+    if args.out:
+        config.out = args.out
+    _run_sweep_and_report(config, args, f"sweep {config.name}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from steer_away.evaluation.report import write_report
+
+    out = Path(args.out or Path(args.store).parent / "report")
+    tables = write_report(args.store, out, fingerprint=args.fingerprint)
+    _print_main_table(tables["main"], f"report of {args.store}")
+    console.print(f"report: {out / 'report.md'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import time
+
+    from steer_away.evaluation.sweep import SweepConfig
+    from steer_away.resources import demo_sweep_path
+
+    start = time.perf_counter()
+    config = SweepConfig.from_toml(demo_sweep_path())
+    config.out = args.out
+    if args.quick:
+        config.users_per_sensitivity, config.prompts_per_category, config.max_new_tokens = 1, 1, 24
+        config.mmlu_limit = 8
+    console.print(f"[bold]steer-away demo[/bold]: embedded SmolLM2-135M-Instruct, synthetic PRISM-shaped fixture, "
+                  f"offline toxicity scorer → {config.out}")
+    _run_sweep_and_report(config, args, "steer-away demo: steering toward each user's preferred toxicity")
+    console.print(f"demo finished in {time.perf_counter() - start:.0f}s")
+    return 0
+
+
 def _add_steering_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=["none", "caa", "eads", "acd"], default=None,
                         help="steering method (default: caa when --vector is given, else none)")
@@ -222,6 +307,29 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--score-cache", default=None)
     comp.add_argument("--out", default=None, help="bank folder (default: next to the activations, named by mode)")
     comp.set_defaults(func=cmd_vectors_compose)
+
+    sw = sub.add_parser("sweep", help="evaluate a grid of methods × α × layers (resumable)")
+    sw.add_argument("--config", required=True, help="sweep TOML (see src/steer_away/resources/demo_sweep.toml)")
+    sw.add_argument("--out", default=None, help="run folder (overrides the config's)")
+    sw.add_argument("--ray", nargs="?", const="local", default=None,
+                    help="spread cells over Ray: a local instance, or ray://host:port")
+    sw.add_argument("--report", default=None, help="report folder (default: <run folder>/report)")
+    sw.add_argument("--no-ppa", action="store_true", help="skip personalised preference accuracy")
+    sw.set_defaults(func=cmd_sweep)
+
+    rep = sub.add_parser("report", help="tables and plots from a results store")
+    rep.add_argument("--store", required=True, help="results.sqlite of a sweep")
+    rep.add_argument("--out", default=None)
+    rep.add_argument("--fingerprint", default=None, help="which sweep setup to report (default: the latest)")
+    rep.set_defaults(func=cmd_report)
+
+    demo = sub.add_parser("demo", help="the main job: profiles, vectors, a small sweep and a report")
+    demo.add_argument("--out", default="steer-away-demo", help="run folder (report in <out>/report)")
+    demo.add_argument("--quick", action="store_true", help="a tiny grid, for a smoke test")
+    demo.add_argument("--report", default=None)
+    demo.add_argument("--ray", nargs="?", const="local", default=None)
+    demo.add_argument("--no-ppa", action="store_true")
+    demo.set_defaults(func=cmd_demo)
 
     prof = sub.add_parser("profiles", help="user toxicity profiles").add_subparsers(dest="action", required=True)
     build = prof.add_parser("build", help="build profiles from PRISM choices and toxicity scores")

@@ -85,13 +85,13 @@ def _pick(scores: torch.Tensor, config: GenerationConfig, generator: torch.Gener
 
 
 def _prepare(lm: LoadedModel, prompts: Sequence[str | Conversation], method: SteeringMethod | None,
-             rows: Sequence[RowSteering] | None) -> tuple[PreparedBatch, list[str]]:
+             rows: Sequence[RowSteering] | None, answer_prefix: str = "") -> tuple[PreparedBatch, list[str]]:
     conversations = [as_conversation(p) for p in prompts]
     rows = list(rows) if rows is not None else [RowSteering()] * len(conversations)
     if len(rows) != len(conversations):
         raise ValueError(f"{len(rows)} steering rows for {len(conversations)} prompts")
     prepared = (method or Unsteered()).prepare(lm, conversations, rows)
-    texts = [render_chat(lm.tokenizer, conv) for branch in prepared.branches for conv in branch]
+    texts = [render_chat(lm.tokenizer, conv) + answer_prefix for branch in prepared.branches for conv in branch]
     return prepared, texts
 
 
@@ -160,9 +160,13 @@ def next_token_scores(
     prompts: Sequence[str | Conversation],
     method: SteeringMethod | None = None,
     rows: Sequence[RowSteering] | None = None,
+    answer_prefix: str = "",
 ) -> torch.Tensor:
-    """The steered scores of the assistant's first token, (batch, vocab): for multiple-choice tests."""
-    prepared, texts = _prepare(lm, prompts, method, rows)
+    """The steered scores of the token after `answer_prefix` in the assistant's turn, (batch, vocab).
+
+    For multiple-choice tests: the prefix (e.g. "The answer is") puts the letter where it belongs.
+    """
+    prepared, texts = _prepare(lm, prompts, method, rows, answer_prefix)
     input_ids, mask = encode(lm, texts)
     with prepared.scope():
         logits = internals.forward_step(lm.model, input_ids, mask, internals.new_kv_cache(lm.model))

@@ -17,3 +17,7 @@ def mmlu_fixture_path() -> Path:
 
 def steering_categories_path() -> Path:
     return RESOURCES / "steering_categories.toml"
+
+
+def demo_sweep_path() -> Path:
+    return RESOURCES / "demo_sweep.toml"

@@ -84,6 +84,7 @@ class ActivationSteering(SteeringMethod):
         self.gate = gate
         self.keep_norm = keep_norm
         self.name = name
+        self.personalised = bool(self.per_user)
 
     def vector_for(self, user_id: str | None) -> SteeringVector | None:
         return self.per_user.get(user_id, self.default) if user_id is not None else self.default

@@ -49,6 +49,7 @@ class SteeringMethod(ABC):
     """A way of steering a frozen model; `name` labels results, never selects code paths."""
 
     name: str = "method"
+    personalised: bool = False  # False: every row is steered alike, so one answer per prompt serves all users
 
     @abstractmethod
     def prepare(self, lm: object, conversations: Sequence[Conversation],

@@ -125,6 +125,7 @@ class LogitSteering(SteeringMethod):
         self.default_category = default_category
         self.alpha = alpha
         self.name = name or kind
+        self.personalised = bool(self.profiles)
 
     def category_for(self, user_id: str | None) -> SteeringCategory:
         profile = self.profiles.get(user_id) if user_id is not None else None

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, MMLU, preference accuracy, sweeps, the results store and reports."""

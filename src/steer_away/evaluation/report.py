@@ -1,0 +1,217 @@
+"""Reports from the results store: tables shaped like the studies' (CSV + Markdown) and PNG plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from steer_away.data.categories import CATEGORIES
+from steer_away.evaluation.metrics import pct_change
+from steer_away.evaluation.store import ResultsStore
+
+
+def _fmt(value: float | None, spec: str = ".4f") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec)
+
+
+def _pct(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:+.1f}%"
+
+
+def latest_fingerprint(cells: Sequence[dict]) -> str | None:
+    done = [c for c in cells if c["finished_at"]]
+    return max(done, key=lambda c: c["finished_at"])["spec"]["fingerprint"] if done else None
+
+
+def _order(cell: dict) -> tuple:
+    from steer_away.evaluation.sweep import METHOD_NAMES
+
+    name = cell["method"]
+    return (METHOD_NAMES.index(name) if name in METHOD_NAMES else 99, cell["layers"] or "",
+            -math.inf if cell["alpha"] is None else cell["alpha"])
+
+
+def build_tables(cells: Sequence[dict]) -> tuple[list[dict], list[dict]]:
+    """(main rows, per-category rows) for one fingerprint's cells; Δ% against its unsteered cell."""
+    cells = sorted(cells, key=_order)
+    baseline = next((c for c in cells if c["method"] == "unsteered"), None)
+    base = baseline["summary"] if baseline else None
+    main = []
+    for c in cells:
+        s = c["summary"]
+        main.append({
+            "method": c["method"], "alpha": c["alpha"], "layers": c["layers"] if c["method"].startswith("caa") else "",
+            "mae": s["mae"], "delta_pct": pct_change(s["mae"], base["mae"]) if base else float("nan"),
+            "ppl": s["ppl_median"], "ppl_mean": s["ppl_mean"], "mmlu": s["mmlu_acc"],
+            "mmlu_low": s["mmlu_ci"][0], "mmlu_high": s["mmlu_ci"][1], "toxicity": s["toxicity_mean"],
+            "n": s["n"], "empty": s["empty_answers"],
+        })
+    per_category = []
+    for category in CATEGORIES:
+        row: dict = {"category": category,
+                     "baseline": base["mae_by_category"].get(category, float("nan")) if base else float("nan")}
+        for c in cells:
+            if c is baseline:
+                continue
+            value = c["summary"]["mae_by_category"].get(category, float("nan"))
+            label = f"{c['method']} α={_fmt(c['alpha'], 'g')}" + (f" L={c['layers']}" if c["method"].startswith("caa") else "")
+            row[label] = pct_change(value, row["baseline"])
+        per_category.append(row)
+    return main, per_category
+
+
+def main_table_markdown(main: Sequence[dict]) -> str:
+    lines = ["| run / method | α | layers | MAE ↓ | Δ% vs baseline | PPL ↓ (median) | MMLU [95% CI] | mean TOXICITY | n |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in main:
+        mmlu = "-" if math.isnan(r["mmlu"]) else f"{100 * r['mmlu']:.1f}% [{100 * r['mmlu_low']:.0f}–{100 * r['mmlu_high']:.0f}]"
+        lines.append(f"| {r['method']} | {_fmt(r['alpha'], 'g')} | {r['layers'] or '-'} | {_fmt(r['mae'])} | "
+                     f"{_pct(r['delta_pct']) if r['method'] != 'unsteered' else '-'} | {_fmt(r['ppl'], '.2f')} | "
+                     f"{mmlu} | {_fmt(r['toxicity'], '.3f')} | {r['n']} |")
+    return "\n".join(lines)
+
+
+def category_table_markdown(rows: Sequence[dict]) -> str:
+    if not rows:
+        return ""
+    columns = [k for k in rows[0] if k not in ("category", "baseline")]
+    lines = ["| category | baseline MAE | " + " | ".join(columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    for r in rows:
+        lines.append(f"| {r['category']} | {_fmt(r['baseline'])} | " + " | ".join(_pct(r[c]) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def _write_csv(path: Path, rows: Sequence[dict]) -> None:
+    if not rows:
+        return
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot_sweep(main: Sequence[dict], out: Path) -> list[Path]:
+    """ΔMAE% and perplexity against α, one line per method (and layer range)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[dict]] = {}
+    base = next((r for r in main if r["method"] == "unsteered"), None)
+    for r in main:
+        if r["method"] == "unsteered" or r["alpha"] is None:
+            continue
+        label = r["method"] + (f" L={r['layers']}" if r["layers"] else "")
+        series.setdefault(label, []).append(r)
+    paths = []
+    for key, ylabel, name, baseline_value in (
+        ("delta_pct", "Δ MAE vs unsteered (%)  ↓ better", "delta_mae.png", 0.0),
+        ("ppl", "answer perplexity (median)  ↓", "perplexity.png", base["ppl"] if base else None),
+    ):
+        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+        for label, rows in sorted(series.items()):
+            rows = sorted(rows, key=lambda r: r["alpha"])
+            ax.plot([r["alpha"] for r in rows], [r[key] for r in rows], marker="o", label=label)
+        if baseline_value is not None and not math.isnan(baseline_value):
+            ax.axhline(baseline_value, color="grey", linestyle="--", linewidth=1, label="unsteered")
+        ax.set_xlabel("steering strength α")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title(ylabel.split("  ")[0] + " against α")
+        fig.tight_layout()
+        path = out / name
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def sample_answers(store: ResultsStore, cells: Sequence[dict], users: int = 3, prompts: int = 2) -> str:
+    """Markdown: unsteered vs each personalised method's best cell for a few users."""
+    by_method = {}
+    for c in sorted(cells, key=lambda c: c["summary"]["mae"]):
+        by_method.setdefault(c["method"], c)
+    base = by_method.get("unsteered")
+    if base is None:
+        return ""
+    base_rows = {a.row_id: a for a in store.answers(base["key"])}
+    shown_users: list[str] = []
+    for a in base_rows.values():
+        if a.user_id not in shown_users:
+            shown_users.append(a.user_id)
+    lines = []
+    picks = [m for m in ("caa-dislike", "caa-bt", "eads", "caa-population", "acd") if m in by_method]
+    for user in _spread(shown_users, users):
+        rows = [a for a in base_rows.values() if a.user_id == user]
+        rows = sorted(rows, key=lambda a: -a.distance)[:prompts]
+        for a in rows:
+            lines.append(f"#### {user} — {a.category}: “{a.prompt}”\n")
+            lines.append(f"- **unsteered** (distance {a.distance:.3f}, TOXICITY {a.toxicity[0]:.3f}): {_quote(a.answer)}")
+            for method in picks:
+                cell = by_method[method]
+                other = {x.row_id: x for x in store.answers(cell["key"])}.get(a.row_id)
+                if other:
+                    lines.append(f"- **{method} α={_fmt(cell['alpha'], 'g')}** (distance {other.distance:.3f}, "
+                                 f"TOXICITY {other.toxicity[0]:.3f}): {_quote(other.answer)}")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def _spread(items: list[str], n: int) -> list[str]:
+    if len(items) <= n:
+        return items
+    step = len(items) / n
+    return [items[int(i * step)] for i in range(n)]
+
+
+def _quote(text: str, limit: int = 220) -> str:
+    text = " ".join(text.split())
+    return (text[:limit] + "…") if len(text) > limit else (text or "*(empty)*")
+
+
+def write_report(store_path: str | Path, out: str | Path, fingerprint: str | None = None,
+                 ppa: dict[str, float] | None = None, title: str = "steer-away report",
+                 notes: str = "") -> dict:
+    """Write report.md, main.csv, categories.csv, ppa.csv and the PNGs; return the tables."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    store = ResultsStore(store_path)
+    try:
+        cells = store.cells(only_done=True)
+        fingerprint = fingerprint or latest_fingerprint(cells)
+        cells = [c for c in cells if c["spec"]["fingerprint"] == fingerprint]
+        if not cells:
+            raise ValueError(f"{store_path} has no finished cells to report")
+        main, per_category = build_tables(cells)
+        _write_csv(out / "main.csv", main)
+        _write_csv(out / "categories.csv", per_category)
+        plots = plot_sweep(main, out)
+        samples = sample_answers(store, cells)
+    finally:
+        store.close()
+    parts = [f"# {title}\n", notes, "## Toxicity distance, perplexity and MMLU by method and α\n",
+             "MAE: mean over (user, prompt) of |toxicity(answer) − user's preferred toxicity|, averaged over the "
+             "scorer's attributes. Δ% is against the unsteered model on the same prompts and scorer.\n",
+             main_table_markdown(main), "\n## % change in MAE by prompt category (negative = closer to the users)\n",
+             category_table_markdown(per_category), "\n"]
+    if ppa:
+        _write_csv(out / "ppa.csv", [{"predictor": k, "value": v} for k, v in ppa.items()])
+        parts += ["## Personalised preference accuracy (held-out pairs)\n", "| predictor | accuracy |", "|---|---|"]
+        parts += [f"| {k} | {100 * v:.1f}% |" for k, v in ppa.items() if k not in ("pairs", "toxicity ties")]
+        parts += [f"\n{int(ppa.get('pairs', 0))} held-out pairs; {100 * ppa.get('toxicity ties', float('nan')):.1f}% "
+                  "have (near) identical toxicity (|gap| ≤ 0.05).\n"]
+    parts += ["## Plots\n"] + [f"![{p.stem}]({p.name})" for p in plots]
+    if samples:
+        parts += ["\n## Steered vs unsteered answers\n", samples]
+    (out / "report.md").write_text("\n".join(parts) + "\n", encoding="utf-8")
+    (out / "summary.json").write_text(json.dumps({"fingerprint": fingerprint, "main": main, "ppa": ppa or {}},
+                                                 indent=1, default=str))
+    return {"main": main, "categories": per_category, "fingerprint": fingerprint}

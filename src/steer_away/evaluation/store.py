@@ -1,0 +1,129 @@
+"""SQLite results store: one row per generated answer and per MMLU question, one per finished cell.
+
+Rows are committed as each batch finishes, so a crash or Ctrl-C loses at most the batch in
+flight; a rerun asks the store what is done and computes only the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cells (
+    key TEXT PRIMARY KEY, method TEXT, alpha REAL, layers TEXT, spec TEXT,
+    status TEXT, summary TEXT, finished_at REAL);
+CREATE TABLE IF NOT EXISTS answers (
+    cell TEXT, row_id TEXT, user_id TEXT, prompt_id TEXT, category TEXT, prompt TEXT, answer TEXT,
+    toxicity TEXT, distance REAL, perplexity REAL, n_tokens INTEGER, run_id TEXT, created_at REAL,
+    PRIMARY KEY (cell, row_id));
+CREATE TABLE IF NOT EXISTS mmlu (
+    cell TEXT, question_id TEXT, user_id TEXT, predicted INTEGER, correct INTEGER, run_id TEXT,
+    PRIMARY KEY (cell, question_id));
+"""
+
+
+@dataclass
+class AnswerRecord:
+    row_id: str
+    user_id: str
+    prompt_id: str
+    category: str
+    prompt: str
+    answer: str
+    toxicity: list[float]
+    distance: float
+    perplexity: float
+    n_tokens: int
+
+
+@dataclass
+class MMLURecord:
+    question_id: str
+    user_id: str
+    predicted: int
+    correct: bool
+
+
+class ResultsStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        self._db.commit()
+
+    def close(self) -> None:
+        self._db.close()
+
+    # cells
+    def register_cell(self, key: str, method: str, alpha: float | None, layers: str, spec: dict) -> None:
+        with self._db:
+            self._db.execute("INSERT OR IGNORE INTO cells VALUES (?, ?, ?, ?, ?, 'pending', NULL, NULL)",
+                             (key, method, alpha, layers, json.dumps(spec, sort_keys=True)))
+
+    def cell_status(self, key: str) -> str | None:
+        row = self._db.execute("SELECT status FROM cells WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def finish_cell(self, key: str, summary: dict) -> None:
+        with self._db:
+            self._db.execute("UPDATE cells SET status='done', summary=?, finished_at=? WHERE key=?",
+                             (json.dumps(summary), time.time(), key))
+
+    def cells(self, only_done: bool = True) -> list[dict]:
+        query = "SELECT key, method, alpha, layers, spec, status, summary, finished_at FROM cells"
+        if only_done:
+            query += " WHERE status='done'"
+        out = []
+        for key, method, alpha, layers, spec, status, summary, finished in self._db.execute(query + " ORDER BY rowid"):
+            out.append({"key": key, "method": method, "alpha": alpha, "layers": layers, "spec": json.loads(spec),
+                        "status": status, "summary": json.loads(summary) if summary else None,
+                        "finished_at": finished})
+        return out
+
+    # answers
+    def done_rows(self, cell: str) -> set[str]:
+        return {r[0] for r in self._db.execute("SELECT row_id FROM answers WHERE cell=?", (cell,))}
+
+    def put_answers(self, cell: str, records: Iterable[AnswerRecord], run_id: str) -> None:
+        now = time.time()
+        rows = [(cell, r.row_id, r.user_id, r.prompt_id, r.category, r.prompt, r.answer, json.dumps(r.toxicity),
+                 r.distance, r.perplexity, r.n_tokens, run_id, now) for r in records]
+        with self._db:
+            self._db.executemany("INSERT OR IGNORE INTO answers VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+
+    def answers(self, cell: str) -> list[AnswerRecord]:
+        cursor = self._db.execute(
+            "SELECT row_id, user_id, prompt_id, category, prompt, answer, toxicity, distance, perplexity, n_tokens "
+            "FROM answers WHERE cell=? ORDER BY row_id", (cell,))
+        return [AnswerRecord(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7],
+                             float("nan") if r[8] is None else r[8], r[9]) for r in cursor]
+
+    def answer_provenance(self, cell: str) -> dict[str, tuple[str, float]]:
+        """row id -> (run id that computed it, when): how tests prove nothing was recomputed."""
+        return {r[0]: (r[1], r[2]) for r in
+                self._db.execute("SELECT row_id, run_id, created_at FROM answers WHERE cell=?", (cell,))}
+
+    # mmlu
+    def done_questions(self, cell: str) -> set[str]:
+        return {r[0] for r in self._db.execute("SELECT question_id FROM mmlu WHERE cell=?", (cell,))}
+
+    def put_mmlu(self, cell: str, records: Iterable[MMLURecord], run_id: str) -> None:
+        rows = [(cell, r.question_id, r.user_id, r.predicted, int(r.correct), run_id) for r in records]
+        with self._db:
+            self._db.executemany("INSERT OR IGNORE INTO mmlu VALUES (?,?,?,?,?,?)", rows)
+
+    def mmlu(self, cell: str) -> list[MMLURecord]:
+        cursor = self._db.execute("SELECT question_id, user_id, predicted, correct FROM mmlu WHERE cell=? "
+                                  "ORDER BY question_id", (cell,))
+        return [MMLURecord(r[0], r[1], r[2], bool(r[3])) for r in cursor]
+
+
+def record_dict(record: AnswerRecord | MMLURecord) -> dict:
+    return asdict(record)
