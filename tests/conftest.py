@@ -79,3 +79,13 @@ def embedded_lm() -> LoadedModel:
     from steer_away.models import load_model
 
     return load_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tokenizer):
+    """The tiny random Llama saved as a Hugging Face folder, for code that loads models by path."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    lm = make_tiny_lm("llama", tokenizer)
+    lm.model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

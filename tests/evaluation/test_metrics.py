@@ -1,0 +1,59 @@
+import math
+
+import numpy as np
+import pytest
+
+from steer_away.evaluation import metrics
+from steer_away.evaluation.ppa import ppa_table
+
+
+def test_toxicity_distance_by_hand():
+    answers = np.array([[0.9, 0.5], [0.1, 0.0]])
+    preferred = np.array([[0.1, 0.1], [0.1, 0.2]])
+    np.testing.assert_allclose(metrics.toxicity_distance(answers, preferred), [(0.8 + 0.4) / 2, (0.0 + 0.2) / 2])
+    with pytest.raises(ValueError, match="shapes differ"):
+        metrics.toxicity_distance(answers, preferred[:, :1])
+
+
+def test_pct_change():
+    assert metrics.pct_change(0.01609, 0.01877) == pytest.approx(-14.278, abs=1e-3)  # the CAA seed's α=7.5 row
+    assert math.isnan(metrics.pct_change(1.0, 0.0))
+
+
+def test_mean_by_ignores_nan():
+    assert metrics.mean_by([1.0, 3.0, float("nan"), 5.0], ["a", "a", "a", "b"]) == {"a": 2.0, "b": 5.0}
+
+
+def test_perplexity():
+    assert metrics.perplexity([math.log(4.0)] * 3) == pytest.approx(4.0)
+    assert math.isnan(metrics.perplexity([]))
+
+
+def test_wilson_interval_known_value():
+    low, high = metrics.wilson_interval(8, 10)
+    assert low == pytest.approx(0.4902, abs=1e-3) and high == pytest.approx(0.9433, abs=1e-3)
+    assert metrics.wilson_interval(0, 5)[0] == 0.0
+
+
+def test_decision_accuracy_and_projection():
+    assert metrics.decision_accuracy(np.array([1.0, -1.0, 0.0, 2.0])) == pytest.approx(2.5 / 4)
+    diffs = np.zeros((2, 2, 3))
+    diffs[0, 0, 0], diffs[1, 1, 2] = 1.0, -2.0
+    direction = np.array([[1.0, 0, 0], [0, 0, 1.0]])
+    np.testing.assert_allclose(metrics.projection_margins(diffs, direction), [1.0, -2.0])
+    np.testing.assert_allclose(metrics.safety_rule_margins(np.array([0.5, 0.01, -0.3]), tie=0.05), [0.5, 0.0, -0.3])
+
+
+def test_ppa_table_by_hand():
+    diffs = np.zeros((4, 1, 2))
+    diffs[:, 0, 0] = [1.0, 1.0, -1.0, -1.0]  # axis 0: what user a likes
+    diffs[:, 0, 1] = [-1.0, -1.0, 1.0, 1.0]
+    users = ["a", "a", "b", "b"]
+    personal = {"mode": {"a": np.array([[1.0, 0.0]]), "b": np.array([[0.0, 1.0]])}}
+    gaps = np.array([0.5, 0.0, -0.5, 0.01])
+    table = ppa_table(diffs, users, gaps, population=np.array([[1.0, 0.0]]), personal=personal)
+    assert table["personalised (mode)"] == 1.0
+    assert table["population"] == 0.5
+    assert table["safety-only"] == pytest.approx((1 + 0.5 + 0 + 0.5) / 4)
+    assert table["toxicity ties"] == 0.5
+    assert 0.0 <= table["chance"] <= 1.0

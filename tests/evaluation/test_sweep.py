@@ -1,0 +1,155 @@
+"""Sweeps on the tiny random model and our fixture: resume, new cells only, Ray = local, reports."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from steer_away.evaluation.report import write_report
+from steer_away.evaluation.store import ResultsStore
+from steer_away.evaluation.sweep import SweepConfig, SweepConfigError, run_sweep
+
+
+def config_dict(model_dir, out, methods=None, **extra):
+    sweep = {"name": "t", "out": str(out), "model": str(model_dir), "device": "cpu", "users_per_sensitivity": 1,
+             "prompts_per_category": 1, "max_new_tokens": 6, "batch_size": 4, "n_pairs": 24,
+             "mmlu_limit": 6, "ray_workers": 2, **extra}
+    methods = methods or [{"name": "unsteered"}, {"name": "caa-population", "alphas": [0.5]},
+                          {"name": "caa-dislike", "alphas": [1.0]}, {"name": "eads", "alphas": [1.0]}]
+    return {"sweep": sweep, "methods": methods}
+
+
+def write_toml(path, raw):
+    def value(v):
+        if isinstance(v, str):
+            return f'"{v}"'
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return str(v)
+
+    lines = ["[sweep]"] + [f"{k} = {value(v)}" for k, v in raw["sweep"].items()]
+    for m in raw["methods"]:
+        lines += ["", "[[methods]]"] + [f"{k} = {value(v)}" for k, v in m.items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_sweep_store_and_report(tiny_model_dir, tmp_path):
+    config = SweepConfig.from_dict(config_dict(tiny_model_dir, tmp_path / "run"))
+    result = run_sweep(config, show_progress=False)
+    assert len(result.computed) == 4 and not result.skipped
+    store = ResultsStore(tmp_path / "run" / "results.sqlite")
+    cells = store.cells()
+    assert len(cells) == 4 and all(c["status"] == "done" for c in cells)
+    rows = store.answers(cells[0]["key"])
+    # 3 users (one per sensitivity) x 4 categories (one prompt each)
+    assert len(rows) == 12 and {r.category for r in rows} == {"benign_control", "context_dependent",
+                                                              "harmful_borderline", "safe_sensitive"}
+    assert all(len(store.mmlu(c["key"])) == 6 for c in cells)
+    tables = write_report(tmp_path / "run" / "results.sqlite", tmp_path / "report")
+    by_method = {r["method"]: r for r in tables["main"]}
+    base = by_method["unsteered"]["mae"]
+    eads = by_method["eads"]
+    assert eads["delta_pct"] == pytest.approx(100 * (eads["mae"] - base) / base)
+    for name in ("report.md", "main.csv", "categories.csv", "delta_mae.png", "perplexity.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 100
+    assert (tmp_path / "report" / "delta_mae.png").read_bytes()[:4] == b"\x89PNG"
+    # a rerun computes nothing
+    again = run_sweep(config, show_progress=False)
+    assert again.computed == [] and len(again.skipped) == 4
+
+
+def test_changed_config_computes_only_new_cells(tiny_model_dir, tmp_path):
+    raw = config_dict(tiny_model_dir, tmp_path / "run", methods=[{"name": "unsteered"},
+                                                                 {"name": "eads", "alphas": [1.0]}])
+    first = run_sweep(SweepConfig.from_dict(raw), show_progress=False)
+    raw["methods"][1]["alphas"] = [1.0, 2.0]
+    second = run_sweep(SweepConfig.from_dict(raw), show_progress=False)
+    assert len(second.computed) == 1 and set(second.skipped) == set(first.computed)
+
+
+def test_killed_sweep_resumes_without_recomputing_or_losing(tiny_model_dir, tmp_path):
+    raw = config_dict(tiny_model_dir, tmp_path / "run", max_new_tokens=24,
+                      methods=[{"name": "unsteered"}, {"name": "eads", "alphas": [0.5, 1.0, 2.0, 3.0]},
+                               {"name": "acd", "alphas": [0.5, 1.0]}])
+    path = tmp_path / "sweep.toml"
+    write_toml(path, raw)
+    db = tmp_path / "run" / "results.sqlite"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "steer_away.cli", "sweep", "--config", str(path), "--no-ppa"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 240
+    done_before = 0
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if db.is_file():
+                with sqlite3.connect(db) as con:
+                    try:
+                        done_before = con.execute("SELECT COUNT(*) FROM cells WHERE status='done'").fetchone()[0]
+                    except sqlite3.OperationalError:
+                        done_before = 0
+                if done_before >= 2:
+                    break
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert done_before >= 2, "the sweep did not get far enough to be killed mid-way"
+    store = ResultsStore(db)
+    finished = {c["key"]: c for c in store.cells()}
+    assert 2 <= len(finished) < 7, "kill came too late to test resuming"
+    provenance = {key: store.answer_provenance(key) for key in finished}
+    partial = {c["key"]: store.answer_provenance(c["key"]) for c in store.cells(only_done=False)
+               if c["key"] not in finished}
+    store.close()
+
+    result = run_sweep(SweepConfig.from_dict(raw), show_progress=False)
+    assert set(result.skipped) == set(finished)  # finished cells were not recomputed
+    store = ResultsStore(db)
+    assert len(store.cells()) == 7  # and none is lost
+    for key, rows in provenance.items():
+        assert store.answer_provenance(key) == rows  # same rows, same run, same timestamps
+    for key, rows in partial.items():  # rows of the interrupted cell were kept, not redone
+        now = store.answer_provenance(key)
+        assert all(now[r] == rows[r] for r in rows)
+        assert len(now) == 12
+    assert all(len(store.answers(c["key"])) == 12 for c in store.cells())
+
+
+def test_ray_backend_gives_the_same_table(tiny_model_dir, tmp_path):
+    pytest.importorskip("ray")
+    import ray
+
+    methods = [{"name": "unsteered"}, {"name": "caa-population", "alphas": [0.5]}, {"name": "eads", "alphas": [1.0]}]
+    local = run_sweep(SweepConfig.from_dict(config_dict(tiny_model_dir, tmp_path / "local", methods)),
+                      show_progress=False)
+    try:
+        remote = run_sweep(SweepConfig.from_dict(config_dict(tiny_model_dir, tmp_path / "ray", methods)),
+                           ray_address="local", show_progress=False)
+    finally:
+        ray.shutdown()
+    assert local.fingerprint == remote.fingerprint
+    a = write_report(tmp_path / "local" / "results.sqlite", tmp_path / "ra")["main"]
+    b = write_report(tmp_path / "ray" / "results.sqlite", tmp_path / "rb")["main"]
+    for x, y in zip(a, b):
+        assert x["method"] == y["method"] and x["n"] == y["n"]
+        assert x["mae"] == pytest.approx(y["mae"], abs=1e-6)
+        assert x["mmlu"] == pytest.approx(y["mmlu"])
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"sweep": {"nme": "x"}, "methods": [{"name": "unsteered"}]}, r"unknown key \[sweep\].nme"),
+    ({"sweep": {}, "methods": [{"name": "magic"}]}, "methods\\[0\\].name must be one of"),
+    ({"sweep": {}, "methods": [{"name": "eads", "alphas": [float("nan")]}]}, "non-finite"),
+    ({"sweep": {}, "methods": [{"name": "eads", "alpha": [1.0]}]}, "unknown key methods\\[0\\].alpha"),
+    ({"sweep": {}, "methods": []}, "no \\[\\[methods\\]\\]"),
+])
+def test_bad_configs(raw, message):
+    with pytest.raises(SweepConfigError, match=message):
+        SweepConfig.from_dict(raw, "sweep.toml")
