@@ -254,6 +254,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from steer_away.server import ServerSettings, serve
+
+    lm = _load(args)
+    settings = ServerSettings(model_name=args.name, default_method=args.method or ("caa" if args.vectors else "none"),
+                              api_key=args.api_key or os.environ.get("STEER_AWAY_API_KEY"), max_batch=args.max_batch,
+                              max_queue=args.max_queue, max_tokens_limit=args.max_tokens_limit)
+    console.print(f"serving {lm.model_id} as '{settings.model_name}' on http://{args.host}:{args.port} "
+                  f"(default steering: {settings.default_method}; auth: {'on' if settings.api_key else 'off'})")
+    serve(lm, args.host, args.port, profiles=args.profiles, vectors=args.vectors, categories=args.categories,
+          settings=settings)
+    return 0
+
+
 def _add_steering_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=["none", "caa", "eads", "acd"], default=None,
                         help="steering method (default: caa when --vector is given, else none)")
@@ -307,6 +323,22 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--score-cache", default=None)
     comp.add_argument("--out", default=None, help="bank folder (default: next to the activations, named by mode)")
     comp.set_defaults(func=cmd_vectors_compose)
+
+    srv = sub.add_parser("serve", help="OpenAI-compatible chat server with per-user steering")
+    _add_model_args(srv)
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--profiles", default=None, help="profiles JSON (users' sensitivity for EADS / ACD)")
+    srv.add_argument("--vectors", default=None, help="vector bank folder or file (CAA)")
+    srv.add_argument("--categories", default=None, help="steering-category TOML (default: shipped)")
+    srv.add_argument("--method", choices=["none", "caa", "eads", "acd"], default=None,
+                     help="default steering when a request names none (default: caa with --vectors, else none)")
+    srv.add_argument("--name", default="steer-away", help="model name the API reports")
+    srv.add_argument("--api-key", default=None, help="require this bearer token (or set STEER_AWAY_API_KEY)")
+    srv.add_argument("--max-batch", type=int, default=8)
+    srv.add_argument("--max-queue", type=int, default=64)
+    srv.add_argument("--max-tokens-limit", type=int, default=512)
+    srv.set_defaults(func=cmd_serve)
 
     sw = sub.add_parser("sweep", help="evaluate a grid of methods × α × layers (resumable)")
     sw.add_argument("--config", required=True, help="sweep TOML (see src/steer_away/resources/demo_sweep.toml)")

@@ -8,7 +8,7 @@ picked token is fed to every branch of its row.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -25,6 +25,7 @@ class GenerationConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int | None = None
+    stop_on_eos: bool = True  # False: always max_new_tokens tokens (benchmarks need equal lengths)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -102,8 +103,13 @@ def generate(
     method: SteeringMethod | None = None,
     rows: Sequence[RowSteering] | None = None,
     config: GenerationConfig | None = None,
+    on_step: Callable[[list[int], list[bool]], None] | None = None,
 ) -> list[Generation]:
-    """Generate one answer per prompt; `rows` says which user (and α) each prompt is steered for."""
+    """Generate one answer per prompt; `rows` says which user (and α) each prompt is steered for.
+
+    `on_step(tokens, finished)` is called after every step with each row's new token and whether
+    the row had already finished before it (for streaming).
+    """
     config = config or GenerationConfig()
     if not prompts:
         return []
@@ -127,7 +133,9 @@ def generate(
             scores = prepared.combine(logits.view(prepared.num_branches, batch, -1))
             token = _pick(scores, config, generator).masked_fill(done, pad)
             steps.append(token)
-            hit = torch.isin(token, stops) & ~done
+            if on_step is not None:
+                on_step(token.tolist(), done.tolist())
+            hit = (torch.isin(token, stops) if config.stop_on_eos else torch.zeros_like(done)) & ~done
             stopped |= hit
             done |= hit
             if bool(done.all()):
@@ -141,7 +149,7 @@ def generate(
     for row in range(batch):
         ids = []
         for tok in tokens[row]:
-            if tok in stop_set:
+            if tok in stop_set and config.stop_on_eos:
                 break
             ids.append(tok)
         results.append(Generation(

@@ -21,10 +21,11 @@ Conversation = list[Message]
 
 @dataclass(frozen=True)
 class RowSteering:
-    """Who a row is for, and an optional strength that overrides the method's default."""
+    """Who a row is for, and optional overrides of the method's strength and (logit steering) category."""
 
     user_id: str | None = None
     alpha: float | None = None
+    category: str | None = None
 
 
 class PreparedBatch:

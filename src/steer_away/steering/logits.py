@@ -139,7 +139,12 @@ class LogitSteering(SteeringMethod):
 
     def prepare(self, lm: object, conversations: Sequence[Conversation],
                 rows: Sequence[RowSteering]) -> PreparedBatch:
-        cats = [self.category_for(r.user_id) for r in rows]
+        cats = []
+        for row in rows:
+            if row.category is not None and row.category not in self.categories:
+                raise CategoryConfigError(f"unknown steering category {row.category!r} "
+                                          f"(have {sorted(self.categories)})")
+            cats.append(self.categories[row.category] if row.category else self.category_for(row.user_id))
         alphas = []
         for row, cat in zip(rows, cats):
             alpha = row.alpha if row.alpha is not None else self.alpha if self.alpha is not None else cat.alpha

@@ -1,0 +1,70 @@
+"""Shared helpers for the benchmark scripts: arguments, timing with warm-up and medians, tables."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--model", default=None, help="hub id, folder or .gguf (default: embedded SmolLM2)")
+    parser.add_argument("--device", default="auto", help="cpu or cuda (default: auto)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per figure (median reported)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--tokens", type=int, default=32, help="generated tokens per row")
+    return parser
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int,
+                        warmup: int) -> dict[str, float]:
+    """Median time of each function, run round-robin so drift in machine load hits all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
+    print(f"\n{title}")
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
+
+
+def machine_line(lm: object) -> str:
+    device = lm.device  # type: ignore[attr-defined]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    return f"model {lm.model_id} ({lm.dtype}) on {name}, torch {torch.__version__}"  # type: ignore[attr-defined]

@@ -1,0 +1,114 @@
+"""Decode speed: unsteered vs CAA vs per-user CAA vs EADS / ACD, and the memory-bandwidth bound.
+
+Every ratio comes from one run on one machine: the same model, prompts and token counts, timed
+round-robin after warm-up, medians of repeats. Usage:
+    python bench/decode.py                      # embedded SmolLM2 on the CPU
+    python bench/decode.py --device cuda --model meta-llama/Llama-3.1-8B-Instruct
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import base_parser, interleaved_medians, machine_line, median_seconds, print_table  # noqa: E402
+
+from steer_away import internals  # noqa: E402
+from steer_away.generation import GenerationConfig, generate  # noqa: E402
+from steer_away.models import load_model  # noqa: E402
+from steer_away.steering.activation import ActivationSteering  # noqa: E402
+from steer_away.steering.base import RowSteering  # noqa: E402
+from steer_away.steering.logits import LogitSteering  # noqa: E402
+from steer_away.steering.vectors import SteeringVector  # noqa: E402
+
+PROMPTS = [
+    "Explain why the sky is blue in two sentences.",
+    "Give me three tips for a job interview.",
+    "What is the difference between weather and climate?",
+    "Write a short note thanking a colleague for their help.",
+    "How do vaccines train the immune system?",
+    "Suggest a name for a cat that likes to sleep.",
+    "Why do people disagree about taxes?",
+    "Describe a calm morning routine.",
+]
+
+
+def random_vector(lm: object, seed: int, layers: list[int]) -> SteeringVector:
+    gen = torch.Generator().manual_seed(seed)
+    hidden = internals.hidden_size(lm.model)
+    return SteeringVector({l: torch.randn(hidden, generator=gen) for l in layers}, lm.model_id, hidden,
+                          internals.num_layers(lm.model))
+
+
+def copy_bandwidth(device: torch.device, megabytes: int = 512) -> float:
+    """Bytes per second moved by a large device-to-device copy (read + write)."""
+    n = megabytes * 2**20 // 4
+    src, dst = torch.randn(n, device=device), torch.empty(n, device=device)
+    seconds = median_seconds(lambda: dst.copy_(src), device, repeats=7, warmup=2)
+    return 2 * n * 4 / seconds
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    seen, total = set(), 0
+    for p in model.parameters():
+        if p.data_ptr() not in seen:  # tied embeddings count once
+            seen.add(p.data_ptr())
+            total += p.numel() * p.element_size()
+    return total
+
+
+def main() -> None:
+    parser = base_parser(__doc__.splitlines()[0])
+    args = parser.parse_args()
+    lm = load_model(args.model, device=args.device)
+    device = lm.device
+    layers = internals.default_layers(lm.model)
+    cfg = GenerationConfig(max_new_tokens=args.tokens, stop_on_eos=False)
+    population = random_vector(lm, 0, layers)
+    users = {f"u{i}": random_vector(lm, i + 1, layers) for i in range(8)}
+    caa = ActivationSteering(population, alpha=0.5)
+    per_user = ActivationSteering(users, alpha=0.5, default=population)
+    eads, acd = LogitSteering("eads"), LogitSteering("acd")
+    print(machine_line(lm))
+    print(f"{args.tokens} new tokens per row, steered layers {layers[0]}-{layers[-1]}, "
+          f"median of {args.repeats} round-robin repeats after {args.warmup} warm-up")
+
+    rows = []
+    results = {}
+    for batch in (1, 8):
+        prompts = PROMPTS[:batch]
+        mixed_rows = [RowSteering(f"u{i}") for i in range(batch)]
+        fns = {
+            "unsteered": lambda p=prompts: generate(lm, p, config=cfg),
+            "caa": lambda p=prompts: generate(lm, p, method=caa, config=cfg),
+            "caa per-user": lambda p=prompts, r=mixed_rows: generate(lm, p, method=per_user, rows=r, config=cfg),
+            "eads": lambda p=prompts: generate(lm, p, method=eads, config=cfg),
+            "acd": lambda p=prompts: generate(lm, p, method=acd, config=cfg),
+        }
+        times = interleaved_medians(fns, device, args.repeats, args.warmup)
+        base = times["unsteered"]
+        for name, seconds in times.items():
+            tps = batch * args.tokens / seconds
+            results[(name, batch)] = tps
+            rows.append([name, str(batch), f"{seconds * 1000 / args.tokens:.1f}", f"{tps:.1f}",
+                         f"{base / seconds:.3f}", f"{seconds / base:.3f}"])
+    print_table("Greedy decoding (whole generate call: prefill + decode)",
+                ["method", "batch", "ms/step", "tokens/s", "speed ÷ unsteered", "time ÷ unsteered"], rows)
+
+    bandwidth = copy_bandwidth(device)
+    wbytes = weight_bytes(lm.model)
+    bound = bandwidth / wbytes
+    print_table("Batch-1 decode against the memory-bandwidth bound (every weight read once per token)",
+                ["figure", "value"],
+                [["weight bytes", f"{wbytes / 2**20:.0f} MiB"], ["copy bandwidth", f"{bandwidth / 1e9:.1f} GB/s"],
+                 ["bound (tokens/s)", f"{bound:.1f}"],
+                 ["unsteered / bound", f"{results[('unsteered', 1)] / bound:.2f}"],
+                 ["caa / bound", f"{results[('caa', 1)] / bound:.2f}"]])
+    print("\nGoals: caa ≥ 0.97× unsteered (batch 1, 8); per-user caa batch 8 ≥ 0.95×; eads/acd time ≤ 1.8× on CPU.")
+
+
+if __name__ == "__main__":
+    main()
