@@ -209,7 +209,7 @@ def _run_sweep_and_report(config, args: argparse.Namespace, title: str) -> dict:
     _print_main_table(tables["main"], title)
     if ppa:
         console.print("PPA: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in ppa.items() if k != "pairs"))
-    console.print(f"report: {out / 'report.md'} (+ main.csv, categories.csv, delta_mae.png, perplexity.png)")
+    console.print(f"report: {out / 'report.md'} (+ main.csv, categories.csv, sweep.png)")
     return tables
 
 

@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from rich.console import Console
 
 console = Console(stderr=True)
+if not console.is_terminal:  # logs and CI: wide enough for the result tables
+    console.width = max(console.width, 130)
 
 
 @contextmanager

@@ -57,9 +57,11 @@ def test_sweep_store_and_report(tiny_model_dir, tmp_path):
     base = by_method["unsteered"]["mae"]
     eads = by_method["eads"]
     assert eads["delta_pct"] == pytest.approx(100 * (eads["mae"] - base) / base)
-    for name in ("report.md", "main.csv", "categories.csv", "delta_mae.png", "perplexity.png"):
+    for name in ("report.md", "main.csv", "categories.csv", "sweep.png"):
         assert (tmp_path / "report" / name).stat().st_size > 100
-    assert (tmp_path / "report" / "delta_mae.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "report" / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    summary = cells[0]["summary"]
+    assert set(summary["toxicity_by_sensitivity"]) == {"strict", "moderate", "tolerant"}
     # a rerun computes nothing
     again = run_sweep(config, show_progress=False)
     assert again.computed == [] and len(again.skipped) == 4

@@ -65,6 +65,23 @@ def build_tables(cells: Sequence[dict]) -> tuple[list[dict], list[dict]]:
     return main, per_category
 
 
+def sensitivity_table_markdown(cells: Sequence[dict]) -> str:
+    """Mean TOXICITY of the answers and MAE for each user group: personalisation should move them apart."""
+    cells = sorted(cells, key=_order)
+    groups = [g for g in ("strict", "moderate", "tolerant")
+              if any(g in c["summary"].get("toxicity_by_sensitivity", {}) for c in cells)]
+    if not groups:
+        return ""
+    header = "| run / method | α | " + " | ".join(f"{g}: TOXICITY / MAE" for g in groups) + " |"
+    lines = [header, "|---|---|" + "---|" * len(groups)]
+    for c in cells:
+        s = c["summary"]
+        values = [f"{_fmt(s['toxicity_by_sensitivity'].get(g), '.3f')} / {_fmt(s['mae_by_sensitivity'].get(g))}"
+                  for g in groups]
+        lines.append(f"| {c['method']} | {_fmt(c['alpha'], 'g')} | " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
 def main_table_markdown(main: Sequence[dict]) -> str:
     lines = ["| run / method | α | layers | MAE ↓ | Δ% vs baseline | PPL ↓ (median) | MMLU [95% CI] | mean TOXICITY | n |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -97,7 +114,11 @@ def _write_csv(path: Path, rows: Sequence[dict]) -> None:
 
 
 def plot_sweep(main: Sequence[dict], out: Path) -> list[Path]:
-    """ΔMAE% and perplexity against α, one line per method (and layer range)."""
+    """One panel per method: ΔMAE% (top) and answer perplexity (bottom) against α.
+
+    Methods live on different α scales (Bradley–Terry vectors need ~10× the α of the population
+    vector), so each gets its own x axis; the y axes are shared so the panels compare.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -106,32 +127,35 @@ def plot_sweep(main: Sequence[dict], out: Path) -> list[Path]:
     series: dict[str, list[dict]] = {}
     base = next((r for r in main if r["method"] == "unsteered"), None)
     for r in main:
-        if r["method"] == "unsteered" or r["alpha"] is None:
-            continue
-        label = r["method"] + (f" L={r['layers']}" if r["layers"] else "")
-        series.setdefault(label, []).append(r)
-    paths = []
-    for key, ylabel, name, baseline_value in (
-        ("delta_pct", "Δ MAE vs unsteered (%)  ↓ better", "delta_mae.png", 0.0),
-        ("ppl", "answer perplexity (median)  ↓", "perplexity.png", base["ppl"] if base else None),
-    ):
-        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-        for label, rows in sorted(series.items()):
-            rows = sorted(rows, key=lambda r: r["alpha"])
-            ax.plot([r["alpha"] for r in rows], [r[key] for r in rows], marker="o", label=label)
-        if baseline_value is not None and not math.isnan(baseline_value):
-            ax.axhline(baseline_value, color="grey", linestyle="--", linewidth=1, label="unsteered")
-        ax.set_xlabel("steering strength α")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        ax.set_title(ylabel.split("  ")[0] + " against α")
-        fig.tight_layout()
-        path = out / name
-        fig.savefig(path)
-        plt.close(fig)
-        paths.append(path)
-    return paths
+        if r["method"] != "unsteered" and r["alpha"] is not None:
+            series.setdefault(r["method"] + (f" L={r['layers']}" if r["layers"] else ""), []).append(r)
+    if not series:
+        return []
+    names = sorted(series, key=lambda n: _order({"method": n.split(" ")[0], "layers": "", "alpha": None}))
+    fig, axes = plt.subplots(2, len(names), figsize=(2.6 * len(names) + 1, 5.4), dpi=120, sharey="row",
+                             squeeze=False)
+    for col, name in enumerate(names):
+        rows = sorted(series[name], key=lambda r: r["alpha"])
+        alphas = [r["alpha"] for r in rows]
+        top, bottom = axes[0][col], axes[1][col]
+        top.plot(alphas, [r["delta_pct"] for r in rows], marker="o", color="tab:orange")
+        top.axhline(0, color="grey", linestyle="--", linewidth=1)
+        top.set_title(name, fontsize=9)
+        bottom.plot(alphas, [r["ppl"] for r in rows], marker="s", color="tab:brown")
+        if base is not None and not math.isnan(base["ppl"]):
+            bottom.axhline(base["ppl"], color="grey", linestyle="--", linewidth=1)
+        bottom.set_xlabel("α")
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
+            ax.set_xticks(alphas)
+    axes[0][0].set_ylabel("Δ MAE vs unsteered (%)\n↓ closer to users")
+    axes[1][0].set_ylabel("answer perplexity\n(median, ↓)")
+    fig.suptitle("Steering strength against toxicity distance and fluency (dashed: unsteered)", fontsize=10)
+    fig.tight_layout()
+    path = out / "sweep.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return [path]
 
 
 def sample_answers(store: ResultsStore, cells: Sequence[dict], users: int = 3, prompts: int = 2) -> str:
@@ -201,7 +225,10 @@ def write_report(store_path: str | Path, out: str | Path, fingerprint: str | Non
              "MAE: mean over (user, prompt) of |toxicity(answer) − user's preferred toxicity|, averaged over the "
              "scorer's attributes. Δ% is against the unsteered model on the same prompts and scorer.\n",
              main_table_markdown(main), "\n## % change in MAE by prompt category (negative = closer to the users)\n",
-             category_table_markdown(per_category), "\n"]
+             category_table_markdown(per_category), "\n",
+             "## By user sensitivity: mean TOXICITY of the answers / MAE\n",
+             "Personalised steering should lower toxicity for strict users and may raise it for tolerant ones.\n",
+             sensitivity_table_markdown(cells), "\n"]
     if ppa:
         _write_csv(out / "ppa.csv", [{"predictor": k, "value": v} for k, v in ppa.items()])
         parts += ["## Personalised preference accuracy (held-out pairs)\n", "| predictor | accuracy |", "|---|---|"]

@@ -213,6 +213,7 @@ class EvalContext:
         self.data = data
         _, self.heldout_pairs = split_pairs(preference_pairs(data.turns), holdout=config.holdout, seed=config.seed)
         rule = CategoryRule.from_file(config.prompt_categories)
+        self.sensitivity = {u: p.sensitivity for u, p in self.profiles.items()}
         self.users = self._pick_users()
         self.rows = self._pick_rows(rule)
         self.mmlu = self._load_mmlu()
@@ -388,8 +389,10 @@ def compute_cell(ctx: EvalContext, cell: Cell, done_rows: set[str], done_questio
             progress(len(chunk))
 
 
-def summarise(answers: list[AnswerRecord], mmlu: list[MMLURecord]) -> dict:
+def summarise(answers: list[AnswerRecord], mmlu: list[MMLURecord], sensitivity: dict[str, str] | None = None) -> dict:
+    """Cell figures; `sensitivity` (user -> strict/moderate/tolerant) adds the per-group breakdown."""
     distances = [a.distance for a in answers]
+    groups = [(sensitivity or {}).get(a.user_id, "unknown") for a in answers]
     ppl = finite(a.perplexity for a in answers)
     correct = sum(r.correct for r in mmlu)
     low, high = wilson_interval(correct, len(mmlu))
@@ -398,6 +401,8 @@ def summarise(answers: list[AnswerRecord], mmlu: list[MMLURecord]) -> dict:
         "n": len(answers), "users": len(users),
         "mae": float(np.mean(distances)) if distances else float("nan"),
         "mae_by_category": mean_by(distances, [a.category for a in answers]),
+        "mae_by_sensitivity": mean_by(distances, groups),
+        "toxicity_by_sensitivity": mean_by([a.toxicity[0] for a in answers], groups),
         "ppl_mean": float(ppl.mean()) if ppl.size else float("nan"),
         "ppl_median": float(np.median(ppl)) if ppl.size else float("nan"),
         "empty_answers": sum(1 for a in answers if not a.answer.strip()),
@@ -450,7 +455,7 @@ def run_sweep(config: SweepConfig, *, ray_address: str | None = None, lm: object
             for answers, mmlu in compute_cell(ctx, cell, done_rows, done_q, progress=bar.update):
                 store.put_answers(cell.key, answers, run_id)
                 store.put_mmlu(cell.key, mmlu, run_id)
-            store.finish_cell(cell.key, summarise(store.answers(cell.key), store.mmlu(cell.key)))
+            store.finish_cell(cell.key, summarise(store.answers(cell.key), store.mmlu(cell.key), ctx.sensitivity))
     bar.close()
     store.close()
     return SweepResult(cells, [c.key for c in pending], skipped, ctx.fingerprint, time.perf_counter() - start)
@@ -496,7 +501,7 @@ def _run_on_ray(config: SweepConfig, ctx: EvalContext, store: ResultsStore, pend
             store.put_answers(cell.key, answers, run_id)
             store.put_mmlu(cell.key, mmlu, run_id)
             bar.update(len(answers) + len(mmlu))  # type: ignore[attr-defined]
-        store.finish_cell(cell.key, summarise(store.answers(cell.key), store.mmlu(cell.key)))
+        store.finish_cell(cell.key, summarise(store.answers(cell.key), store.mmlu(cell.key), ctx.sensitivity))
         if queue:
             nxt = queue.pop(0)
             futures[worker.run.remote(nxt, store.done_rows(nxt.key), store.done_questions(nxt.key))] = (worker, nxt)
