@@ -6,6 +6,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from rich.markup import escape
+
 from steer_away.console import console, status
 
 
@@ -40,7 +42,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         results = generate(lm, prompts, method=method, rows=rows, config=config)
     for prompt, result in zip(prompts, results):
         if len(prompts) > 1:
-            console.print(f"[bold]> {prompt}[/bold]")
+            console.print(f"[bold]> {escape(prompt)}[/bold]")
         print(result.text, flush=True)
     return 0
 
@@ -85,7 +87,7 @@ def cmd_vectors_extract(args: argparse.Namespace) -> int:
 
     lm = _load(args)
     data = load_prism(args.prism)
-    console.print(data.report.summary())
+    console.print(escape(data.report.summary()))
     train, _ = split_pairs(preference_pairs(data.turns, min_margin=args.min_margin), holdout=args.holdout,
                            seed=args.seed)
     pairs = sample_pairs(train, args.n_pairs, seed=args.seed)
@@ -148,9 +150,9 @@ def cmd_profiles_build(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     data = load_prism(args.prism)
-    console.print(data.report.summary())
+    console.print(escape(data.report.summary()))
     for issue in data.report.issues[:20]:
-        console.print(f"  [yellow]skipped[/yellow] {issue}")
+        console.print(f"  [yellow]skipped[/yellow] {escape(str(issue))}")
     scorer = make_scorer(args.scorer, cache_path=args.score_cache)
     with status(f"Scoring responses with {scorer.backend}…"):
         profiles = build_profiles(data, scorer, rule=SensitivityRule(args.strict_below, args.tolerant_above,
@@ -387,11 +389,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print("[yellow]interrupted; finished work is kept[/yellow]")
         return 130
     except (UsageError, FileNotFoundError, ValueError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        _print_error(err)
         return 2
     except RuntimeError as err:  # ModelLoadError and friends carry user-facing messages
-        console.print(f"[red]error:[/red] {err}")
+        _print_error(err)
         return 1
+
+
+def _print_error(err: Exception) -> None:
+    from rich.text import Text
+
+    # Text, not markup: messages quote config keys like [sweep] and paths that must print as they are.
+    console.print(Text.assemble(("error: ", "bold red"), str(err)))
 
 
 if __name__ == "__main__":

@@ -126,10 +126,12 @@ def generate(
     done = torch.zeros(batch, dtype=torch.bool, device=lm.device)
     stopped = torch.zeros(batch, dtype=torch.bool, device=lm.device)
     steps: list[torch.Tensor] = []
-    ones = torch.ones((mask.shape[0], 1), dtype=mask.dtype, device=mask.device)
+    # The attention mask for every step, allocated once: step k uses the first prompt+k+1 columns.
+    prompt_width = mask.shape[1]
+    mask = torch.cat([mask, mask.new_ones((mask.shape[0], config.max_new_tokens))], dim=-1)
     with prepared.scope():
-        logits = internals.forward_step(lm.model, input_ids, mask, cache)
-        for _ in range(config.max_new_tokens):
+        logits = internals.forward_step(lm.model, input_ids, mask[:, :prompt_width], cache)
+        for step in range(config.max_new_tokens):
             scores = prepared.combine(logits.view(prepared.num_branches, batch, -1))
             token = _pick(scores, config, generator).masked_fill(done, pad)
             steps.append(token)
@@ -140,11 +142,10 @@ def generate(
             done |= hit
             if bool(done.all()):
                 break
-            mask = torch.cat([mask, ones], dim=-1)
             token_in = token.repeat(prepared.num_branches).unsqueeze(-1)
-            logits = internals.forward_step(lm.model, token_in, mask, cache)
+            logits = internals.forward_step(lm.model, token_in, mask[:, :prompt_width + step + 1], cache)
     tokens = torch.stack(steps, dim=1).tolist()
-    stop_set = set(stop_token_ids(lm))
+    stop_set = set(stops.tolist())
     results = []
     for row in range(batch):
         ids = []

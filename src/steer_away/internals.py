@@ -217,7 +217,10 @@ def forward_step(
     Position ids follow the attention mask so left-padded rows get the positions they would have
     unpadded.
     """
-    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
+    if input_ids.shape[1] == 1:  # a decode step: the new token's position is the count of real tokens before it
+        positions = attention_mask.sum(-1, keepdim=True) - 1
+    else:
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
     out = model(
         input_ids=input_ids,
         attention_mask=attention_mask,

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rich.markup import escape
+
 from steer_away.console import console
 from steer_away.evaluation.metrics import finite, mean_by, wilson_interval
 from steer_away.evaluation.store import AnswerRecord, MMLURecord, ResultsStore
@@ -167,7 +169,7 @@ def prepare(config: SweepConfig, lm: object | None = None) -> None:
     run.mkdir(parents=True, exist_ok=True)
     data = load_prism(config.prism)
     if data.report.skipped:
-        console.print(f"[yellow]PRISM: {data.report.summary()}[/yellow]")
+        console.print(f"[yellow]PRISM: {escape(data.report.summary())}[/yellow]")
     scorer = make_scorer(config.scorer, cache_path=run / "scores.sqlite")
     profiles_path = run / "profiles.json"
     if not profiles_path.is_file():

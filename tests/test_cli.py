@@ -1,0 +1,45 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from steer_away.cli import main
+
+
+def test_profiles_build_cli(tmp_path, capsys):
+    out = tmp_path / "profiles.json"
+    assert main(["profiles", "build", "--out", str(out), "--score-cache", str(tmp_path / "s.sqlite"),
+                 "--show", "3"]) == 0
+    payload = json.loads(out.read_text())
+    assert len(payload["profiles"]) == 36
+
+
+def test_bad_input_gives_one_line_error(tmp_path, capsys):
+    assert main(["profiles", "build", "--prism", str(tmp_path), "--out", str(tmp_path / "p.json")]) == 2
+    assert "has no survey.jsonl" in capsys.readouterr().err
+
+
+def test_sweep_config_error(tmp_path, capsys):
+    bad = tmp_path / "s.toml"
+    bad.write_text("[sweep]\nfoo = 1\n[[methods]]\nname = 'unsteered'\n")
+    assert main(["sweep", "--config", str(bad)]) == 2
+    assert "unknown key [sweep].foo" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_generate_on_embedded_model_offline(tmp_path):
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-m", "steer_away.cli", "generate", "--prompt",
+                             "What is the capital of France?", "--max-tokens", "20"],
+                            capture_output=True, text=True, timeout=300, env={**env, "HOME": str(tmp_path.parent)})
+    assert result.returncode == 0, result.stderr
+    assert "Paris" in result.stdout
+
+
+@pytest.mark.slow
+def test_quick_demo_writes_a_report(tmp_path):
+    assert main(["demo", "--quick", "--out", str(tmp_path / "demo"), "--no-ppa"]) == 0
+    report = (tmp_path / "demo" / "report" / "report.md").read_text()
+    assert "| unsteered |" in report and "Steered vs unsteered answers" in report
+    assert (tmp_path / "demo" / "report" / "sweep.png").stat().st_size > 10_000
