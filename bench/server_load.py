@@ -7,11 +7,9 @@ concurrent clients, each a different user with their own steering vector.
 
 from __future__ import annotations
 
-import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,22 +23,8 @@ from decode import PROMPTS, random_vector  # noqa: E402
 
 from steer_away import internals  # noqa: E402
 from steer_away.models import load_model  # noqa: E402
-from steer_away.server import ServerSettings, create_app  # noqa: E402
+from steer_away.server import ServerSettings, create_app, serve_in_thread  # noqa: E402
 from steer_away.steering.vectors import save_bank  # noqa: E402
-
-
-def start(app: object) -> tuple[object, threading.Thread, str]:
-    import uvicorn
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    return server, thread, f"http://127.0.0.1:{port}"
 
 
 def run_load(url: str, clients: int, requests: int, tokens: int) -> tuple[float, list[float]]:
@@ -73,7 +57,7 @@ def main() -> None:
     rows = []
     for label, max_batch in (("batched (max 8)", 8), ("one at a time", 1)):
         app = create_app(lm, vectors=str(bank), settings=ServerSettings(max_batch=max_batch, batch_window_s=0.01))
-        server, thread, url = start(app)
+        server, thread, url = serve_in_thread(app)
         run_load(url, 2, 2, 4)  # warm-up
         wall, latencies = run_load(url, args.clients, args.requests, args.tokens)
         server.should_exit = True

@@ -1,9 +1,5 @@
 """The real server on a loopback port, called with the OpenAI client and with raw HTTP."""
 
-import json
-import socket
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -13,7 +9,7 @@ import torch
 from steer_away.generation import GenerationConfig, generate
 from steer_away.profiles import save_profiles
 from steer_away.profiles.build import UserProfile
-from steer_away.server import ServerSettings, create_app
+from steer_away.server import ServerSettings, create_app, serve_in_thread
 from steer_away.steering.activation import ActivationSteering
 from steer_away.steering.base import RowSteering
 from steer_away.steering.vectors import SteeringVector, save_bank
@@ -34,8 +30,6 @@ def profile(user, sensitivity):
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tokenizer):
-    import uvicorn
-
     folder = tmp_path_factory.mktemp("serve")
     lm = make_tiny_lm("llama", tokenizer)
     save_bank(folder / "vectors", vector(0), {"ann": vector(1), "bob": vector(2)})
@@ -43,16 +37,8 @@ def served(tmp_path_factory, tokenizer):
     settings = ServerSettings(api_key=TOKEN, max_batch=8, batch_window_s=0.2, max_tokens_limit=64,
                               max_messages=4, max_request_bytes=4000, alpha_limit=10)
     app = create_app(lm, profiles=str(folder / "profiles.json"), vectors=str(folder / "vectors"), settings=settings)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield {"url": f"http://127.0.0.1:{port}", "lm": lm, "app": app, "folder": folder}
+    server, thread, url = serve_in_thread(app)
+    yield {"url": url, "lm": lm, "app": app, "folder": folder}
     server.should_exit = True
     thread.join(timeout=10)
 

@@ -413,3 +413,26 @@ def serve(lm: object, host: str, port: int, **kwargs: Any) -> None:
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, on_hup)
     uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def serve_in_thread(app: FastAPI, host: str = "127.0.0.1") -> tuple[Any, threading.Thread, str]:
+    """Start uvicorn on a free loopback port in a daemon thread: (server, thread, base URL).
+
+    For tests, benchmarks and notebooks; stop it with `server.should_exit = True; thread.join()`.
+    """
+    import socket
+
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 60
+    while not server.started:
+        if time.time() > deadline or not thread.is_alive():
+            raise RuntimeError(f"server on {host}:{port} did not start")
+        time.sleep(0.05)
+    return server, thread, f"http://{host}:{port}"

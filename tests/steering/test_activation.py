@@ -99,7 +99,6 @@ def test_mixed_user_batch_equals_each_row_alone(tiny_lm):
 
 def test_norm_preserving_keeps_hidden_norm(tiny_lm):
     vec = random_vector(4, layers=(1,))
-    seen = {}
     prepared = ActivationSteering(vec, 5.0, keep_norm=True).prepare(
         tiny_lm, [[{"role": "user", "content": "hi"}]], [RowSteering()])
     ids, mask = encode(tiny_lm, [render_chat(tiny_lm.tokenizer, [{"role": "user", "content": "hi"}])])

@@ -11,10 +11,11 @@ A JSON mapping file overrides the rule per conversation id or exact prompt text.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from steer_away.files import read_structured
 
 CATEGORIES = ("benign_control", "context_dependent", "harmful_borderline", "safe_sensitive")
 
@@ -62,10 +63,7 @@ class CategoryRule:
         """Load overrides: a JSON object {conversation id or prompt text: category}."""
         if path is None:
             return cls()
-        try:
-            overrides = json.loads(Path(path).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"category mapping {path} is not valid JSON: {err}") from err
+        overrides = read_structured(path, "category mapping", "json")
         if not isinstance(overrides, dict):
             raise ValueError(f"category mapping {path} must be a JSON object of key -> category")
         return cls(overrides={str(k): str(v) for k, v in overrides.items()})

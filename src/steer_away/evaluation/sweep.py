@@ -14,7 +14,6 @@ import json
 import math
 import random
 import time
-import tomllib
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
@@ -27,6 +26,7 @@ from rich.markup import escape
 from steer_away.console import console
 from steer_away.evaluation.metrics import finite, mean_by, wilson_interval
 from steer_away.evaluation.store import AnswerRecord, MMLURecord, ResultsStore
+from steer_away.files import read_structured
 
 METHOD_NAMES = ("unsteered", "caa-population", "caa-dislike", "caa-bt", "eads", "acd")
 
@@ -102,13 +102,9 @@ class SweepConfig:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> SweepConfig:
-        path = Path(path)
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"sweep config not found: {path}") from None
-        except tomllib.TOMLDecodeError as err:
-            raise SweepConfigError(f"{path} is not valid TOML: {err}") from err
+        raw = read_structured(path, "sweep config", "toml", SweepConfigError)
+        if not isinstance(raw, dict):
+            raise SweepConfigError(f"{path}: expected a [sweep] table and [[methods]]")
         return cls.from_dict(raw, str(path))
 
     @property

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from steer_away.files import read_structured
 from steer_away.data.prism import PreferencePair, PrismData, RatedTurn, _chosen_response
 from steer_away.profiles.bradley_terry import fit_ideal_point
 from steer_away.scoring.base import ToxicityScorer
@@ -125,13 +126,7 @@ def save_profiles(profiles: dict[str, UserProfile], path: str | Path, scorer_bac
 
 
 def load_profiles(path: str | Path) -> dict[str, UserProfile]:
-    path = Path(path)
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"profiles file not found: {path}") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    payload = read_structured(path, "profiles file", "json")
     if not isinstance(payload, dict) or payload.get("format") != PROFILE_FORMAT:
         raise ValueError(f"{path} is not a steer-away profiles file (expected format '{PROFILE_FORMAT}')")
     profiles = {}

@@ -11,13 +11,13 @@ for EADS, and log p_base − α·log p_anti over the base's plausible tokens for
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from steer_away.files import read_structured
 from steer_away.steering.base import Conversation, PreparedBatch, RowSteering, SteeringMethod
 
 KINDS = ("eads", "acd")
@@ -44,12 +44,9 @@ def load_categories(path: str | Path | None = None, required: Sequence[str] = ("
 
         path = steering_categories_path()
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"steering-category file not found: {path}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise CategoryConfigError(f"{path} is not valid TOML: {err}") from err
+    raw = read_structured(path, "steering-category file", "toml", CategoryConfigError)
+    if not isinstance(raw, dict):
+        raise CategoryConfigError(f"{path}: expected one table per category")
     missing = [name for name in required if name not in raw]
     if missing:
         raise CategoryConfigError(f"{path}: missing category {missing[0]!r} (needs {', '.join(required)})")
