@@ -30,6 +30,10 @@ def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=64, help="pairs for the cosine check")
     args = parser.parse_args()
+    import numpy as np
+
+    if not hasattr(np, "float_"):  # repeng 0.4.0 names np.float_ in type hints; NumPy 2 removed the alias
+        np.float_ = np.float64
     try:
         import repeng
         import steering_vectors
