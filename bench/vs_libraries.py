@@ -42,7 +42,7 @@ def main() -> None:
 
     lm = load_model(args.model, device=args.device)
     layers = internals.default_layers(lm.model)
-    shape = (lm.model_id, internals.hidden_size(lm.model), internals.num_layers(lm.model))
+    shape = lm.shape
     print(machine_line(lm))
 
     # (2) the same pairs, the same texts, the last token: do the vectors agree?

@@ -44,7 +44,8 @@ def test_personal_caa_vectors_move_users_apart(embedded_lm, scorer):
     pairs = sample_pairs(preference_pairs(data.turns), 200, seed=0)
     layers = internals.default_layers(embedded_lm.model)
     acts = extract_pair_activations(embedded_lm, pairs, layers, batch_size=8, progress=False)
-    shape = (embedded_lm.model_id, 576, 30)
+    shape = embedded_lm.shape
+    assert shape[1:] == (576, 30)
     users = dislike_vectors(acts, shape, -pair_toxicity_diffs(acts.pairs, scorer)[:, 0])
     method = ActivationSteering(users, alpha=1.0, default=population_vector(acts, shape))
     strict, tolerant = "user000", "user002"  # fixture temperaments: index % 3 == 0 strict, 2 tolerant

@@ -161,3 +161,49 @@ def test_reload_picks_up_new_vectors_without_dropping_requests(served):
     assert cy == generate(served["lm"], [PROMPT], method=method, rows=[RowSteering("cy")],
                           config=GenerationConfig(max_new_tokens=8))[0].text
     assert httpx.post(served["url"] + "/admin/reload").status_code == 401
+
+
+def test_serve_cli_reloads_on_sighup(tiny_model_dir, tmp_path):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    bank = tmp_path / "vectors"
+    population = vector(0)
+    population.model_id = str(tiny_model_dir)
+    save_bank(bank, population, {})
+    profiles = tmp_path / "profiles.json"
+    save_profiles({"ann": profile("ann", "strict")}, profiles, "t")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "steer_away.cli", "serve", "--model", str(tiny_model_dir),
+                             "--device", "cpu", "--profiles", str(profiles), "--vectors", str(bank),
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        health = None
+        while time.time() < deadline:
+            try:
+                health = httpx.get(url + "/health", timeout=2).json()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert health is not None and health["users"] == 1
+        save_profiles({"ann": profile("ann", "strict"), "bob": profile("bob", "tolerant")}, profiles, "t")
+        os.kill(proc.pid, signal.SIGHUP)
+        while time.time() < deadline:
+            if httpx.get(url + "/health", timeout=2).json()["users"] == 2:
+                break
+            time.sleep(0.1)
+        assert httpx.get(url + "/health").json()["users"] == 2
+        r = httpx.post(url + "/v1/chat/completions", json={"messages": PROMPT, "user": "bob", "max_tokens": 4},
+                       timeout=60)
+        assert r.status_code == 200 and proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

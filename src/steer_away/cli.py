@@ -96,20 +96,14 @@ def cmd_vectors_extract(args: argparse.Namespace) -> int:
     acts = extract_pair_activations(lm, pairs, layers, position=args.position, batch_size=args.batch_size)
     elapsed = time.perf_counter() - start
     out = Path(args.out)
-    save_pair_activations(acts, out / "pair_activations.safetensors", _shape(lm))
-    vector = population_vector(acts, _shape(lm), seed=args.seed)
+    save_pair_activations(acts, out / "pair_activations.safetensors", lm.shape)
+    vector = population_vector(acts, lm.shape, seed=args.seed)
     vector.save(out / "population.safetensors")
     norms = ", ".join(f"{l}:{n:.2f}" for l, n in vector.norm().items())
     console.print(f"{len(pairs)} pairs at layers {layers[0]}-{layers[-1]} in {elapsed:.1f}s "
                   f"({len(pairs) / elapsed:.1f} pairs/s); ‖v_l‖ {norms}")
     console.print(f"wrote {out / 'population.safetensors'} and {out / 'pair_activations.safetensors'}")
     return 0
-
-
-def _shape(lm: object) -> tuple[str, int, int]:
-    from steer_away import internals
-
-    return lm.model_id, internals.hidden_size(lm.model), internals.num_layers(lm.model)
 
 
 def cmd_vectors_compose(args: argparse.Namespace) -> int:

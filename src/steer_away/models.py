@@ -44,6 +44,13 @@ class LoadedModel:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    @property
+    def shape(self) -> tuple[str, int, int]:
+        """(model id, hidden size, number of decoder layers): what a steering vector must match."""
+        from steer_away import internals
+
+        return self.model_id, internals.hidden_size(self.model), internals.num_layers(self.model)
+
 
 def cache_root() -> Path:
     """Folder for de-quantised weights and other reusable artefacts (STEER_AWAY_CACHE overrides)."""

@@ -151,7 +151,6 @@ def _extraction_layers(config: SweepConfig, depth: int) -> list[int]:
 
 def prepare(config: SweepConfig, lm: object | None = None) -> None:
     """Build (once) the profiles and vector banks the sweep needs, in its run folder."""
-    from steer_away import internals
     from steer_away.data.prism import load_prism, preference_pairs, sample_pairs, split_pairs
     from steer_away.models import load_model
     from steer_away.profiles import build_profiles, load_profiles, save_profiles
@@ -176,7 +175,7 @@ def prepare(config: SweepConfig, lm: object | None = None) -> None:
     if not needs_vectors or (vec_dir / "bt" / "population.safetensors").is_file():
         return
     lm = lm or load_model(config.model, device=config.device)
-    shape = (lm.model_id, internals.hidden_size(lm.model), internals.num_layers(lm.model))
+    shape = lm.shape
     train, _ = split_pairs(preference_pairs(data.turns), holdout=config.holdout, seed=config.seed)
     pairs = sample_pairs(train, config.n_pairs, seed=config.seed)
     acts = extract_pair_activations(lm, pairs, _extraction_layers(config, shape[2]), position=config.position,
@@ -350,7 +349,7 @@ def compute_cell(ctx: EvalContext, cell: Cell, done_rows: set[str], done_questio
     config = GenerationConfig(max_new_tokens=ctx.config.max_new_tokens)
     todo = [r for r in ctx.rows if r.row_id not in done_rows]
     # Methods that steer everyone alike answer each prompt once; the answer serves every user.
-    if getattr(method, "personalised", True):
+    if method.personalised:
         units = [(r.prompt, r.user_id, [r]) for r in todo]
     else:
         grouped: dict[str, list[EvalRow]] = {}
