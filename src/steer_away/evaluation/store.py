@@ -10,7 +10,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 _SCHEMA = """
@@ -123,7 +123,3 @@ class ResultsStore:
         cursor = self._db.execute("SELECT question_id, user_id, predicted, correct FROM mmlu WHERE cell=? "
                                   "ORDER BY question_id", (cell,))
         return [MMLURecord(r[0], r[1], r[2], bool(r[3])) for r in cursor]
-
-
-def record_dict(record: AnswerRecord | MMLURecord) -> dict:
-    return asdict(record)
