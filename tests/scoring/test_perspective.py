@@ -133,3 +133,11 @@ def test_qps_spacing(server):
     start = time.monotonic()
     scorer.score(["a", "b", "c", "d"])
     assert time.monotonic() - start >= 3 / 20 * 0.9
+
+
+def test_qps_from_environment(monkeypatch):
+    monkeypatch.setenv("PERSPECTIVE_QPS", "4")
+    assert PerspectiveScorer(api_key=KEY).min_interval == pytest.approx(0.25)
+    monkeypatch.setenv("PERSPECTIVE_QPS", "fast")
+    with pytest.raises(ScorerError, match="PERSPECTIVE_QPS"):
+        PerspectiveScorer(api_key=KEY)

@@ -18,6 +18,7 @@ from steer_away.scoring.base import ATTRIBUTES, ScorerError, ToxicityScorer
 
 DEFAULT_URL = "https://commentanalyzer.googleapis.com/v1alpha1/comments:analyze"
 KEY_ENV = "PERSPECTIVE_API_KEY"
+QPS_ENV = "PERSPECTIVE_QPS"  # requests per second when the caller gives none (default 1, the API's free quota)
 
 
 class PerspectiveScorer(ToxicityScorer):
@@ -28,7 +29,7 @@ class PerspectiveScorer(ToxicityScorer):
         self,
         api_key: str | None = None,
         *,
-        qps: float = 1.0,
+        qps: float | None = None,
         attributes: Sequence[str] = ATTRIBUTES,
         url: str = DEFAULT_URL,
         max_retries: int = 6,
@@ -41,7 +42,12 @@ class PerspectiveScorer(ToxicityScorer):
         key = api_key or os.environ.get(KEY_ENV)
         if not key:
             raise ScorerError(f"the Perspective scorer needs an API key in ${KEY_ENV}")
-        if qps <= 0:
+        if qps is None:
+            try:
+                qps = float(os.environ.get(QPS_ENV, "1"))
+            except ValueError:
+                raise ScorerError(f"${QPS_ENV} must be a number, got {os.environ[QPS_ENV]!r}") from None
+        if not qps > 0:
             raise ScorerError(f"qps must be > 0, got {qps}")
         self._key = key
         self.attributes = tuple(attributes)
