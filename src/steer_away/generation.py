@@ -9,7 +9,7 @@ picked token is fed to every branch of its row.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -40,7 +40,6 @@ class Generation:
     token_ids: list[int]
     prompt_tokens: int
     finish_reason: str  # "stop" (end-of-sequence token) or "length"
-    branch_prompts: list[str] = field(default_factory=list, repr=False)
 
 
 def as_conversation(prompt: str | Conversation) -> Conversation:
@@ -158,7 +157,6 @@ def generate(
             token_ids=ids,
             prompt_tokens=int(prompt_lengths[row]),
             finish_reason="stop" if bool(stopped[row]) else "length",
-            branch_prompts=[texts[b * batch + row] for b in range(prepared.num_branches)],
         ))
     return results
 

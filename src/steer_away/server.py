@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -97,7 +97,6 @@ class Job:
     stream: asyncio.Queue | None
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
-    submitted: float = field(default_factory=time.perf_counter)
 
     def batch_key(self) -> tuple:
         return self.method, self.sampling
@@ -233,8 +232,8 @@ class BatchingEngine:
         for i, (job, result) in enumerate(zip(batch, results)):
             ids = result.token_ids[: job.max_tokens]
             text = tokenizer.decode(ids, skip_special_tokens=True).strip()
-            reason = "length" if len(result.token_ids) >= job.max_tokens and (
-                result.finish_reason == "length" or len(result.token_ids) > job.max_tokens) else result.finish_reason
+            # a row that reached its own limit ended on length, even if the batch decoded further
+            reason = "length" if len(result.token_ids) >= job.max_tokens else result.finish_reason
             payload = {"text": text, "finish_reason": reason, "prompt_tokens": result.prompt_tokens,
                        "completion_tokens": len(ids)}
             if job.stream is not None:

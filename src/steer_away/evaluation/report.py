@@ -173,6 +173,7 @@ def sample_answers(store: ResultsStore, cells: Sequence[dict], users: int = 3, p
             shown_users.append(a.user_id)
     lines = []
     picks = [m for m in ("caa-dislike", "caa-bt", "eads", "caa-population", "acd") if m in by_method]
+    answers = {m: {x.row_id: x for x in store.answers(by_method[m]["key"])} for m in picks}
     for user in _spread(shown_users, users):
         rows = [a for a in base_rows.values() if a.user_id == user]
         rows = sorted(rows, key=lambda a: -a.distance)[:prompts]
@@ -181,7 +182,7 @@ def sample_answers(store: ResultsStore, cells: Sequence[dict], users: int = 3, p
             lines.append(f"- **unsteered** (distance {a.distance:.3f}, TOXICITY {a.toxicity[0]:.3f}): {_quote(a.answer)}")
             for method in picks:
                 cell = by_method[method]
-                other = {x.row_id: x for x in store.answers(cell["key"])}.get(a.row_id)
+                other = answers[method].get(a.row_id)
                 if other:
                     lines.append(f"- **{method} α={_fmt(cell['alpha'], 'g')}** (distance {other.distance:.3f}, "
                                  f"TOXICITY {other.toxicity[0]:.3f}): {_quote(other.answer)}")

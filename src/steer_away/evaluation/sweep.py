@@ -271,7 +271,10 @@ class EvalContext:
     def population(self) -> object:
         from steer_away.steering.vectors import SteeringVector
 
-        return SteeringVector.load(self.config.run_dir / "vectors" / "population.safetensors", self.lm)
+        if "population" not in self._banks:
+            path = self.config.run_dir / "vectors" / "population.safetensors"
+            self._banks["population"] = (SteeringVector.load(path, self.lm), {})
+        return self._banks["population"][0]
 
     def method(self, cell: Cell) -> object:
         return METHOD_BUILDERS[cell.method](self, cell)

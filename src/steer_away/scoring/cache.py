@@ -71,13 +71,14 @@ class CachedScorer(ToxicityScorer):
         self.cache_hits = 0
 
     def score_batch(self, texts: Sequence[str]) -> np.ndarray:
+        hashes = [text_hash(t) for t in texts]
         known = self.cache.get(self.backend, self.attributes, texts)
-        missing = list(dict.fromkeys(t for t in texts if text_hash(t) not in known))
-        self.cache_hits += len(texts) - sum(1 for t in texts if text_hash(t) not in known)
+        missing = list(dict.fromkeys(t for t, h in zip(texts, hashes) if h not in known))
+        self.cache_hits += sum(1 for h in hashes if h in known)
         for start in range(0, len(missing), self.batch_size):
             chunk = missing[start:start + self.batch_size]
             scores = self.inner.score(chunk)
             self.backend_calls += len(chunk)
             self.cache.put(self.backend, self.attributes, chunk, scores)
             known.update({text_hash(t): s for t, s in zip(chunk, scores)})
-        return np.stack([known[text_hash(t)] for t in texts])
+        return np.stack([known[h] for h in hashes])

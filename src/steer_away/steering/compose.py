@@ -22,13 +22,8 @@ from steer_away.steering.vectors import SteeringVector
 PROFILE_MODES = ("population", "dislike", "bt")
 
 
-def _shape(acts: PairActivations, lm_shape: tuple[str, int, int]) -> dict[str, object]:
-    model_id, hidden, depth = lm_shape
-    return {"model_id": model_id, "hidden_size": hidden, "num_layers": depth}
-
-
 def population_vector(acts: PairActivations, lm_shape: tuple[str, int, int], seed: int | None = None) -> SteeringVector:
-    return acts.vector(meta={"kind": "population", "seed": seed}, **_shape(acts, lm_shape))
+    return acts.as_vector(acts.diffs.mean(0), {"kind": "population", "seed": seed}, lm_shape)
 
 
 def pair_weights(acts: PairActivations, toxicity_gaps: Sequence[float]) -> np.ndarray:
@@ -49,12 +44,8 @@ def dislike_vectors(acts: PairActivations, lm_shape: tuple[str, int, int], toxic
         own = (acts.diffs[rows] * w[:, None, None]).sum(0) / w.sum().clamp(min=1e-12)
         keep = len(rows) / (len(rows) + shrinkage)
         mixed = keep * own + (1 - keep) * population
-        out[user] = SteeringVector(
-            directions={l: mixed[i].clone() for i, l in enumerate(acts.layers)},
-            meta={"kind": "dislike", "user": user, "n_pairs": len(rows), "shrink_weight": keep,
-                  "position": acts.position,
-                  "residual_norms": {str(l): n for l, n in acts.residual_norms.items()}},
-            **_shape(acts, lm_shape))
+        out[user] = acts.as_vector(mixed, {"kind": "dislike", "user": user, "n_pairs": len(rows),
+                                           "shrink_weight": keep}, lm_shape)
     return out
 
 
@@ -70,10 +61,6 @@ def bt_vectors(acts: PairActivations, lm_shape: tuple[str, int, int], k: int = 8
         rows = [i for i, p in enumerate(acts.pairs) if p.user_id == user]
         theta = fit_ideal_point(coords[rows], l2=l2)
         direction = torch.from_numpy(theta @ basis).float().reshape(len(acts.layers), -1)
-        out[user] = SteeringVector(
-            directions={l: direction[i].clone() for i, l in enumerate(acts.layers)},
-            meta={"kind": "bt", "user": user, "n_pairs": len(rows), "theta": theta.tolist(), "k": len(basis),
-                  "position": acts.position,
-                  "residual_norms": {str(l): n for l, n in acts.residual_norms.items()}},
-            **_shape(acts, lm_shape))
+        out[user] = acts.as_vector(direction, {"kind": "bt", "user": user, "n_pairs": len(rows),
+                                               "theta": theta.tolist(), "k": len(basis)}, lm_shape)
     return out, basis

@@ -33,18 +33,14 @@ class PairActivations:
     residual_norms: dict[int, float]  # mean ‖h_l‖ at the read positions, for relative scaling
     position: str
 
-    def vector(self, weights: torch.Tensor | None = None, meta: dict | None = None, *,
-               model_id: str, hidden_size: int, num_layers: int) -> SteeringVector:
-        """Weighted mean difference as a SteeringVector (uniform weights: the population vector)."""
-        if weights is None:
-            mean = self.diffs.mean(dim=0)
-        else:
-            w = weights.to(self.diffs.dtype)
-            mean = (self.diffs * w[:, None, None]).sum(0) / w.sum()
+    def as_vector(self, direction: torch.Tensor, meta: dict, lm_shape: tuple[str, int, int]) -> SteeringVector:
+        """A (layers, hidden) direction over these layers as a SteeringVector carrying the extraction
+        settings (position, pair count, residual norms for relative scaling); `meta` adds or overrides."""
+        model_id, hidden, depth = lm_shape
         info = {"position": self.position, "n_pairs": len(self.pairs),
-                "residual_norms": {str(l): n for l, n in self.residual_norms.items()}, **(meta or {})}
-        return SteeringVector(directions={l: mean[i].clone() for i, l in enumerate(self.layers)},
-                              model_id=model_id, hidden_size=hidden_size, num_layers=num_layers, meta=info)
+                "residual_norms": {str(l): n for l, n in self.residual_norms.items()}, **meta}
+        return SteeringVector(directions={l: direction[i].clone() for i, l in enumerate(self.layers)},
+                              model_id=model_id, hidden_size=hidden, num_layers=depth, meta=info)
 
 
 def _texts(lm: LoadedModel, pair: PreferencePair) -> tuple[str, str, str]:
@@ -59,11 +55,11 @@ def response_activations(lm: LoadedModel, prompts: Sequence[str], full_texts: Se
     if position not in POSITIONS:
         raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
     ids, mask = encode(lm, full_texts)
-    prompt_lengths = [len(lm.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
     captured = internals.residuals_at(lm.model, ids, mask, layers)
     stacked = torch.stack([captured[l] for l in layers], dim=1).float()  # (rows, layers, seq, hidden)
     if position == "last":
         return stacked[:, :, -1, :]
+    prompt_lengths = [len(lm.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
     lengths = mask.sum(-1)
     seq = ids.shape[1]
     start = seq - lengths + torch.tensor(prompt_lengths, device=mask.device)  # first response token
