@@ -12,7 +12,7 @@ from steer_away.steering.activation import ActivationSteering
 from steer_away.steering.base import RowSteering
 from steer_away.steering.compose import dislike_vectors, population_vector
 from steer_away.steering.extract import extract_pair_activations
-from steer_away.steering.logits import LogitSteering
+from steer_away.steering.logits import EADS
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ def mean_toxicity(scorer, outs):
 
 def test_eads_for_a_strict_user_lowers_toxicity(embedded_lm, scorer):
     base = mean_toxicity(scorer, generate(embedded_lm, HARMFUL, config=CFG))
-    eads = LogitSteering("eads")
+    eads = EADS()
     steered = mean_toxicity(scorer, generate(embedded_lm, HARMFUL, method=eads,
                                              rows=[RowSteering(category="strict", alpha=1.0)] * 6, config=CFG))
     assert steered < 0.6 * base, (steered, base)

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from steer_away.generation import GenerationConfig, generate, next_token_scores, render_chat
+from steer_away.chat import render_chat
+from steer_away.generation import GenerationConfig, generate, next_token_scores, stop_token_ids
 from tests.conftest import make_tiny_lm
 
 PROMPTS = ["the quick brown fox", "what is the capital of France?", "thank you",
@@ -42,11 +43,19 @@ def test_sampling_is_seeded_and_differs_from_greedy(tiny_lm):
 
 
 def test_max_tokens_and_finish_reason(tiny_lm):
-    out = generate(tiny_lm, PROMPTS[:1], config=GenerationConfig(max_new_tokens=3))[0]
-    assert len(out.token_ids) <= 3
-    assert out.finish_reason in {"stop", "length"}
-    if out.finish_reason == "length":
-        assert len(out.token_ids) == 3
+    # without end-of-sequence stops every row runs to the limit and says so
+    out = generate(tiny_lm, PROMPTS, config=GenerationConfig(max_new_tokens=3, stop_on_eos=False))
+    assert all(len(o.token_ids) == 3 and o.finish_reason == "length" for o in out)
+    # with them, the greedy answer is the same tokens cut at the first end-of-sequence token
+    eos = set(stop_token_ids(tiny_lm))
+    long = generate(tiny_lm, PROMPTS, config=GenerationConfig(max_new_tokens=12, stop_on_eos=False))
+    stopped = generate(tiny_lm, PROMPTS, config=GenerationConfig(max_new_tokens=12))
+    for full, cut in zip(long, stopped):
+        first_stop = next((i for i, t in enumerate(full.token_ids) if t in eos), None)
+        if first_stop is None:
+            assert cut.token_ids == full.token_ids and cut.finish_reason == "length"
+        else:
+            assert cut.token_ids == full.token_ids[:first_stop] and cut.finish_reason == "stop"
 
 
 def test_stops_on_eos(tiny_lm):
@@ -64,10 +73,8 @@ def test_stops_on_eos(tiny_lm):
 
 def test_next_token_scores_match_generate_first_token(tiny_lm):
     scores = next_token_scores(tiny_lm, PROMPTS)
-    firsts = generate(tiny_lm, PROMPTS, config=GenerationConfig(max_new_tokens=1))
-    for row, out in enumerate(firsts):
-        if out.token_ids:
-            assert scores[row].argmax().item() == out.token_ids[0]
+    firsts = generate(tiny_lm, PROMPTS, config=GenerationConfig(max_new_tokens=1, stop_on_eos=False))
+    assert [scores[row].argmax().item() for row in range(len(PROMPTS))] == [o.token_ids[0] for o in firsts]
 
 
 def test_bad_config_rejected():

@@ -61,7 +61,7 @@ def test_openai_client_and_steering_differs(served):
     assert [m.id for m in client.models.list().data] == ["steer-away"]
     steered = client.chat.completions.create(model="steer-away", messages=PROMPT, user="ann", max_tokens=8)
     plain = client.chat.completions.create(model="steer-away", messages=PROMPT, user="ann", max_tokens=8,
-                                           extra_body={"steering": {"method": "none"}})
+                                           extra_body={"steering": {"method": "unsteered"}})
     assert steered.choices[0].message.content == expected(served, "ann")
     assert plain.choices[0].message.content != steered.choices[0].message.content
     assert steered.usage.completion_tokens <= 8
@@ -125,7 +125,7 @@ def test_invalid_json_and_health(served):
                    headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
     health = httpx.get(served["url"] + "/health").json()
-    assert health["status"] == "ok" and "caa" in health["methods"]
+    assert health["status"] == "ok" and "caa-dislike" in health["methods"] and health["default_method"] == "caa-dislike"
 
 
 def test_failing_request_does_not_break_its_batch(served, monkeypatch):

@@ -5,17 +5,25 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 
 from steer_away.console import console, status
+from steer_away.steering.bank import COMPOSE_MODES
+
+if TYPE_CHECKING:
+    from steer_away.evaluation.sweep import SweepConfig
+    from steer_away.models import LanguageModel, LoadedModel
+    from steer_away.steering.bank import ExtractionSettings
+    from steer_away.steering.base import SteeringMethod
 
 
 class UsageError(Exception):
     """A user-facing error: printed as one line, exit code 2, no traceback."""
 
 
-def _load(args: argparse.Namespace):  # -> LoadedModel
+def _load(args: argparse.Namespace) -> LoadedModel:
     from steer_away.models import load_model
 
     with status(f"Loading model {args.model or 'embedded SmolLM2-135M-Instruct'}…"):
@@ -33,11 +41,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from steer_away.steering.base import RowSteering
 
     lm = _load(args)
-    method = _steering_from_args(args, lm)
+    method = _method_from_args(args, lm)
     config = GenerationConfig(max_new_tokens=args.max_tokens, do_sample=args.sample,
                               temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     prompts = args.prompt
-    rows = [RowSteering(user_id=args.user, alpha=args.alpha)] * len(prompts)
+    rows = [RowSteering(user_id=args.user)] * len(prompts)
     with status("Generating…"):
         results = generate(lm, prompts, method=method, rows=rows, config=config)
     for prompt, result in zip(prompts, results):
@@ -47,62 +55,63 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _steering_from_args(args: argparse.Namespace, lm: object):
-    """The steering method the generate / serve flags ask for (None: unsteered)."""
-    method = args.method or ("caa" if args.vector else "none")
-    if method == "none":
-        return None
-    if method == "caa":
-        from steer_away import internals
-        from steer_away.steering.activation import ActivationSteering
-        from steer_away.steering.vectors import load_bank
+def _method_from_args(args: argparse.Namespace, lm: LanguageModel) -> SteeringMethod:
+    """The method the flags name, with its arguments from the per-argument flags."""
+    from steer_away.steering.registry import SteeringResources, build_method, default_method, get_method
 
-        if not args.vector:
-            raise UsageError("--method caa needs --vector (a vector file or bank folder)")
-        population, users = load_bank(args.vector, lm)
-        layers = internals.parse_layers(args.layers, internals.num_layers(lm.model)) if args.layers else None
-        gate = int(args.gate) if str(args.gate).isdigit() else args.gate
-        return ActivationSteering(users or population, alpha=DEFAULT_CAA_ALPHA, layers=layers, gate=gate,
-                                  relative=args.relative, default=population)
-    from steer_away.profiles import load_profiles
-    from steer_away.steering.logits import LogitSteering, load_categories
-
-    profiles = load_profiles(args.profiles) if args.profiles else {}
-    if getattr(args, "user", None) and args.user not in profiles:
-        console.print(f"[yellow]user {args.user} has no profile; using the default category[/yellow]")
-    return LogitSteering(method, load_categories(args.categories), profiles)
+    name = args.method or default_method(with_vectors=bool(args.vector))
+    entry = get_method(name)
+    given = {field: getattr(args, f"arg_{field}") for field in _method_fields()
+             if getattr(args, f"arg_{field}", None) is not None}
+    takes = set(entry.args.field_help())
+    for field in given:
+        if field not in takes:
+            raise UsageError(f"--{field.replace('_', '-')} does not apply to {name} "
+                             f"(it takes: {', '.join('--' + t.replace('_', '-') for t in sorted(takes)) or 'nothing'})")
+    method_args = entry.make_args(given, where=f"{name} (command line)")
+    resources = SteeringResources(lm, profiles=args.profiles, vectors=args.vector, categories=args.categories)
+    if getattr(args, "user", None) and entry.needs.profiles and args.profiles and args.user not in resources.profiles():
+        console.print(f"[yellow]user {escape(args.user)} has no profile; {name} uses its default for them[/yellow]")
+    return build_method(name, method_args, resources)
 
 
-DEFAULT_CAA_ALPHA = 0.5  # inside the usable window of raw vectors on SmolLM2 (|α| >= 1 degrades it)
+def _method_fields() -> dict[str, str]:
+    """Every argument any registered method takes, with the first help text seen for it."""
+    from steer_away.steering.registry import get_method, method_names
+
+    fields: dict[str, str] = {}
+    for name in method_names():
+        for field, text in get_method(name).args.field_help().items():
+            fields.setdefault(field, text)
+    return fields
+
+
+def _extraction_settings(args: argparse.Namespace) -> ExtractionSettings:
+    from steer_away.steering.bank import ExtractionSettings
+
+    return ExtractionSettings(n_pairs=args.n_pairs, layers=(args.layers,), position=args.position,
+                              min_margin=args.min_margin, holdout=args.holdout, seed=args.seed,
+                              batch_size=args.batch_size)
 
 
 def cmd_vectors_extract(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from steer_away import internals
-    from steer_away.data.prism import load_prism, preference_pairs, sample_pairs, split_pairs
-    from steer_away.steering.compose import population_vector
-    from steer_away.steering.extract import extract_pair_activations, save_pair_activations
+    from steer_away.data.prism import load_prism
+    from steer_away.steering.bank import ACTIVATIONS_FILE, POPULATION_FILE, extract_population
 
     lm = _load(args)
     data = load_prism(args.prism)
     console.print(escape(data.report.summary()))
-    train, _ = split_pairs(preference_pairs(data.turns, min_margin=args.min_margin), holdout=args.holdout,
-                           seed=args.seed)
-    pairs = sample_pairs(train, args.n_pairs, seed=args.seed)
-    layers = internals.parse_layers(args.layers, internals.num_layers(lm.model))
     start = time.perf_counter()
-    acts = extract_pair_activations(lm, pairs, layers, position=args.position, batch_size=args.batch_size)
+    acts = extract_population(lm, data, _extraction_settings(args), args.out)
     elapsed = time.perf_counter() - start
     out = Path(args.out)
-    save_pair_activations(acts, out / "pair_activations.safetensors", lm.shape)
-    vector = population_vector(acts, lm.shape, seed=args.seed)
-    vector.save(out / "population.safetensors")
-    norms = ", ".join(f"{l}:{n:.2f}" for l, n in vector.norm().items())
-    console.print(f"{len(pairs)} pairs at layers {layers[0]}-{layers[-1]} in {elapsed:.1f}s "
-                  f"({len(pairs) / elapsed:.1f} pairs/s); ‖v_l‖ {norms}")
-    console.print(f"wrote {out / 'population.safetensors'} and {out / 'pair_activations.safetensors'}")
+    norms = ", ".join(f"{l}:{n:.2f}" for l, n in zip(acts.layers, acts.diffs.mean(0).norm(dim=-1).tolist()))
+    console.print(f"{len(acts.pairs)} pairs at layers {acts.layers[0]}-{acts.layers[-1]} in {elapsed:.1f}s "
+                  f"({len(acts.pairs) / elapsed:.1f} pairs/s); ‖v_l‖ {norms}")
+    console.print(f"wrote {out / POPULATION_FILE} and {out / ACTIVATIONS_FILE}")
     return 0
 
 
@@ -110,26 +119,61 @@ def cmd_vectors_compose(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from steer_away.profiles import load_profiles
-    from steer_away.profiles.build import pair_toxicity_diffs
     from steer_away.scoring import make_scorer
-    from steer_away.steering.compose import bt_vectors, dislike_vectors, population_vector
+    from steer_away.steering.bank import compose_bank
     from steer_away.steering.extract import load_pair_activations
-    from steer_away.steering.vectors import save_bank
 
     acts, shape = load_pair_activations(args.activations)
     profiles = load_profiles(args.profiles)
-    if args.mode == "dislike":
-        scorer = make_scorer(args.scorer, cache_path=args.score_cache)
-        gaps = -pair_toxicity_diffs(acts.pairs, scorer)[:, 0]
-        vectors = dislike_vectors(acts, shape, gaps, shrinkage=args.shrinkage)
-    else:
-        vectors, _ = bt_vectors(acts, shape, k=args.k, l2=args.l2)
-    vectors = {u: v for u, v in vectors.items() if u in profiles}
-    for user, vector in vectors.items():
-        vector.meta["sensitivity"] = profiles[user].sensitivity
+    scorer = make_scorer(args.scorer, cache_path=args.score_cache) if args.mode == "dislike" else None
     out = Path(args.out or Path(args.activations).parent / args.mode)
-    save_bank(out, population_vector(acts, shape), vectors)
+    vectors = compose_bank(acts, shape, args.mode, profiles, out, scorer=scorer, shrinkage=args.shrinkage,
+                           bt_k=args.k, bt_l2=args.l2)
     console.print(f"wrote {len(vectors)} {args.mode} user vectors and the population default to {out}")
+    return 0
+
+
+def cmd_vectors_export_gguf(args: argparse.Namespace) -> int:
+    from steer_away import internals
+    from steer_away.steering.vectors import SteeringVector
+
+    vector = SteeringVector.load(args.vector)
+    if args.layers:
+        vector = vector.restricted(internals.parse_layers(args.layers, vector.num_layers))
+    if args.scale != 1.0:
+        vector = vector * args.scale
+    path = vector.export_gguf(args.out, model_hint=args.model_hint)
+    console.print(f"wrote {path}: llama.cpp control vector, layers {vector.layers[0]}-{vector.layers[-1]} "
+                  f"as direction.{vector.layers[0]}-direction.{vector.layers[-1]}")
+    return 0
+
+
+def cmd_vectors_import_gguf(args: argparse.Namespace) -> int:
+    from steer_away.steering.vectors import load_vector
+
+    lm = _load(args)
+    vector = load_vector(args.gguf, lm)
+    path = vector.save(args.out)
+    console.print(f"wrote {path}: layers {vector.layers[0]}-{vector.layers[-1]} of {lm.model_id}")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from steer_away.steering.registry import get_method, method_names
+
+    table = Table(title="steering methods (use with --method, in sweep configs and in server requests)")
+    for column in ("method", "what it does", "arguments (default)", "needs"):
+        table.add_column(column)
+    for name in method_names():
+        entry = get_method(name)
+        defaults = entry.args().identity()
+        needs = [k.replace("_", " ") + (f" ({v})" if isinstance(v, str) else "")
+                 for k, v in vars(entry.needs).items() if v]
+        table.add_row(name, entry.summary, ", ".join(f"{k}={v}" for k, v in defaults.items()) or "-",
+                      ", ".join(needs) or "-")
+    console.print(table)
     return 0
 
 
@@ -165,28 +209,31 @@ def cmd_profiles_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_main_table(main: list[dict], title: str) -> None:
+def _print_main_table(main: list[dict[str, Any]], title: str) -> None:
     import math
 
     from rich.table import Table
 
+    from steer_away.steering.registry import BASELINE
+
     table = Table(title=title)
-    for column in ("method", "α", "layers", "MAE ↓", "Δ% vs base", "PPL ↓", "MMLU", "TOXICITY", "n"):
-        table.add_column(column, justify="left" if column in ("method", "layers") else "right",
+    for column in ("method", "α", "settings", "MAE ↓", "Δ% vs base", "PPL ↓", "MMLU", "TOXICITY", "n"):
+        table.add_column(column, justify="left" if column in ("method", "settings") else "right",
                          no_wrap=column == "method")
     for r in main:
-        delta = "-" if r["method"] == "unsteered" or math.isnan(r["delta_pct"]) else f"{r['delta_pct']:+.1f}%"
+        delta = "-" if r["method"] == BASELINE or math.isnan(r["delta_pct"]) else f"{r['delta_pct']:+.1f}%"
         mmlu = "-" if math.isnan(r["mmlu"]) else f"{100 * r['mmlu']:.1f}%"
-        table.add_row(r["method"], "-" if r["alpha"] is None else f"{r['alpha']:g}", r["layers"] or "-",
+        table.add_row(r["method"], "-" if r["alpha"] is None else f"{r['alpha']:g}", r["settings"] or "-",
                       f"{r['mae']:.4f}", delta, f"{r['ppl']:.2f}", mmlu, f"{r['toxicity']:.3f}", str(r["n"]))
     console.print(table)
 
 
-def _run_sweep_and_report(config, args: argparse.Namespace, title: str) -> dict:
+def _run_sweep_and_report(config: SweepConfig, args: argparse.Namespace, title: str) -> dict[str, Any]:
     from pathlib import Path
 
+    from steer_away.evaluation.ppa import compute_ppa
     from steer_away.evaluation.report import write_report
-    from steer_away.evaluation.sweep import EvalContext, compute_ppa, run_sweep
+    from steer_away.evaluation.sweep import EvalContext, run_sweep
 
     ray_address = None
     if getattr(args, "ray", None):
@@ -256,25 +303,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from steer_away.server import ServerSettings, serve
 
     lm = _load(args)
-    settings = ServerSettings(model_name=args.name, default_method=args.method or ("caa" if args.vectors else "none"),
+    settings = ServerSettings(model_name=args.name, default_method=args.method,
                               api_key=args.api_key or os.environ.get("STEER_AWAY_API_KEY"), max_batch=args.max_batch,
                               max_queue=args.max_queue, max_tokens_limit=args.max_tokens_limit)
     console.print(f"serving {lm.model_id} as '{settings.model_name}' on http://{args.host}:{args.port} "
-                  f"(default steering: {settings.default_method}; auth: {'on' if settings.api_key else 'off'})")
+                  f"(auth: {'on' if settings.api_key else 'off'})")
     serve(lm, args.host, args.port, profiles=args.profiles, vectors=args.vectors, categories=args.categories,
           settings=settings)
     return 0
 
 
 def _add_steering_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", choices=["none", "caa", "eads", "acd"], default=None,
-                        help="steering method (default: caa when --vector is given, else none)")
-    parser.add_argument("--vector", default=None, help="CAA: a .safetensors vector or a vector bank folder")
-    parser.add_argument("--layers", default=None, help="CAA: '14-20', '3,5' or 'seed' (default: the vector's)")
-    parser.add_argument("--gate", default="all", help="CAA: 'all', 'prefill', or K to steer the first K tokens")
-    parser.add_argument("--relative", action="store_true", help="CAA: α as a fraction of the residual norm")
-    parser.add_argument("--profiles", default=None, help="EADS/ACD: profiles JSON picking each user's category")
-    parser.add_argument("--categories", default=None, help="EADS/ACD: steering-category TOML (default: shipped)")
+    from steer_away.steering.registry import get_method, method_names
+
+    names = method_names()
+    parser.add_argument("--method", choices=names, default=None, metavar="METHOD",
+                        help="; ".join(f"{n}: {get_method(n).summary}" for n in names)
+                        + " (default: the first vector method when --vector is given, else the baseline)")
+    parser.add_argument("--vector", "--vectors", dest="vector", default=None,
+                        help="CAA: a vector store folder, a bank folder, a .safetensors vector or a .gguf control vector")
+    parser.add_argument("--profiles", default=None, help="profiles JSON (users' sensitivity, for logit steering)")
+    parser.add_argument("--categories", default=None, help="steering-category TOML (default: shipped)")
+    group = parser.add_argument_group("method arguments (each method takes some of these; see --method)")
+    for field, text in _method_fields().items():
+        group.add_argument(f"--{field.replace('_', '-')}", dest=f"arg_{field}", default=None, help=text)
+
+
+def _method_names() -> list[str]:
+    from steer_away.steering.registry import method_names
+
+    return method_names()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -290,10 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-p", type=float, default=0.9)
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--user", default=None, help="user id whose steering to apply")
-    gen.add_argument("--alpha", type=float, default=None, help="steering strength")
     _add_steering_args(gen)
     gen.set_defaults(func=cmd_generate)
 
+
+    sub.add_parser("methods", help="list the steering methods and their arguments").set_defaults(func=cmd_methods)
 
     vec = sub.add_parser("vectors", help="steering vectors").add_subparsers(dest="action", required=True)
     ext = vec.add_parser("extract", help="population CAA vector from PRISM preference pairs")
@@ -306,12 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument("--holdout", type=float, default=0.3, help="share of conversations kept out for evaluation")
     ext.add_argument("--batch-size", type=int, default=8)
     ext.add_argument("--seed", type=int, default=0)
-    ext.add_argument("--out", default="vectors")
+    ext.add_argument("--out", default="vectors", help="vector store folder")
     ext.set_defaults(func=cmd_vectors_extract)
     comp = vec.add_parser("compose", help="per-user vectors (dislike-weighted or Bradley–Terry basis)")
     comp.add_argument("--activations", default="vectors/pair_activations.safetensors")
     comp.add_argument("--profiles", required=True)
-    comp.add_argument("--mode", choices=["dislike", "bt"], default="dislike")
+    comp.add_argument("--mode", choices=list(COMPOSE_MODES), default="dislike")
     comp.add_argument("--k", type=int, default=8, help="BT basis size")
     comp.add_argument("--l2", type=float, default=1.0, help="BT regularisation")
     comp.add_argument("--shrinkage", type=float, default=10.0, help="pseudo-pairs pulling users to the population")
@@ -319,16 +378,29 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--score-cache", default=None)
     comp.add_argument("--out", default=None, help="bank folder (default: next to the activations, named by mode)")
     comp.set_defaults(func=cmd_vectors_compose)
+    exp = vec.add_parser("export-gguf", help="write a vector as a llama.cpp control vector")
+    exp.add_argument("--vector", required=True, help="a .safetensors vector")
+    exp.add_argument("--out", required=True, help="the .gguf file to write")
+    exp.add_argument("--layers", default=None, help="only these layers ('15-20'); llama.cpp cannot steer layer 0")
+    exp.add_argument("--scale", type=float, default=1.0, help="multiply the vector first (llama.cpp's strength)")
+    exp.add_argument("--model-hint", default="llama", help="architecture name llama.cpp shows (default: llama)")
+    exp.set_defaults(func=cmd_vectors_export_gguf)
+    imp = vec.add_parser("import-gguf", help="read a llama.cpp / repeng control vector for this model")
+    _add_model_args(imp)
+    imp.add_argument("--gguf", required=True, help="the control vector (.gguf)")
+    imp.add_argument("--out", required=True, help="the .safetensors vector to write")
+    imp.set_defaults(func=cmd_vectors_import_gguf)
 
     srv = sub.add_parser("serve", help="OpenAI-compatible chat server with per-user steering")
     _add_model_args(srv)
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8000)
-    srv.add_argument("--profiles", default=None, help="profiles JSON (users' sensitivity for EADS / ACD)")
-    srv.add_argument("--vectors", default=None, help="vector bank folder or file (CAA)")
+    srv.add_argument("--profiles", default=None, help="profiles JSON (users' sensitivity for logit steering)")
+    srv.add_argument("--vectors", default=None, help="vector store or bank folder, or one vector file (CAA)")
     srv.add_argument("--categories", default=None, help="steering-category TOML (default: shipped)")
-    srv.add_argument("--method", choices=["none", "caa", "eads", "acd"], default=None,
-                     help="default steering when a request names none (default: caa with --vectors, else none)")
+    srv.add_argument("--method", choices=_method_names(), default=None, metavar="METHOD",
+                     help="steering when a request names none (default: a per-user vector method when "
+                          "--vectors is given, else the baseline)")
     srv.add_argument("--name", default="steer-away", help="model name the API reports")
     srv.add_argument("--api-key", default=None, help="require this bearer token (or set STEER_AWAY_API_KEY)")
     srv.add_argument("--max-batch", type=int, default=8)

@@ -12,10 +12,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
 from steer_away import internals
-from steer_away.models import LoadedModel
-from steer_away.steering.base import Conversation, PreparedBatch, RowSteering, SteeringMethod, Unsteered
+from steer_away.chat import Conversation, as_conversation, encode, render_chat
+from steer_away.models import LanguageModel
+from steer_away.steering.base import PreparedBatch, RowSteering, SteeringMethod, Unsteered
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,17 @@ class GenerationConfig:
         if self.do_sample and not (self.temperature > 0 and 0 < self.top_p <= 1):
             raise ValueError("sampling needs temperature > 0 and 0 < top_p <= 1")
 
+    def score_processors(self) -> LogitsProcessorList:
+        """The edits applied to the steered scores before a token is drawn, in transformers'
+        `LogitsProcessor` convention (`(input_ids, scores) -> scores`), so any of theirs can join."""
+        processors = LogitsProcessorList()
+        if self.do_sample:
+            if self.temperature != 1.0:
+                processors.append(TemperatureLogitsWarper(self.temperature))
+            if self.top_p < 1.0:
+                processors.append(TopPLogitsWarper(self.top_p))
+        return processors
+
 
 @dataclass
 class Generation:
@@ -42,26 +55,7 @@ class Generation:
     finish_reason: str  # "stop" (end-of-sequence token) or "length"
 
 
-def as_conversation(prompt: str | Conversation) -> Conversation:
-    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-
-
-def render_chat(tokenizer: object, conversation: Conversation) -> str:
-    """The prompt text for a conversation, ending where the assistant's answer starts."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
-    # Base models without a template (e.g. GPT-2): a plain transcript.
-    lines = [f"{m['role'].capitalize()}: {m['content']}" for m in conversation]
-    return "\n".join(lines) + "\nAssistant:"
-
-
-def encode(lm: LoadedModel, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded token ids and attention mask, on the model's device."""
-    batch = lm.tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
-    return batch["input_ids"].to(lm.device), batch["attention_mask"].to(lm.device)
-
-
-def stop_token_ids(lm: LoadedModel) -> list[int]:
+def stop_token_ids(lm: LanguageModel) -> list[int]:
     ids: set[int] = set()
     for source in (getattr(lm.model, "generation_config", None), lm.tokenizer):
         value = getattr(source, "eos_token_id", None)
@@ -72,19 +66,15 @@ def stop_token_ids(lm: LoadedModel) -> list[int]:
     return sorted(ids)
 
 
-def _pick(scores: torch.Tensor, config: GenerationConfig, generator: torch.Generator | None) -> torch.Tensor:
+def _pick(scores: torch.Tensor, config: GenerationConfig, processors: LogitsProcessorList,
+          history: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     if not config.do_sample:
         return scores.argmax(dim=-1)
-    probs = torch.softmax(scores.float() / config.temperature, dim=-1)
-    if config.top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        drop = sorted_probs.cumsum(-1) - sorted_probs > config.top_p
-        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    scores = processors(history, scores.float())
+    return torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator).squeeze(-1)
 
 
-def _prepare(lm: LoadedModel, prompts: Sequence[str | Conversation], method: SteeringMethod | None,
+def _prepare(lm: LanguageModel, prompts: Sequence[str | Conversation], method: SteeringMethod | None,
              rows: Sequence[RowSteering] | None, answer_prefix: str = "") -> tuple[PreparedBatch, list[str]]:
     conversations = [as_conversation(p) for p in prompts]
     rows = list(rows) if rows is not None else [RowSteering()] * len(conversations)
@@ -97,7 +87,7 @@ def _prepare(lm: LoadedModel, prompts: Sequence[str | Conversation], method: Ste
 
 @torch.inference_mode()
 def generate(
-    lm: LoadedModel,
+    lm: LanguageModel,
     prompts: Sequence[str | Conversation],
     method: SteeringMethod | None = None,
     rows: Sequence[RowSteering] | None = None,
@@ -121,6 +111,7 @@ def generate(
     generator = None
     if config.do_sample and config.seed is not None:
         generator = torch.Generator(device=lm.device).manual_seed(config.seed)
+    processors = config.score_processors()
     cache = internals.new_kv_cache(lm.model)
     done = torch.zeros(batch, dtype=torch.bool, device=lm.device)
     stopped = torch.zeros(batch, dtype=torch.bool, device=lm.device)
@@ -132,7 +123,8 @@ def generate(
         logits = internals.forward_step(lm.model, input_ids, mask[:, :prompt_width], cache)
         for step in range(config.max_new_tokens):
             scores = prepared.combine(logits.view(prepared.num_branches, batch, -1))
-            token = _pick(scores, config, generator).masked_fill(done, pad)
+            history = torch.stack(steps, dim=1) if steps and config.do_sample else input_ids[:batch, :0]
+            token = _pick(scores, config, processors, history, generator).masked_fill(done, pad)
             steps.append(token)
             if on_step is not None:
                 on_step(token.tolist(), done.tolist())
@@ -163,7 +155,7 @@ def generate(
 
 @torch.inference_mode()
 def next_token_scores(
-    lm: LoadedModel,
+    lm: LanguageModel,
     prompts: Sequence[str | Conversation],
     method: SteeringMethod | None = None,
     rows: Sequence[RowSteering] | None = None,

@@ -84,22 +84,32 @@ def check_layers(layers: Sequence[int], depth: int) -> list[int]:
     return sorted(set(layers))
 
 
-def parse_layers(spec: str, depth: int) -> list[int]:
-    """Parse '14-20', '3,5,7' or 'seed' (the seeds' 16-22 mapped to this depth)."""
-    spec = spec.strip()
+def parse_layers(spec: str, depth: int | None) -> list[int]:
+    """Parse '14-20', '3,5,7' or 'seed' (the seeds' 16-22 mapped to this depth).
+
+    Bounds are checked before a range is expanded, so '0-1000000000' fails at once instead of
+    building a billion-element list; `depth=None` checks the syntax only (no model at hand yet).
+    """
+    spec = str(spec).strip()
     if spec == "seed":
-        return map_layer_range(*SEED_LAYERS, depth=depth)
-    out: list[int] = []
+        return map_layer_range(*SEED_LAYERS, depth=depth) if depth is not None else []
+    bounds: list[tuple[int, int]] = []
     try:
         for part in spec.split(","):
-            if "-" in part:
-                lo, hi = part.split("-", 1)
-                out.extend(range(int(lo), int(hi) + 1))
-            else:
-                out.append(int(part))
+            lo, _, hi = part.partition("-")
+            first, last = int(lo), int(hi) if hi else int(lo)
+            bounds.append((first, last))
     except ValueError as err:
         raise LayerError(f"cannot parse layer spec '{spec}': use '14-20', '3,5,7' or 'seed'") from err
-    return check_layers(out, depth)
+    for first, last in bounds:
+        if first < 0 or last < first:
+            raise LayerError(f"layer spec '{spec}': range {first}-{last} is empty or negative "
+                             "(write the lower layer first, e.g. '15-20')")
+        if depth is not None and last >= depth:
+            raise LayerError(f"layer index {last} out of range: the model has layers 0-{depth - 1}")
+    if depth is None:
+        return []
+    return check_layers([layer for first, last in bounds for layer in range(first, last + 1)], depth)
 
 
 def _residual(output: object) -> torch.Tensor:

@@ -14,8 +14,11 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple, Protocol
 
 import torch
+
+from steer_away.paths import cache_root
 
 EMBEDDED_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EMBEDDED_ALIASES = {"embedded", "smollm2", "default", EMBEDDED_MODEL_ID.lower()}
@@ -27,12 +30,37 @@ class ModelLoadError(RuntimeError):
     """A model source could not be found or read; the message names the source and the fix."""
 
 
+class ModelShape(NamedTuple):
+    """What a steering vector must match: the model it came from, its width and its depth."""
+
+    model_id: str
+    hidden_size: int
+    num_layers: int
+
+
+class LanguageModel(Protocol):
+    """What the rest of steer-away needs from a loaded model; `LoadedModel` is the implementation."""
+
+    model: Any  # a transformers causal LM (torch.nn.Module)
+    tokenizer: Any  # its (left-padding) tokenizer
+    model_id: str
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    @property
+    def shape(self) -> ModelShape: ...
+
+
 @dataclass
 class LoadedModel:
     """A frozen model with its tokenizer and where it came from."""
 
-    model: torch.nn.Module
-    tokenizer: object
+    model: Any
+    tokenizer: Any
     model_id: str
     source: str
 
@@ -45,20 +73,10 @@ class LoadedModel:
         return next(self.model.parameters()).dtype
 
     @property
-    def shape(self) -> tuple[str, int, int]:
-        """(model id, hidden size, number of decoder layers): what a steering vector must match."""
+    def shape(self) -> ModelShape:
         from steer_away import internals
 
-        return self.model_id, internals.hidden_size(self.model), internals.num_layers(self.model)
-
-
-def cache_root() -> Path:
-    """Folder for de-quantised weights and other reusable artefacts (STEER_AWAY_CACHE overrides)."""
-    env = os.environ.get("STEER_AWAY_CACHE")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "steer-away"
+        return ModelShape(self.model_id, internals.hidden_size(self.model), internals.num_layers(self.model))
 
 
 def embedded_gguf_path() -> Path:

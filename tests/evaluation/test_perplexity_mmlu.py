@@ -6,8 +6,8 @@ import torch
 
 from steer_away.evaluation.mmlu import ANSWER_PREFIX, MMLUQuestion, letter_token_ids, load_mmlu, mmlu_predictions
 from steer_away.evaluation.perplexity import answer_perplexities
-from steer_away.generation import render_chat
-from steer_away.steering.logits import LogitSteering
+from steer_away.chat import render_chat
+from steer_away.steering.logits import EADS
 
 
 def test_perplexity_matches_a_manual_computation(tiny_lm):
@@ -47,5 +47,5 @@ def test_predictions_are_argmax_over_letters(tiny_lm):
         with torch.inference_mode():
             logits = tiny_lm.model(ids).logits[0, -1]
         assert p == int(logits[letters].argmax())
-    zero = LogitSteering("eads", alpha=0.0)
+    zero = EADS(alpha=0.0)
     assert mmlu_predictions(tiny_lm, qs, zero, batch_size=2) == preds

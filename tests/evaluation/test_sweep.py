@@ -18,8 +18,8 @@ def config_dict(model_dir, out, methods=None, **extra):
     sweep = {"name": "t", "out": str(out), "model": str(model_dir), "device": "cpu", "users_per_sensitivity": 1,
              "prompts_per_category": 1, "max_new_tokens": 6, "batch_size": 4, "n_pairs": 24,
              "mmlu_limit": 6, "ray_workers": 2, **extra}
-    methods = methods or [{"name": "unsteered"}, {"name": "caa-population", "alphas": [0.5]},
-                          {"name": "caa-dislike", "alphas": [1.0]}, {"name": "eads", "alphas": [1.0]}]
+    methods = methods or [{"name": "unsteered"}, {"name": "caa-population", "alpha": [0.5]},
+                          {"name": "caa-dislike", "alpha": [1.0]}, {"name": "eads", "alpha": [1.0]}]
     return {"sweep": sweep, "methods": methods}
 
 
@@ -68,17 +68,17 @@ def test_sweep_store_and_report(tiny_model_dir, tmp_path):
 
 def test_changed_config_computes_only_new_cells(tiny_model_dir, tmp_path):
     raw = config_dict(tiny_model_dir, tmp_path / "run", methods=[{"name": "unsteered"},
-                                                                 {"name": "eads", "alphas": [1.0]}])
+                                                                 {"name": "eads", "alpha": [1.0]}])
     first = run_sweep(SweepConfig.from_dict(raw), show_progress=False)
-    raw["methods"][1]["alphas"] = [1.0, 2.0]
+    raw["methods"][1]["alpha"] = [1.0, 2.0]
     second = run_sweep(SweepConfig.from_dict(raw), show_progress=False)
     assert len(second.computed) == 1 and set(second.skipped) == set(first.computed)
 
 
 def test_killed_sweep_resumes_without_recomputing_or_losing(tiny_model_dir, tmp_path):
     raw = config_dict(tiny_model_dir, tmp_path / "run", max_new_tokens=24,
-                      methods=[{"name": "unsteered"}, {"name": "eads", "alphas": [0.5, 1.0, 2.0, 3.0]},
-                               {"name": "acd", "alphas": [0.5, 1.0]}])
+                      methods=[{"name": "unsteered"}, {"name": "eads", "alpha": [0.5, 1.0, 2.0, 3.0]},
+                               {"name": "acd", "alpha": [0.5, 1.0]}])
     path = tmp_path / "sweep.toml"
     write_toml(path, raw)
     db = tmp_path / "run" / "results.sqlite"
@@ -127,7 +127,7 @@ def test_ray_backend_gives_the_same_table(tiny_model_dir, tmp_path):
     pytest.importorskip("ray")
     import ray
 
-    methods = [{"name": "unsteered"}, {"name": "caa-population", "alphas": [0.5]}, {"name": "eads", "alphas": [1.0]}]
+    methods = [{"name": "unsteered"}, {"name": "caa-population", "alpha": [0.5]}, {"name": "eads", "alpha": [1.0]}]
     local = run_sweep(SweepConfig.from_dict(config_dict(tiny_model_dir, tmp_path / "local", methods)),
                       show_progress=False)
     try:
@@ -146,9 +146,12 @@ def test_ray_backend_gives_the_same_table(tiny_model_dir, tmp_path):
 
 @pytest.mark.parametrize("raw, message", [
     ({"sweep": {"nme": "x"}, "methods": [{"name": "unsteered"}]}, r"unknown key \[sweep\].nme"),
-    ({"sweep": {}, "methods": [{"name": "magic"}]}, "methods\\[0\\].name must be one of"),
-    ({"sweep": {}, "methods": [{"name": "eads", "alphas": [float("nan")]}]}, "non-finite"),
-    ({"sweep": {}, "methods": [{"name": "eads", "alpha": [1.0]}]}, "unknown key methods\\[0\\].alpha"),
+    ({"sweep": {}, "methods": [{"name": "magic"}]}, "unknown steering method 'magic'"),
+    ({"sweep": {}, "methods": [{"name": "eads", "alpha": [float("nan")]}]}, "non-finite"),
+    ({"sweep": {}, "methods": [{"name": "eads", "alphas": [1.0]}]}, "unknown argument 'alphas'; did you mean 'alpha'"),
+    ({"sweep": {}, "methods": [{"name": "eads", "layers": "seed"}]}, "unknown argument 'layers'"),
+    ({"sweep": {}, "methods": [{"name": "caa-population", "gate": [0]}]}, "gate must be"),
+    ({"sweep": {}, "methods": [{"name": "caa-population", "layers": "20-15"}]}, "empty or negative"),
     ({"sweep": {}, "methods": []}, "no \\[\\[methods\\]\\]"),
 ])
 def test_bad_configs(raw, message):

@@ -37,3 +37,26 @@ def test_unpickler_refuses_code():
     payload = pickle.dumps(print)  # builtins.print: a callable, not a container
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
         _SafeUnpickler(io.BytesIO(payload)).load()
+
+
+def test_port_matches_the_classifiers_own_tensorflow_code(scorer):
+    """Every toxicity figure rests on our torch port: it must say what the original Keras model says.
+
+    tests/scoring/golden/jigsaw_tf.json was written by scripts/make_toxicity_golden.py running the
+    package's own code under TensorFlow (in a throwaway venv); these are its outputs, not ours.
+    """
+    import json
+    from pathlib import Path
+
+    from steer_away.scoring.jigsaw import JIGSAW_LABELS
+
+    golden = json.loads((Path(__file__).parent / "golden" / "jigsaw_tf.json").read_text(encoding="utf-8"))
+    rows = golden["texts"]
+    assert len(rows) >= 30
+    ours = scorer.score([r["text"] for r in rows])
+    expected = [[r["scores"][label] for label, _ in JIGSAW_LABELS] for r in rows]
+    worst = float(abs(ours - expected).max())
+    assert worst < 1e-4, worst
+    # the golden set spans the range: clearly toxic and clearly benign texts are both in it
+    toxic = [e[0] for e in expected]
+    assert max(toxic) > 0.95 and min(toxic) < 0.05

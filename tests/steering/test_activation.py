@@ -2,8 +2,10 @@ import pytest
 import torch
 
 from steer_away import internals
-from steer_away.generation import GenerationConfig, encode, generate, next_token_scores, render_chat
+from steer_away.chat import encode, render_chat
+from steer_away.generation import GenerationConfig, generate, next_token_scores
 from steer_away.steering.activation import ActivationSteering
+from steer_away.steering.interventions import ablate, add, add_keep_norm, intervention_named
 from steer_away.steering.base import RowSteering
 from steer_away.steering.vectors import SteeringVector
 
@@ -99,7 +101,7 @@ def test_mixed_user_batch_equals_each_row_alone(tiny_lm):
 
 def test_norm_preserving_keeps_hidden_norm(tiny_lm):
     vec = random_vector(4, layers=(1,))
-    prepared = ActivationSteering(vec, 5.0, keep_norm=True).prepare(
+    prepared = ActivationSteering(vec, 5.0, intervention=add_keep_norm).prepare(
         tiny_lm, [[{"role": "user", "content": "hi"}]], [RowSteering()])
     ids, mask = encode(tiny_lm, [render_chat(tiny_lm.tokenizer, [{"role": "user", "content": "hi"}])])
     with torch.inference_mode():
@@ -109,6 +111,29 @@ def test_norm_preserving_keeps_hidden_norm(tiny_lm):
             tiny_lm.model(ids)
     torch.testing.assert_close(after[1].norm(dim=-1), before[1].norm(dim=-1), rtol=1e-4, atol=1e-4)
     assert not torch.allclose(after[1], before[1])
+
+
+def test_ablation_removes_the_component_along_the_vector(tiny_lm):
+    vec = random_vector(5, layers=(1,))
+    rows = [RowSteering(alpha=1.0), RowSteering(alpha=0.0)]  # the α=0 row takes no part
+    conversations = [[{"role": "user", "content": "hi"}]] * 2
+    prepared = ActivationSteering(vec, 1.0, intervention=ablate).prepare(tiny_lm, conversations, rows)
+    ids, mask = encode(tiny_lm, [render_chat(tiny_lm.tokenizer, c) for c in conversations])
+    with torch.inference_mode():
+        with internals.record_residuals(tiny_lm.model, [1]) as before:
+            tiny_lm.model(ids)
+        with prepared.scope(), internals.record_residuals(tiny_lm.model, [1]) as after:
+            tiny_lm.model(ids)
+    unit = vec.directions[1] / vec.directions[1].norm()
+    assert float((before[1][0] @ unit).abs().max()) > 1e-2  # there was a component to remove
+    torch.testing.assert_close(after[1][0] @ unit, torch.zeros(ids.shape[1]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(after[1][1], before[1][1])
+
+
+def test_interventions_by_name():
+    assert intervention_named("add") is add and intervention_named("add-keep-norm") is add_keep_norm
+    with pytest.raises(ValueError, match="unknown intervention 'rotate'"):
+        intervention_named("rotate")
 
 
 def test_vector_for_wrong_model_is_rejected(tiny_lm):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from steer_away.generation import render_chat
+from steer_away.chat import render_chat
 from steer_away.steering.compose import population_vector
 from steer_away.steering.extract import extract_pair_activations
 from tests.conftest import make_tiny_lm
@@ -71,3 +71,37 @@ def test_bad_position_and_empty_pairs(tiny_lm):
         extract_pair_activations(tiny_lm, make_pairs(2), LAYERS, position="first", progress=False)
     with pytest.raises(ValueError, match="no preference pairs"):
         extract_pair_activations(tiny_lm, [], LAYERS, progress=False)
+
+
+def ab_pairs(n: int = 6) -> list:
+    """The CAA paper's format: an A/B question, the answers are the option letters."""
+    from steer_away.data.prism import PreferencePair
+
+    topics = ["the weather", "a rude reply", "your opinion", "the capital of France", "a kind answer", "the fox"]
+    pairs = []
+    for i in range(n):
+        good, bad = ("A", "B") if i % 2 == 0 else ("B", "A")
+        prompt = f"How should I answer about {topics[i % 6]}?\n(A) politely\n(B) with an insult"
+        pairs.append(PreferencePair(user_id="u", conversation_id=f"ab{i}", turn=0, conversation_type="unguided",
+                                    prompt=prompt, chosen=f"({good}", rejected=f"({bad}", chosen_score=90,
+                                    rejected_score=10))
+    return pairs
+
+
+def test_extraction_matches_the_original_caa_recipe(tiny_lm):
+    """Ours (padded batches, hooks, read at the last response token) against the reference
+    (wrapped blocks, one sequence at a time, read at the answer letter of "(A)", index -2)."""
+    from tests.steering.reference_caa import caa_vector
+
+    pairs = ab_pairs(6)
+    ours = population_vector(extract_pair_activations(tiny_lm, pairs, LAYERS, batch_size=4, progress=False),
+                             ("tiny", 32, 4))
+    prompts = [render_chat(tiny_lm.tokenizer, [{"role": "user", "content": p.prompt}]) for p in pairs]
+    reference = caa_vector(tiny_lm.model, tiny_lm.tokenizer, [t + p.chosen + ")" for t, p in zip(prompts, pairs)],
+                           [t + p.rejected + ")" for t, p in zip(prompts, pairs)], LAYERS, token_index=-2)
+    # the letter token really sits at index -2 of "(A)" for this tokenizer, as in the paper's code
+    ids = tiny_lm.tokenizer(prompts[0] + "(A)", add_special_tokens=False)["input_ids"]
+    assert tiny_lm.tokenizer.decode(ids[-2:-1]).strip() == "A"
+    for layer in LAYERS:
+        assert float(reference[layer].norm()) > 1e-3
+        torch.testing.assert_close(ours.directions[layer], reference[layer], atol=1e-5, rtol=1e-4)

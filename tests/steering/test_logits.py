@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from steer_away import internals
-from steer_away.generation import GenerationConfig, encode, generate, render_chat
+from steer_away.chat import encode, render_chat
+from steer_away.generation import GenerationConfig, generate
 from steer_away.profiles.build import UserProfile
 from steer_away.steering.base import RowSteering
-from steer_away.steering.logits import (CategoryConfigError, LogitSteering, SteeringCategory, load_categories,
+from steer_away.steering.logits import (ACD, EADS, CategoryConfigError, SteeringCategory, load_categories,
                                         with_system_prompt)
 
 PROMPTS = ["the quick brown fox", "what is the capital of France?", "thank you"]
@@ -24,6 +25,7 @@ def profile(user, sensitivity):
 
 
 PROFILES = {"s": profile("s", "strict"), "t": profile("t", "tolerant")}
+KINDS = {"eads": EADS, "acd": ACD}
 
 
 def tokens(outs):
@@ -32,19 +34,19 @@ def tokens(outs):
 
 @pytest.mark.parametrize("kind", ["eads", "acd"])
 def test_alpha_zero_reproduces_unsteered_greedy(tiny_lm, kind):
-    method = LogitSteering(kind, CATS, PROFILES, alpha=0.0)
+    method = KINDS[kind](CATS, PROFILES, alpha=0.0)
     rows = [RowSteering("s"), RowSteering("t"), RowSteering(None)]
     assert tokens(generate(tiny_lm, PROMPTS, method=method, rows=rows, config=CFG)) == \
         tokens(generate(tiny_lm, PROMPTS, config=CFG))
 
 
 def test_steering_changes_greedy_output(tiny_lm):
-    method = LogitSteering("eads", CATS, PROFILES, alpha=3.0)
+    method = EADS(CATS, PROFILES, alpha=3.0)
     assert tokens(generate(tiny_lm, PROMPTS, method=method, config=CFG)) != tokens(generate(tiny_lm, PROMPTS, config=CFG))
 
 
 def test_batched_branches_equal_separate_forward_passes(tiny_lm):
-    method = LogitSteering("eads", CATS, PROFILES)
+    method = EADS(CATS, PROFILES)
     convs = [[{"role": "user", "content": p}] for p in PROMPTS]
     rows = [RowSteering("s"), RowSteering("t"), RowSteering(None)]
     prepared = method.prepare(tiny_lm, convs, rows)
@@ -64,14 +66,14 @@ def test_batched_branches_equal_separate_forward_passes(tiny_lm):
 
 
 def test_branch_prompts_follow_each_users_category(tiny_lm):
-    method = LogitSteering("eads", CATS, PROFILES)
+    method = EADS(CATS, PROFILES)
     prepared = method.prepare(tiny_lm, [[{"role": "user", "content": "hi"}]] * 3,
                               [RowSteering("s"), RowSteering("t"), RowSteering("unknown")])
     base, expert, anti = prepared.branches
     assert [c[0]["content"] for c in expert] == ["please be polite and careful", "the lazy dog", "be helpful"]
     assert [c[0]["content"] for c in anti] == ["shut up idiot", "kind and careful", "stupid opinion"]
     assert base[0] == [{"role": "user", "content": "hi"}]
-    assert LogitSteering("acd", CATS, PROFILES).prepare(tiny_lm, base, [RowSteering("s")] * 3).num_branches == 2
+    assert ACD(CATS, PROFILES).prepare(tiny_lm, base, [RowSteering("s")] * 3).num_branches == 2
 
 
 @pytest.mark.parametrize("sample", [False, True])
@@ -79,14 +81,14 @@ def test_acd_never_emits_a_token_the_base_finds_implausible(tiny_lm, monkeypatch
     from steer_away.steering import logits as module
 
     seen = []
-    original = module._LogitBatch.combine
+    original = module._ContrastiveBatch.combine
 
     def spy(self, logits):
         seen.append(torch.log_softmax(logits[0].float(), -1))
         return original(self, logits)
 
-    monkeypatch.setattr(module._LogitBatch, "combine", spy)
-    method = LogitSteering("acd", CATS, PROFILES, alpha=5.0)
+    monkeypatch.setattr(module._ContrastiveBatch, "combine", spy)
+    method = ACD(CATS, PROFILES, alpha=5.0)
     cfg = GenerationConfig(max_new_tokens=12, do_sample=sample, temperature=2.0, seed=1)
     outs = generate(tiny_lm, PROMPTS, method=method, rows=[RowSteering("s")] * 3, config=cfg)
     checked = 0
@@ -99,16 +101,14 @@ def test_acd_never_emits_a_token_the_base_finds_implausible(tiny_lm, monkeypatch
 
 
 def test_unknown_sensitivity_and_bad_alpha(tiny_lm):
-    method = LogitSteering("eads", CATS, {"x": profile("x", "extreme")})
+    method = EADS(CATS, {"x": profile("x", "extreme")})
     with pytest.raises(CategoryConfigError, match="sensitivity 'extreme'"):
         method.prepare(tiny_lm, [[{"role": "user", "content": "hi"}]], [RowSteering("x")])
     with pytest.raises(ValueError, match="finite"):
-        LogitSteering("eads", CATS, alpha=float("inf"))
+        EADS(CATS, alpha=float("inf"))
     with pytest.raises(ValueError, match="finite"):
-        LogitSteering("eads", CATS).prepare(tiny_lm, [[{"role": "user", "content": "hi"}]],
+        EADS(CATS).prepare(tiny_lm, [[{"role": "user", "content": "hi"}]],
                                             [RowSteering(None, alpha=float("nan"))])
-    with pytest.raises(ValueError, match="kind"):
-        LogitSteering("dexperts", CATS)
 
 
 def test_shipped_categories_load():

@@ -79,17 +79,78 @@ def test_load_rejects_nan_and_foreign_files(tmp_path):
         SteeringVector.load(tmp_path / "range.safetensors")
 
 
-def test_gguf_round_trip(tmp_path):
-    v = SteeringVector({0: torch.randn(8), 5: torch.randn(8)}, "tiny-random-llama", 8, 6)
+def test_gguf_round_trip_uses_llama_cpp_numbering(tmp_path):
+    v = SteeringVector({1: torch.randn(8), 5: torch.randn(8)}, "tiny-random-llama", 8, 6)
     path = v.export_gguf(tmp_path / "cv.gguf")
     import gguf
 
     reader = gguf.GGUFReader(str(path))
-    assert sorted(t.name for t in reader.tensors) == ["direction.1", "direction.6"]  # llama.cpp counts from 1
-    back = SteeringVector.import_gguf(path, num_layers=6)
-    assert back.model_id == "tiny-random-llama" and back.layers == [0, 5]
+    # llama.cpp adds direction.N to the output of 0-based block N: the same index as our layer
+    assert sorted(t.name for t in reader.tensors) == ["direction.1", "direction.5"]
+    assert bytes(reader.fields["controlvector.model_hint"].parts[-1]).decode() == "llama"
+    assert int(reader.fields["controlvector.layer_count"].parts[-1][0]) == 2
+    back = SteeringVector.import_gguf(path, num_layers=6, model_id="tiny-random-llama")
+    assert back.model_id == "tiny-random-llama" and back.layers == [1, 5]
     for l in v.layers:
         np.testing.assert_array_equal(back.directions[l].numpy(), v.directions[l].numpy())
+
+
+def write_control_vector(path, directions, hint="llama"):
+    """A control vector as llama.cpp's cvector-generator and repeng write one."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), "controlvector")
+    writer.add_string("controlvector.model_hint", hint)
+    writer.add_int32("controlvector.layer_count", len(directions))
+    for index, values in directions.items():
+        writer.add_tensor(f"direction.{index}", np.asarray(values, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_gguf_from_other_tools_and_layer_zero(tmp_path):
+    # cvector-generator writes direction.1 .. direction.{n_layer-1}
+    path = write_control_vector(tmp_path / "cvgen.gguf", {i: np.full(8, i) for i in range(1, 6)})
+    back = SteeringVector.import_gguf(path, num_layers=6, model_id="m")
+    assert back.layers == [1, 2, 3, 4, 5] and float(back.directions[3][0]) == 3.0
+    with pytest.raises(VectorFileError, match="direction.0"):
+        SteeringVector.import_gguf(write_control_vector(tmp_path / "zero.gguf", {0: np.ones(8)}), num_layers=6)
+    with pytest.raises(VectorFileError, match="direction.9"):
+        SteeringVector.import_gguf(write_control_vector(tmp_path / "deep.gguf", {9: np.ones(8)}), num_layers=6)
+    with pytest.raises(VectorFileError, match="cannot steer layer 0"):
+        SteeringVector({0: torch.ones(8)}, "m", 8, 6).export_gguf(tmp_path / "x.gguf")
+
+
+def test_gguf_vector_steers_like_the_safetensors_one(tiny_lm, tmp_path):
+    from steer_away.generation import GenerationConfig, generate
+    from steer_away.steering.activation import ActivationSteering
+    from steer_away.steering.vectors import load_vector
+
+    g = torch.Generator().manual_seed(3)
+    v = SteeringVector({1: torch.randn(32, generator=g) * 3, 2: torch.randn(32, generator=g) * 3},
+                       "tiny-random-llama", 32, 4)
+    from_gguf = load_vector(v.export_gguf(tmp_path / "v.gguf"), tiny_lm)
+    config = GenerationConfig(max_new_tokens=8)
+    a = generate(tiny_lm, ["the quick brown fox"], method=ActivationSteering(v, 1.0), config=config)
+    b = generate(tiny_lm, ["the quick brown fox"], method=ActivationSteering(from_gguf, 1.0), config=config)
+    assert a[0].token_ids == b[0].token_ids
+    assert a[0].token_ids != generate(tiny_lm, ["the quick brown fox"], config=config)[0].token_ids
+
+
+def test_arithmetic_keeps_what_stays_meaningful():
+    a = SteeringVector({1: torch.ones(4)}, "m", 4, 4, meta={"kind": "dislike", "position": "last",
+                                                            "residual_norms": {"1": 10.0}})
+    b = SteeringVector({1: torch.ones(4), 2: torch.ones(4)}, "m", 4, 4,
+                       meta={"kind": "bt", "position": "last", "residual_norms": {"1": 20.0, "2": 4.0}})
+    mixed = a + 0.5 * b
+    assert mixed.meta["residual_norms"] == {"1": 15.0, "2": 4.0} and mixed.meta["position"] == "last"
+    assert mixed.meta["kind"] == "composed"
+    rel = (a - b).relative()  # used to fail: the sum had lost the norms
+    assert rel.norm()[2] == pytest.approx(4.0)
+    assert "position" not in (a + SteeringVector({1: torch.ones(4)}, "m", 4, 4, meta={"position": "mean"})).meta
 
 
 def test_gguf_import_rejects_other_architectures(tmp_path):

@@ -258,12 +258,12 @@ def validate_conversation(row: dict, source: str, report: LoadReport) -> list[Ra
         responses = tuple(slot["model"])
         turns.append(RatedTurn(conversation_id=conv_id, user_id=row["user_id"], conversation_type=conv_type,
                                turn=turn, history=tuple(context), prompt=slot["user"][0], responses=responses))
-        best = _chosen_response(responses)
+        best = chosen_response(responses)
         context += [("user", slot["user"][0]), ("assistant", best.text)]
     return turns
 
 
-def _chosen_response(responses: Iterable[RatedResponse]) -> RatedResponse:
+def chosen_response(responses: Iterable[RatedResponse]) -> RatedResponse:
     """The user's pick: `if_chosen` when marked, else the highest score (earliest on ties)."""
     responses = list(responses)
     marked = [r for r in responses if r.chosen]
@@ -289,7 +289,7 @@ def preference_pairs(
             continue
         if users is not None and turn.user_id not in users:
             continue
-        best = _chosen_response(turn.responses)
+        best = chosen_response(turn.responses)
         for other in turn.responses:
             if other is best or other.score >= best.score:
                 continue

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from steer_away.generation import next_token_scores
-from steer_away.models import LoadedModel
+from steer_away.models import LanguageModel, ModelShape
 from steer_away.steering.base import RowSteering, SteeringMethod
 
 LETTERS = ("A", "B", "C", "D")
@@ -85,7 +85,7 @@ def letter_token_ids(tokenizer: object) -> list[int]:
 
 
 @torch.inference_mode()
-def mmlu_predictions(lm: LoadedModel, questions: Sequence[MMLUQuestion], method: SteeringMethod | None = None,
+def mmlu_predictions(lm: LanguageModel, questions: Sequence[MMLUQuestion], method: SteeringMethod | None = None,
                      rows: Sequence[RowSteering] | None = None, batch_size: int = 8) -> list[int]:
     """Predicted option index per question: argmax of the steered scores over the four letters."""
     letters = torch.tensor(letter_token_ids(lm.tokenizer))

@@ -8,13 +8,12 @@ import torch
 
 from steer_away import internals
 from steer_away.evaluation.metrics import perplexity
-from steer_away.generation import as_conversation, encode, render_chat
-from steer_away.models import LoadedModel
-from steer_away.steering.base import Conversation
+from steer_away.chat import Conversation, as_conversation, encode, render_chat
+from steer_away.models import LanguageModel, ModelShape
 
 
 @torch.inference_mode()
-def answer_perplexities(lm: LoadedModel, prompts: Sequence[str | Conversation], answers: Sequence[str],
+def answer_perplexities(lm: LanguageModel, prompts: Sequence[str | Conversation], answers: Sequence[str],
                         batch_size: int = 8) -> list[float]:
     """One perplexity per answer (NaN for an empty answer); hooks must not be active here."""
     out: list[float] = []

@@ -8,9 +8,15 @@ toxic answer wins") and coin flips.
 
 from __future__ import annotations
 
+import json
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from steer_away.evaluation.metrics import decision_accuracy, projection_margins, safety_rule_margins
+
+if TYPE_CHECKING:
+    from steer_away.evaluation.sweep import EvalContext
 
 
 def ppa_table(
@@ -38,3 +44,41 @@ def ppa_table(
     gaps = np.abs(np.asarray(toxicity_gaps))
     out["toxicity ties"] = float(np.mean(gaps <= tie)) if gaps.size else float("nan")
     return out
+
+
+def compute_ppa(ctx: EvalContext, max_pairs: int = 300) -> dict[str, float]:
+    """PPA of a sweep's vectors on its held-out pairs (cached in the run folder per fingerprint)."""
+    from steer_away import internals
+    from steer_away.data.prism import sample_pairs
+    from steer_away.profiles.build import pair_toxicity_diffs
+    from steer_away.steering.bank import COMPOSE_MODES
+    from steer_away.steering.extract import extract_pair_activations
+    from steer_away.steering.vectors import SteeringVector
+
+    cache = ctx.config.run_dir / "ppa.json"
+    if cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved.get("fingerprint") == ctx.fingerprint:
+            return dict(saved["ppa"])
+    if not (ctx.config.run_dir / "vectors" / "population.safetensors").is_file():
+        return {}
+    population = ctx.resources.vector_bank("population").default
+    if population is None:
+        return {}
+    pairs = [p for p in sample_pairs(ctx.heldout_pairs, max_pairs, seed=ctx.config.seed) if p.user_id in ctx.profiles]
+    if not pairs:
+        return {}
+    layers = internals.check_layers(population.layers, internals.num_layers(ctx.lm.model))
+    acts = extract_pair_activations(ctx.lm, pairs, layers, position=ctx.config.position,
+                                    batch_size=ctx.config.batch_size)
+    diffs = acts.diffs.double().numpy()
+
+    def stack(vector: SteeringVector) -> np.ndarray:
+        return np.stack([vector.directions[l].double().numpy() for l in layers])
+
+    personal = {mode: {u: stack(v) for u, v in ctx.resources.vector_bank(mode).users.items()}
+                for mode in COMPOSE_MODES}
+    gaps = -pair_toxicity_diffs(pairs, ctx.scorer)[:, 0]
+    table = ppa_table(diffs, [p.user_id for p in pairs], gaps, stack(population), personal, seed=ctx.config.seed)
+    cache.write_text(json.dumps({"fingerprint": ctx.fingerprint, "ppa": table}, indent=1))
+    return table

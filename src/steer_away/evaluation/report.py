@@ -11,6 +11,8 @@ from pathlib import Path
 from steer_away.data.categories import CATEGORIES
 from steer_away.evaluation.metrics import pct_change
 from steer_away.evaluation.store import ResultsStore
+from steer_away.profiles import SENSITIVITIES
+from steer_away.steering.registry import BASELINE, method_names
 
 
 def _fmt(value: float | None, spec: str = ".4f") -> str:
@@ -29,23 +31,26 @@ def latest_fingerprint(cells: Sequence[dict]) -> str | None:
 
 
 def _order(cell: dict) -> tuple:
-    from steer_away.evaluation.sweep import METHOD_NAMES
-
+    names = method_names()
     name = cell["method"]
-    return (METHOD_NAMES.index(name) if name in METHOD_NAMES else 99, cell["layers"] or "",
+    return (names.index(name) if name in names else len(names), name, cell["settings"] or "",
             -math.inf if cell["alpha"] is None else cell["alpha"])
+
+
+def _label(cell: dict) -> str:
+    return f"{cell['method']} α={_fmt(cell['alpha'], 'g')}" + (f" {cell['settings']}" if cell["settings"] else "")
 
 
 def build_tables(cells: Sequence[dict]) -> tuple[list[dict], list[dict]]:
     """(main rows, per-category rows) for one fingerprint's cells; Δ% against its unsteered cell."""
     cells = sorted(cells, key=_order)
-    baseline = next((c for c in cells if c["method"] == "unsteered"), None)
+    baseline = next((c for c in cells if c["method"] == BASELINE), None)
     base = baseline["summary"] if baseline else None
     main = []
     for c in cells:
         s = c["summary"]
         main.append({
-            "method": c["method"], "alpha": c["alpha"], "layers": c["layers"] if c["method"].startswith("caa") else "",
+            "method": c["method"], "alpha": c["alpha"], "settings": c["settings"],
             "mae": s["mae"], "delta_pct": pct_change(s["mae"], base["mae"]) if base else float("nan"),
             "ppl": s["ppl_median"], "ppl_mean": s["ppl_mean"], "mmlu": s["mmlu_acc"],
             "mmlu_low": s["mmlu_ci"][0], "mmlu_high": s["mmlu_ci"][1], "toxicity": s["toxicity_mean"],
@@ -59,8 +64,7 @@ def build_tables(cells: Sequence[dict]) -> tuple[list[dict], list[dict]]:
             if c is baseline:
                 continue
             value = c["summary"]["mae_by_category"].get(category, float("nan"))
-            label = f"{c['method']} α={_fmt(c['alpha'], 'g')}" + (f" L={c['layers']}" if c["method"].startswith("caa") else "")
-            row[label] = pct_change(value, row["baseline"])
+            row[_label(c)] = pct_change(value, row["baseline"])
         per_category.append(row)
     return main, per_category
 
@@ -68,7 +72,7 @@ def build_tables(cells: Sequence[dict]) -> tuple[list[dict], list[dict]]:
 def sensitivity_table_markdown(cells: Sequence[dict]) -> str:
     """Mean TOXICITY of the answers and MAE for each user group: personalisation should move them apart."""
     cells = sorted(cells, key=_order)
-    groups = [g for g in ("strict", "moderate", "tolerant")
+    groups = [g for g in SENSITIVITIES
               if any(g in c["summary"].get("toxicity_by_sensitivity", {}) for c in cells)]
     if not groups:
         return ""
@@ -83,12 +87,12 @@ def sensitivity_table_markdown(cells: Sequence[dict]) -> str:
 
 
 def main_table_markdown(main: Sequence[dict]) -> str:
-    lines = ["| run / method | α | layers | MAE ↓ | Δ% vs baseline | PPL ↓ (median) | MMLU [95% CI] | mean TOXICITY | n |",
+    lines = ["| run / method | α | settings | MAE ↓ | Δ% vs baseline | PPL ↓ (median) | MMLU [95% CI] | mean TOXICITY | n |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in main:
         mmlu = "-" if math.isnan(r["mmlu"]) else f"{100 * r['mmlu']:.1f}% [{100 * r['mmlu_low']:.0f}–{100 * r['mmlu_high']:.0f}]"
-        lines.append(f"| {r['method']} | {_fmt(r['alpha'], 'g')} | {r['layers'] or '-'} | {_fmt(r['mae'])} | "
-                     f"{_pct(r['delta_pct']) if r['method'] != 'unsteered' else '-'} | {_fmt(r['ppl'], '.2f')} | "
+        lines.append(f"| {r['method']} | {_fmt(r['alpha'], 'g')} | {r['settings'] or '-'} | {_fmt(r['mae'])} | "
+                     f"{_pct(r['delta_pct']) if r['method'] != BASELINE else '-'} | {_fmt(r['ppl'], '.2f')} | "
                      f"{mmlu} | {_fmt(r['toxicity'], '.3f')} | {r['n']} |")
     return "\n".join(lines)
 
@@ -125,13 +129,13 @@ def plot_sweep(main: Sequence[dict], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     series: dict[str, list[dict]] = {}
-    base = next((r for r in main if r["method"] == "unsteered"), None)
+    base = next((r for r in main if r["method"] == BASELINE), None)
     for r in main:
-        if r["method"] != "unsteered" and r["alpha"] is not None:
-            series.setdefault(r["method"] + (f" L={r['layers']}" if r["layers"] else ""), []).append(r)
+        if r["method"] != BASELINE and r["alpha"] is not None:
+            series.setdefault(r["method"] + (f" {r['settings']}" if r["settings"] else ""), []).append(r)
     if not series:
         return []
-    names = sorted(series, key=lambda n: _order({"method": n.split(" ")[0], "layers": "", "alpha": None}))
+    names = sorted(series, key=lambda n: _order({"method": n.split(" ")[0], "settings": "", "alpha": None}))
     fig, axes = plt.subplots(2, len(names), figsize=(2.6 * len(names) + 1, 5.4), dpi=120, sharey="row",
                              squeeze=False)
     for col, name in enumerate(names):
@@ -163,7 +167,7 @@ def sample_answers(store: ResultsStore, cells: Sequence[dict], users: int = 3, p
     by_method = {}
     for c in sorted(cells, key=lambda c: c["summary"]["mae"]):
         by_method.setdefault(c["method"], c)
-    base = by_method.get("unsteered")
+    base = by_method.get(BASELINE)
     if base is None:
         return ""
     base_rows = {a.row_id: a for a in store.answers(base["key"])}
@@ -172,14 +176,14 @@ def sample_answers(store: ResultsStore, cells: Sequence[dict], users: int = 3, p
         if a.user_id not in shown_users:
             shown_users.append(a.user_id)
     lines = []
-    picks = [m for m in ("caa-dislike", "caa-bt", "eads", "caa-population", "acd") if m in by_method]
+    picks = [m for m in method_names() if m in by_method and m != BASELINE]
     answers = {m: {x.row_id: x for x in store.answers(by_method[m]["key"])} for m in picks}
     for user in _spread(shown_users, users):
         rows = [a for a in base_rows.values() if a.user_id == user]
         rows = sorted(rows, key=lambda a: -a.distance)[:prompts]
         for a in rows:
             lines.append(f"#### {user} — {a.category}: “{a.prompt}”\n")
-            lines.append(f"- **unsteered** (distance {a.distance:.3f}, TOXICITY {a.toxicity[0]:.3f}): {_quote(a.answer)}")
+            lines.append(f"- **{BASELINE}** (distance {a.distance:.3f}, TOXICITY {a.toxicity[0]:.3f}): {_quote(a.answer)}")
             for method in picks:
                 cell = by_method[method]
                 other = answers[method].get(a.row_id)

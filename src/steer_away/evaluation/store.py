@@ -15,7 +15,7 @@ from pathlib import Path
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
-    key TEXT PRIMARY KEY, method TEXT, alpha REAL, layers TEXT, spec TEXT,
+    key TEXT PRIMARY KEY, method TEXT, alpha REAL, settings TEXT, spec TEXT,
     status TEXT, summary TEXT, finished_at REAL);
 CREATE TABLE IF NOT EXISTS answers (
     cell TEXT, row_id TEXT, user_id TEXT, prompt_id TEXT, category TEXT, prompt TEXT, answer TEXT,
@@ -62,10 +62,11 @@ class ResultsStore:
         self._db.close()
 
     # cells
-    def register_cell(self, key: str, method: str, alpha: float | None, layers: str, spec: dict) -> None:
+    def register_cell(self, key: str, method: str, alpha: float | None, settings: str, spec: dict) -> None:
+        """`settings`: the method's non-default arguments besides α, for reports."""
         with self._db:
             self._db.execute("INSERT OR IGNORE INTO cells VALUES (?, ?, ?, ?, ?, 'pending', NULL, NULL)",
-                             (key, method, alpha, layers, json.dumps(spec, sort_keys=True)))
+                             (key, method, alpha, settings, json.dumps(spec, sort_keys=True)))
 
     def cell_status(self, key: str) -> str | None:
         row = self._db.execute("SELECT status FROM cells WHERE key=?", (key,)).fetchone()
@@ -77,12 +78,12 @@ class ResultsStore:
                              (json.dumps(summary), time.time(), key))
 
     def cells(self, only_done: bool = True) -> list[dict]:
-        query = "SELECT key, method, alpha, layers, spec, status, summary, finished_at FROM cells"
+        query = "SELECT * FROM cells"
         if only_done:
             query += " WHERE status='done'"
         out = []
-        for key, method, alpha, layers, spec, status, summary, finished in self._db.execute(query + " ORDER BY rowid"):
-            out.append({"key": key, "method": method, "alpha": alpha, "layers": layers, "spec": json.loads(spec),
+        for key, method, alpha, settings, spec, status, summary, finished in self._db.execute(query + " ORDER BY rowid"):
+            out.append({"key": key, "method": method, "alpha": alpha, "settings": settings, "spec": json.loads(spec),
                         "status": status, "summary": json.loads(summary) if summary else None,
                         "finished_at": finished})
         return out

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from steer_away.files import read_structured
-from steer_away.data.prism import PreferencePair, PrismData, RatedTurn, _chosen_response
+from steer_away.data.prism import PreferencePair, PrismData, RatedTurn, chosen_response
 from steer_away.profiles.bradley_terry import fit_ideal_point
 from steer_away.scoring.base import ToxicityScorer
 
@@ -82,7 +82,7 @@ def build_profiles(
     for user_id, turns in sorted(by_user.items()):
         chosen_vecs, weights, rejected_vecs, diffs = [], [], [], []
         for turn in turns:
-            best = _chosen_response(turn.responses)
+            best = chosen_response(turn.responses)
             chosen_vecs.append(scores[best.text])
             weights.append(best.score / 100.0)
             for other in turn.responses:

@@ -21,7 +21,7 @@ import torch
 from steer_away.scoring.base import ScorerError, ToxicityScorer
 
 # Jigsaw label -> Perspective attribute, in the classifier's output order.
-_LABELS = (("toxic", "TOXICITY"), ("severe_toxic", "SEVERE_TOXICITY"), ("obscene", "PROFANITY"),
+JIGSAW_LABELS = (("toxic", "TOXICITY"), ("severe_toxic", "SEVERE_TOXICITY"), ("obscene", "PROFANITY"),
            ("threat", "THREAT"), ("insult", "INSULT"), ("identity_hate", "IDENTITY_ATTACK"))
 _MAXLEN = 100
 
@@ -94,7 +94,7 @@ class JigsawBiLSTMScorer(ToxicityScorer):
     """Six Jigsaw toxicity probabilities per text, on the CPU, with no network or key."""
 
     backend = "jigsaw-bilstm"
-    attributes = tuple(attr for _, attr in _LABELS)
+    attributes = tuple(attr for _, attr in JIGSAW_LABELS)
 
     def __init__(self, model_dir: str | Path | None = None) -> None:
         folder = Path(model_dir) if model_dir else _package_dir()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from steer_away.paths import cache_root
 from steer_away.scoring.base import ScorerError, ToxicityScorer
 from steer_away.scoring.cache import CachedScorer, ScoreCache
 
@@ -13,8 +14,6 @@ DEFAULT_BACKEND = "jigsaw-bilstm"
 
 def make_scorer(name: str = DEFAULT_BACKEND, cache_path: str | Path | None = None, **options: object) -> CachedScorer:
     """A cached scorer; `cache_path` defaults to the user cache folder."""
-    from steer_away.models import cache_root
-
     backend: ToxicityScorer
     if name in ("jigsaw-bilstm", "offline"):
         from steer_away.scoring.jigsaw import JigsawBiLSTMScorer

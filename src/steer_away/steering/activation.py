@@ -1,57 +1,60 @@
-"""Contrastive activation addition at generation time: add α·v_l to the residual stream.
+"""Contrastive activation addition at generation time: edit the residual stream with α·v_l.
 
-Every row of a batch can carry its own user's vector and α: the per-layer additions are stacked
-once per batch into a (batch, 1, hidden) tensor, so the hook is a single in-place add per layer
-and step, with no allocation and no Python loop over rows.
+Every row of a batch can carry its own user's vector and α: the per-layer edits are stacked once
+per batch into a (batch, 1, hidden) tensor, so the hook is a single in-place operation per layer
+and step, with no allocation and no Python loop over rows. What the edit does with that tensor
+(add it, add it keeping the norm, ablate along it) is an intervention value, see interventions.py.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from steer_away import internals
-from steer_away.steering.base import Conversation, PreparedBatch, RowSteering, SteeringMethod
+from steer_away.chat import Conversation
+from steer_away.steering.base import MethodArgs, PreparedBatch, RowSteering, SteeringMethod
+from steer_away.steering.interventions import Intervention, add, intervention_named
 from steer_away.steering.vectors import SteeringVector
 
+if TYPE_CHECKING:
+    from steer_away.models import LanguageModel
+    from steer_away.steering.registry import SteeringResources
+
 Gate = str | int  # "all", "prefill", or K: steer the prefill and the first K-1 decode steps
+SCALES = ("raw", "relative")
+
+
+def parse_gate(gate: Gate) -> Gate:
+    """'all', 'prefill' or a positive token count (also given as a digit string)."""
+    if isinstance(gate, str) and gate.strip().isdigit():
+        gate = int(gate)
+    if gate in ("all", "prefill") or (isinstance(gate, int) and not isinstance(gate, bool) and gate >= 1):
+        return gate
+    raise ValueError(f"gate must be 'all', 'prefill' or a positive number of tokens, got {gate!r}")
 
 
 def gate_function(gate: Gate) -> Callable[[int], bool] | None:
+    gate = parse_gate(gate)
     if gate == "all":
         return None
     if gate == "prefill":
         return lambda step: step == 0
-    if isinstance(gate, int) and gate >= 1:
-        return lambda step: step < gate
-    raise ValueError(f"gate must be 'all', 'prefill' or a positive number of tokens, got {gate!r}")
-
-
-def _add(delta: torch.Tensor) -> Callable[[torch.Tensor], None]:
-    def edit(hidden: torch.Tensor) -> None:
-        hidden.add_(delta)
-
-    return edit
-
-
-def _add_keep_norm(delta: torch.Tensor) -> Callable[[torch.Tensor], None]:
-    def edit(hidden: torch.Tensor) -> None:
-        before = hidden.norm(dim=-1, keepdim=True)
-        hidden.add_(delta)
-        hidden.mul_(before / hidden.norm(dim=-1, keepdim=True).clamp(min=1e-6))
-
-    return edit
+    limit = int(gate)
+    return lambda step: step < limit
 
 
 class _ActivationBatch(PreparedBatch):
-    def __init__(self, lm: object, conversations: list[Conversation], deltas: dict[int, torch.Tensor],
-                 gate: Gate, keep_norm: bool) -> None:
+    def __init__(self, lm: LanguageModel, conversations: list[Conversation], deltas: dict[int, torch.Tensor],
+                 gate: Gate, intervention: Intervention) -> None:
         super().__init__([conversations])
-        self._model = lm.model  # type: ignore[attr-defined]
-        make = _add_keep_norm if keep_norm else _add
-        self._edits = {layer: make(delta) for layer, delta in deltas.items()}
+        self._model = lm.model
+        self._edits = {layer: intervention(delta) for layer, delta in deltas.items()}
         self._active = gate_function(gate)
 
     def scope(self) -> AbstractContextManager[object]:
@@ -68,30 +71,33 @@ class ActivationSteering(SteeringMethod):
         *,
         layers: Sequence[int] | None = None,
         gate: Gate = "all",
-        keep_norm: bool = False,
-        relative: bool = False,
+        intervention: Intervention = add,
+        scale: str = "raw",
         default: SteeringVector | None = None,
         name: str = "caa",
     ) -> None:
-        gate_function(gate)  # validate early
+        self.gate = parse_gate(gate)
+        if scale not in SCALES:
+            raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+        if not math.isfinite(alpha):
+            raise ValueError(f"alpha must be finite, got {alpha}")
         self.per_user = dict(vectors) if isinstance(vectors, Mapping) else {}
         self.default = default if isinstance(vectors, Mapping) else vectors
-        if relative:
+        if scale == "relative":
             self.per_user = {u: v.relative() for u, v in self.per_user.items()}
             self.default = self.default.relative() if self.default is not None else None
         self.alpha = float(alpha)
         self.layers = list(layers) if layers is not None else None
-        self.gate = gate
-        self.keep_norm = keep_norm
+        self.intervention = intervention
         self.name = name
         self.personalised = bool(self.per_user)
 
     def vector_for(self, user_id: str | None) -> SteeringVector | None:
         return self.per_user.get(user_id, self.default) if user_id is not None else self.default
 
-    def prepare(self, lm: object, conversations: Sequence[Conversation],
+    def prepare(self, lm: LanguageModel, conversations: Sequence[Conversation],
                 rows: Sequence[RowSteering]) -> PreparedBatch:
-        model = lm.model  # type: ignore[attr-defined]
+        model = lm.model
         depth, hidden = internals.num_layers(model), internals.hidden_size(model)
         chosen = [self.vector_for(r.user_id) for r in rows]
         for vec in {id(v): v for v in chosen if v is not None}.values():
@@ -106,5 +112,56 @@ class ActivationSteering(SteeringMethod):
         for layer in layers:
             stack = torch.stack([v.directions.get(layer, zero) if v is not None else zero for v in chosen])
             delta = (alphas[:, None] * stack)[:, None, :]
-            deltas[layer] = delta.to(device=lm.device, dtype=lm.dtype)  # type: ignore[attr-defined]
-        return _ActivationBatch(lm, list(conversations), deltas, self.gate, self.keep_norm)
+            deltas[layer] = delta.to(device=lm.device, dtype=lm.dtype)
+        return _ActivationBatch(lm, list(conversations), deltas, self.gate, self.intervention)
+
+
+# --- registry glue: the arguments CAA takes and how it is built from shared resources ----------
+
+
+@dataclass(frozen=True)
+class CAAArgs(MethodArgs):
+    """Arguments of every CAA method; the vector bank (population, dislike, bt) is the method's."""
+
+    alpha: float = field(default=0.5, metadata={
+        "help": "strength: multiple of the vector (or of the residual norm with scale=relative)"})
+    layers: str | None = field(default=None, metadata={
+        "help": "'14-20', '3,5' or 'seed' (the CAA study's 16-22 of 32 mapped by depth); default: the vector's"})
+    gate: str = field(default="all", metadata={"help": "'all', 'prefill', or K: steer the first K tokens"})
+    intervention: str = field(default="add", metadata={"help": "add, add-keep-norm or ablate"})
+    scale: str = field(default="raw", metadata={"help": "raw, or relative: α as a fraction of the residual norm"})
+
+    def validate(self) -> None:
+        if not math.isfinite(self.alpha):
+            raise ValueError(f"alpha must be finite, got {self.alpha}")
+        parse_gate(self.gate)
+        intervention_named(self.intervention)
+        if self.scale not in SCALES:
+            raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {self.scale!r}")
+        if self.layers is not None:
+            internals.parse_layers(self.layers, None)  # syntax here; the depth is checked when built
+
+    def extraction_layers(self) -> str:
+        return self.layers or "seed"
+
+
+def caa_builder(bank_kind: str) -> Callable[[Any, SteeringResources, str], SteeringMethod]:
+    """How a CAA method with vectors from `bank_kind` is built from its arguments and the resources."""
+
+    def build(args: CAAArgs, resources: SteeringResources, name: str) -> SteeringMethod:
+        bank = resources.vector_bank(bank_kind)
+        layers = None
+        if args.layers is not None:
+            layers = internals.parse_layers(args.layers, internals.num_layers(resources.lm.model))
+        vectors: SteeringVector | Mapping[str, SteeringVector]
+        if bank_kind == "population" or not bank.users:
+            if bank.default is None:
+                raise ValueError(f"{name}: the vector bank has no population vector")
+            vectors = bank.default
+        else:
+            vectors = bank.users
+        return ActivationSteering(vectors, args.alpha, layers=layers, gate=args.gate,
+                                  intervention=intervention_named(args.intervention), scale=args.scale,
+                                  default=bank.default, name=name)
+
+    return build

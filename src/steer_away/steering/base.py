@@ -3,20 +3,28 @@
 A method turns a batch of conversations into a :class:`PreparedBatch`: the branches to run (one
 for activation steering, three for expert / anti-expert logit steering), a scope that installs and
 always removes whatever hooks the method needs, and a rule that combines the branches' next-token
-logits into one row per conversation.
+logits into one row per conversation. Its arguments are a :class:`MethodArgs` dataclass, so that
+configs, the command line and the server can all build it, and a sweep can name a result by them.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import types
+import typing
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
-Message = dict[str, str]
-Conversation = list[Message]
+from steer_away.chat import Conversation
+
+if TYPE_CHECKING:
+    from steer_away.models import LanguageModel
 
 
 @dataclass(frozen=True)
@@ -53,13 +61,110 @@ class SteeringMethod(ABC):
     personalised: bool = False  # False: every row is steered alike, so one answer per prompt serves all users
 
     @abstractmethod
-    def prepare(self, lm: object, conversations: Sequence[Conversation],
+    def prepare(self, lm: LanguageModel, conversations: Sequence[Conversation],
                 rows: Sequence[RowSteering]) -> PreparedBatch: ...
 
 
 class Unsteered(SteeringMethod):
     name = "unsteered"
 
-    def prepare(self, lm: object, conversations: Sequence[Conversation],
+    def prepare(self, lm: LanguageModel, conversations: Sequence[Conversation],
                 rows: Sequence[RowSteering]) -> PreparedBatch:
         return PreparedBatch([list(conversations)])
+
+
+class MethodArgsError(ValueError):
+    """A method argument that does not exist or has a bad value; names where it came from."""
+
+
+A = TypeVar("A", bound="MethodArgs")
+
+
+@dataclass(frozen=True)
+class MethodArgs:
+    """A method's arguments: a frozen dataclass of plain values (numbers, strings, None).
+
+    Subclasses add fields (with `metadata={"help": ...}` for the command line) and `validate`.
+    Being plain values, the whole dataclass names a sweep cell (its hash), travels to Ray workers
+    and reads from TOML, JSON or command-line strings alike.
+    """
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError for a value the method cannot use."""
+
+    def extraction_layers(self) -> str | None:
+        """Layer spec whose activations this method's vectors must be extracted at (None: no vectors)."""
+        return None
+
+    def identity(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def changed(self) -> dict[str, Any]:
+        """The fields that differ from their defaults (what a label needs to show)."""
+        defaults = type(self)()
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if getattr(self, f.name) != getattr(defaults, f.name)}
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        return {f.name: str(f.metadata.get("help", "")) for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def from_mapping(cls: type[A], raw: Mapping[str, object], where: str = "arguments") -> A:
+        """Build from TOML / JSON values or command-line strings; unknown keys and bad values are
+        errors that name `where` and the key (with a suggestion for a misspelt one)."""
+        hints = typing.get_type_hints(cls)
+        known = [f.name for f in dataclasses.fields(cls)]
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else f" (it takes: {', '.join(known) or 'none'})"
+                raise MethodArgsError(f"{where}: unknown argument '{key}'{hint}")
+            try:
+                values[key] = _coerce(value, hints[key])
+            except (TypeError, ValueError) as err:
+                raise MethodArgsError(f"{where}: argument '{key}': {err}") from None
+        try:
+            return cls(**values)
+        except ValueError as err:
+            raise MethodArgsError(f"{where}: {err}") from None
+
+
+def _coerce(value: object, hint: object) -> object:
+    """`value` as the annotated type: float, int, str, bool, or an `X | None` of those."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
+        else (hint,)
+    if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
+        if type(None) in options:
+            return None
+        raise ValueError("must not be empty")
+    for option in options:
+        if option is type(None):
+            continue
+        if option is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                return value.lower() == "true"
+        elif option is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+            if isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+        elif option is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+                return int(value)
+        elif option is str:
+            if isinstance(value, (str, int)) and not isinstance(value, bool):
+                return str(value)
+    names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
+    raise ValueError(f"expected {names}, got {value!r}")

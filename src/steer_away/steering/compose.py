@@ -17,12 +17,13 @@ import torch
 
 from steer_away.profiles.bradley_terry import fit_ideal_point, orthogonal_basis
 from steer_away.steering.extract import PairActivations
+from steer_away.models import ModelShape
 from steer_away.steering.vectors import SteeringVector
 
 PROFILE_MODES = ("population", "dislike", "bt")
 
 
-def population_vector(acts: PairActivations, lm_shape: tuple[str, int, int], seed: int | None = None) -> SteeringVector:
+def population_vector(acts: PairActivations, lm_shape: ModelShape, seed: int | None = None) -> SteeringVector:
     return acts.as_vector(acts.diffs.mean(0), {"kind": "population", "seed": seed}, lm_shape)
 
 
@@ -32,7 +33,7 @@ def pair_weights(acts: PairActivations, toxicity_gaps: Sequence[float]) -> np.nd
     return margins * (1.0 + np.abs(np.asarray(toxicity_gaps, dtype=np.float64)))
 
 
-def dislike_vectors(acts: PairActivations, lm_shape: tuple[str, int, int], toxicity_gaps: Sequence[float],
+def dislike_vectors(acts: PairActivations, lm_shape: ModelShape, toxicity_gaps: Sequence[float],
                     shrinkage: float = 10.0) -> dict[str, SteeringVector]:
     population = acts.diffs.mean(0)
     weights = torch.tensor(pair_weights(acts, toxicity_gaps), dtype=acts.diffs.dtype)
@@ -49,7 +50,7 @@ def dislike_vectors(acts: PairActivations, lm_shape: tuple[str, int, int], toxic
     return out
 
 
-def bt_vectors(acts: PairActivations, lm_shape: tuple[str, int, int], k: int = 8, l2: float = 1.0
+def bt_vectors(acts: PairActivations, lm_shape: ModelShape, k: int = 8, l2: float = 1.0
                ) -> tuple[dict[str, SteeringVector], np.ndarray]:
     """Per-user vectors from Bradley–Terry ideal points in an SVD basis; also returns the basis."""
     flat = acts.diffs.reshape(len(acts.pairs), -1).double().numpy()

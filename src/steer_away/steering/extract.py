@@ -16,8 +16,8 @@ from tqdm.auto import tqdm
 
 from steer_away import internals
 from steer_away.data.prism import PreferencePair
-from steer_away.generation import encode, render_chat
-from steer_away.models import LoadedModel
+from steer_away.chat import encode, render_chat
+from steer_away.models import LanguageModel, ModelShape
 from steer_away.steering.vectors import SteeringVector
 
 POSITIONS = ("last", "mean")
@@ -33,7 +33,7 @@ class PairActivations:
     residual_norms: dict[int, float]  # mean ‖h_l‖ at the read positions, for relative scaling
     position: str
 
-    def as_vector(self, direction: torch.Tensor, meta: dict, lm_shape: tuple[str, int, int]) -> SteeringVector:
+    def as_vector(self, direction: torch.Tensor, meta: dict, lm_shape: ModelShape) -> SteeringVector:
         """A (layers, hidden) direction over these layers as a SteeringVector carrying the extraction
         settings (position, pair count, residual norms for relative scaling); `meta` adds or overrides."""
         model_id, hidden, depth = lm_shape
@@ -43,13 +43,13 @@ class PairActivations:
                               model_id=model_id, hidden_size=hidden, num_layers=depth, meta=info)
 
 
-def _texts(lm: LoadedModel, pair: PreferencePair) -> tuple[str, str, str]:
+def _texts(lm: LanguageModel, pair: PreferencePair) -> tuple[str, str, str]:
     prompt = render_chat(lm.tokenizer, [{"role": "user", "content": pair.prompt}])
     return prompt, prompt + pair.chosen, prompt + pair.rejected
 
 
 @torch.inference_mode()
-def response_activations(lm: LoadedModel, prompts: Sequence[str], full_texts: Sequence[str],
+def response_activations(lm: LanguageModel, prompts: Sequence[str], full_texts: Sequence[str],
                          layers: Sequence[int], position: str = "last") -> torch.Tensor:
     """(rows, layers, hidden) residual activations of each text's response part."""
     if position not in POSITIONS:
@@ -70,7 +70,7 @@ def response_activations(lm: LoadedModel, prompts: Sequence[str], full_texts: Se
 
 
 def extract_pair_activations(
-    lm: LoadedModel,
+    lm: LanguageModel,
     pairs: Sequence[PreferencePair],
     layers: Sequence[int],
     *,
@@ -102,7 +102,7 @@ def extract_pair_activations(
 ACTIVATIONS_FORMAT = "steer-away/pair-activations@1"
 
 
-def save_pair_activations(acts: PairActivations, path: str | Path, lm_shape: tuple[str, int, int]) -> Path:
+def save_pair_activations(acts: PairActivations, path: str | Path, lm_shape: ModelShape) -> Path:
     """Per-pair differences as safetensors, pairs and settings as JSON in the header (no pickle)."""
     import json
     from dataclasses import asdict
@@ -120,7 +120,7 @@ def save_pair_activations(acts: PairActivations, path: str | Path, lm_shape: tup
     return path
 
 
-def load_pair_activations(path: str | Path) -> tuple[PairActivations, tuple[str, int, int]]:
+def load_pair_activations(path: str | Path) -> tuple[PairActivations, ModelShape]:
     """The activations and the (model id, hidden size, depth) of the model they came from."""
     import json
 
@@ -142,4 +142,4 @@ def load_pair_activations(path: str | Path) -> tuple[PairActivations, tuple[str,
     return PairActivations(diffs=diffs, layers=list(header["layers"]), pairs=pairs,
                            residual_norms={int(k): v for k, v in header["residual_norms"].items()},
                            position=header["position"]), \
-        (header["model_id"], int(header["hidden_size"]), int(header["num_layers"]))
+        ModelShape(header["model_id"], int(header["hidden_size"]), int(header["num_layers"]))

@@ -3,24 +3,33 @@
 The expert branch is the user's conversation behind a system prompt for the language to move
 toward, the anti-expert branch behind one for the language to avoid. All branches decode in one
 batched forward pass per step (see generation.py); this module only says which branches to run
-and how to combine their next-token scores. Scores are combined as log-probabilities, so α has
-the same meaning whatever the branches' logit scales: log p_base + α·(log p_expert − log p_anti)
-for EADS, and log p_base − α·log p_anti over the base's plausible tokens for ACD.
+and how to combine their next-token scores.
+
+Both methods are one primitive, a contrastive mixture of log-probabilities,
+    score = log p_base + α · Σ_i c_i · log p_i      (i over the extra branches)
+with EADS c = (+1 expert, −1 anti-expert) and ACD c = (−1 anti-expert), ACD then restricted to
+the tokens the base finds plausible (p ≥ β·p_max). Log-probabilities give α the same meaning
+whatever the branches' logit scales.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
+from steer_away.chat import Conversation
 from steer_away.files import read_structured
-from steer_away.steering.base import Conversation, PreparedBatch, RowSteering, SteeringMethod
+from steer_away.steering.base import MethodArgs, PreparedBatch, RowSteering, SteeringMethod
 
-KINDS = ("eads", "acd")
+if TYPE_CHECKING:
+    from steer_away.models import LanguageModel
+    from steer_away.profiles import UserProfile
+    from steer_away.steering.registry import SteeringResources
 
 
 class CategoryConfigError(ValueError):
@@ -76,42 +85,61 @@ def with_system_prompt(conversation: Conversation, system: str) -> Conversation:
     return [{"role": "system", "content": system}, *conversation]
 
 
-class _LogitBatch(PreparedBatch):
-    def __init__(self, branches: list[list[Conversation]], kind: str, alphas: torch.Tensor,
-                 log_betas: torch.Tensor) -> None:
+def contrastive_mixture(logp: torch.Tensor, contrast: Sequence[float], alphas: torch.Tensor) -> torch.Tensor:
+    """log p_base + α·Σ_i c_i·log p_i for (branches, batch, vocab) log-probabilities; `alphas` is (batch, 1).
+
+    Branch 0 is the base; `contrast[i]` weighs branch i + 1.
+    """
+    if len(contrast) != logp.shape[0] - 1:
+        raise ValueError(f"{len(contrast)} contrast weights for {logp.shape[0] - 1} extra branches")
+    mixed = contrast[0] * logp[1]
+    for weight, branch in zip(contrast[1:], logp[2:]):
+        mixed = mixed + weight * branch
+    return logp[0] + alphas.to(logp.device) * mixed
+
+
+def plausible_only(scores: torch.Tensor, base: torch.Tensor, log_betas: torch.Tensor) -> torch.Tensor:
+    """Keep the tokens whose base log-probability is within log β of the top token's; −inf elsewhere."""
+    cutoff = base.max(dim=-1, keepdim=True).values + log_betas.to(base.device)
+    return scores.masked_fill(base < cutoff, float("-inf"))
+
+
+class _ContrastiveBatch(PreparedBatch):
+    def __init__(self, branches: list[list[Conversation]], contrast: Sequence[float], alphas: torch.Tensor,
+                 log_betas: torch.Tensor | None) -> None:
         super().__init__(branches)
-        self.kind = kind
+        self.contrast = tuple(contrast)
         self.alphas = alphas[:, None]  # (batch, 1)
-        self.log_betas = log_betas[:, None]
+        self.log_betas = log_betas[:, None] if log_betas is not None else None
 
     def combine(self, logits: torch.Tensor) -> torch.Tensor:
         logp = torch.log_softmax(logits.float(), dim=-1)
-        alphas = self.alphas.to(logp.device)
-        if self.kind == "eads":
-            base, expert, anti = logp[0], logp[1], logp[2]
-            return base + alphas * (expert - anti)
-        base, anti = logp[0], logp[1]
-        scores = base - alphas * anti
-        cutoff = base.max(dim=-1, keepdim=True).values + self.log_betas.to(logp.device)
-        return scores.masked_fill(base < cutoff, float("-inf"))
+        scores = contrastive_mixture(logp, self.contrast, self.alphas)
+        if self.log_betas is not None:
+            scores = plausible_only(scores, logp[0], self.log_betas)
+        return scores
 
 
-class LogitSteering(SteeringMethod):
-    """EADS or ACD, with each row's category picked from its user's sensitivity."""
+class ContrastiveLogitSteering(SteeringMethod):
+    """Base of EADS and ACD: extra branches behind category prompts, mixed by `contrast` weights.
+
+    Each row's category is picked from its user's sensitivity (unknown users: `default_category`).
+    Subclasses say which prompts make the extra branches, their weights, and whether the
+    plausibility cut-off applies.
+    """
+
+    contrast: tuple[float, ...] = ()
+    plausibility_cutoff = False
 
     def __init__(
         self,
-        kind: str,
         categories: Mapping[str, SteeringCategory] | None = None,
-        profiles: Mapping[str, object] | None = None,
+        profiles: Mapping[str, UserProfile] | None = None,
         *,
         default_category: str = "moderate",
         alpha: float | None = None,
         name: str | None = None,
     ) -> None:
-        if kind not in KINDS:
-            raise ValueError(f"logit steering kind must be one of {KINDS}, got {kind!r}")
-        self.kind = kind
         self.categories = dict(categories) if categories is not None else load_categories()
         if default_category not in self.categories:
             raise CategoryConfigError(f"default category {default_category!r} is not among "
@@ -121,8 +149,12 @@ class LogitSteering(SteeringMethod):
         self.profiles = dict(profiles or {})
         self.default_category = default_category
         self.alpha = alpha
-        self.name = name or kind
+        if name is not None:
+            self.name = name
         self.personalised = bool(self.profiles)
+
+    def extra_branches(self, conversation: Conversation, category: SteeringCategory) -> list[Conversation]:
+        raise NotImplementedError
 
     def category_for(self, user_id: str | None) -> SteeringCategory:
         profile = self.profiles.get(user_id) if user_id is not None else None
@@ -134,7 +166,7 @@ class LogitSteering(SteeringMethod):
                                       f"category (have {sorted(self.categories)})")
         return self.categories[sensitivity]
 
-    def prepare(self, lm: object, conversations: Sequence[Conversation],
+    def prepare(self, lm: LanguageModel, conversations: Sequence[Conversation],
                 rows: Sequence[RowSteering]) -> PreparedBatch:
         cats = []
         for row in rows:
@@ -148,11 +180,53 @@ class LogitSteering(SteeringMethod):
             if not math.isfinite(alpha):
                 raise ValueError(f"alpha for user {row.user_id} must be finite, got {alpha}")
             alphas.append(alpha)
-        base = list(conversations)
-        anti = [with_system_prompt(c, cat.anti_expert) for c, cat in zip(conversations, cats)]
-        if self.kind == "eads":
-            expert = [with_system_prompt(c, cat.expert) for c, cat in zip(conversations, cats)]
-            branches = [base, expert, anti]
-        else:
-            branches = [base, anti]
-        return _LogitBatch(branches, self.kind, torch.tensor(alphas), torch.tensor([math.log(c.beta) for c in cats]))
+        extra = [self.extra_branches(c, cat) for c, cat in zip(conversations, cats)]
+        branches = [list(conversations)] + [[row[i] for row in extra] for i in range(len(self.contrast))]
+        log_betas = torch.tensor([math.log(c.beta) for c in cats]) if self.plausibility_cutoff else None
+        return _ContrastiveBatch(branches, self.contrast, torch.tensor(alphas), log_betas)
+
+
+class EADS(ContrastiveLogitSteering):
+    """Expert–anti-expert differential steering: log p_base + α·(log p_expert − log p_anti)."""
+
+    name = "eads"
+    contrast = (1.0, -1.0)
+
+    def extra_branches(self, conversation: Conversation, category: SteeringCategory) -> list[Conversation]:
+        return [with_system_prompt(conversation, category.expert),
+                with_system_prompt(conversation, category.anti_expert)]
+
+
+class ACD(ContrastiveLogitSteering):
+    """Anti-expert contrastive decoding: log p_base − α·log p_anti over the base's plausible tokens."""
+
+    name = "acd"
+    contrast = (-1.0,)
+    plausibility_cutoff = True
+
+    def extra_branches(self, conversation: Conversation, category: SteeringCategory) -> list[Conversation]:
+        return [with_system_prompt(conversation, category.anti_expert)]
+
+
+# --- registry glue ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogitArgs(MethodArgs):
+    alpha: float | None = field(default=None, metadata={
+        "help": "strength; default: the user's category's alpha from the category file"})
+    default_category: str = field(default="moderate", metadata={
+        "help": "category for users without a profile (strict, moderate, tolerant, or one of yours)"})
+
+    def validate(self) -> None:
+        if self.alpha is not None and not math.isfinite(self.alpha):
+            raise ValueError(f"alpha must be finite, got {self.alpha}")
+
+
+def logit_builder(kind: type[ContrastiveLogitSteering]
+                  ) -> Callable[[LogitArgs, SteeringResources, str], SteeringMethod]:
+    def build(args: LogitArgs, resources: SteeringResources, name: str) -> SteeringMethod:
+        return kind(resources.categories(), resources.profiles(), default_category=args.default_category,
+                    alpha=args.alpha, name=name)
+
+    return build

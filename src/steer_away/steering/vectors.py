@@ -10,8 +10,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from steer_away.models import LanguageModel
 
 VECTOR_FORMAT = "steer-away/vector@1"
 
@@ -48,7 +52,7 @@ class SteeringVector:
         layers = set(self.directions) | set(other.directions)
         zero = torch.zeros(self.hidden_size)
         out = {l: self.directions.get(l, zero) + sign * other.directions.get(l, zero) for l in layers}
-        return replace(self, directions=out, meta={"kind": "composed"})
+        return replace(self, directions=out, meta=_combined_meta(self.meta, other.meta))
 
     def __add__(self, other: SteeringVector) -> SteeringVector:
         return self._combine(other, 1.0)
@@ -114,7 +118,7 @@ class SteeringVector:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, lm: object | None = None, *, allow_other_model: bool = False) -> SteeringVector:
+    def load(cls, path: str | Path, lm: LanguageModel | None = None, *, allow_other_model: bool = False) -> SteeringVector:
         """Read a vector file; with `lm`, check it fits that model (hidden size, depth, model id)."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file, safe_open
@@ -152,31 +156,42 @@ class SteeringVector:
             vector.check_fits(lm, allow_other_model=allow_other_model, where=str(path))
         return vector
 
-    def check_fits(self, lm: object, *, allow_other_model: bool = False, where: str = "vector") -> None:
+    def check_fits(self, lm: LanguageModel, *, allow_other_model: bool = False, where: str = "vector") -> None:
         from steer_away import internals
 
-        model = lm.model  # type: ignore[attr-defined]
+        model = lm.model
         hidden, depth = internals.hidden_size(model), internals.num_layers(model)
         if hidden != self.hidden_size:
             raise VectorFileError(f"{where}: hidden size {self.hidden_size} does not match the model's {hidden}")
         if depth != self.num_layers:
             raise VectorFileError(f"{where}: made for {self.num_layers} layers, the model has {depth}")
-        model_id = lm.model_id  # type: ignore[attr-defined]
+        model_id = lm.model_id
         if self.model_id != model_id and not allow_other_model:
             raise VectorFileError(f"{where}: extracted from '{self.model_id}', not '{model_id}' "
                                   "(pass allow_other_model=True / --allow-other-model to use it anyway)")
 
     # --- llama.cpp control vectors ---
+    #
+    # llama.cpp (src/llama-adapter.cpp, llama_adapter_cvec::apply and apply_to; the loader in
+    # common/common.cpp) copies tensor `direction.N` into its per-layer slot N and adds slot N to the
+    # output of the 0-based block N; `direction.0` is refused. Our layer index is also the 0-based
+    # block whose output we edit, so the file name is the layer itself, and layer 0 cannot be written.
 
-    def export_gguf(self, path: str | Path) -> Path:
-        """llama.cpp control vector: `direction.{n}` is the output of block n-1 (llama.cpp counts from 1)."""
+    def export_gguf(self, path: str | Path, model_hint: str = "llama") -> Path:
+        """A llama.cpp control vector (architecture `controlvector`); `model_hint` is the model's
+        architecture name, as llama.cpp's cvector-generator and repeng write it."""
         import gguf
 
+        if 0 in self.directions:
+            raise VectorFileError("llama.cpp control vectors cannot steer layer 0 (it ignores direction.0); "
+                                  "restrict the vector to layers >= 1 first")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         writer = gguf.GGUFWriter(str(path), "controlvector")
-        writer.add_string("controlvector.model_hint", self.model_id)
+        writer.add_string("controlvector.model_hint", model_hint)
         writer.add_uint32("controlvector.layer_count", len(self.directions))
         for layer in self.layers:
-            writer.add_tensor(f"direction.{layer + 1}", self.directions[layer].float().numpy())
+            writer.add_tensor(f"direction.{layer}", self.directions[layer].float().numpy())
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
@@ -200,15 +215,52 @@ class SteeringVector:
         for tensor in reader.tensors:
             if not tensor.name.startswith("direction."):
                 continue
+            index = tensor.name.split(".", 1)[1]
+            if not index.isdigit() or not 1 <= int(index) < num_layers:
+                raise VectorFileError(f"{path}: tensor '{tensor.name}' names no layer 1-{num_layers - 1} "
+                                      f"of a {num_layers}-layer model")
             data = torch.tensor(tensor.data.copy(), dtype=torch.float32).reshape(-1)
             if not torch.isfinite(data).all():
                 raise VectorFileError(f"{path}: tensor '{tensor.name}' contains NaN or Inf")
-            directions[int(tensor.name.split(".", 1)[1]) - 1] = data
+            directions[int(index)] = data
         if not directions:
             raise VectorFileError(f"{path}: no direction.* tensors")
         hidden = next(iter(directions.values())).numel()
         return cls(directions=directions, model_id=model_id or hint, hidden_size=hidden, num_layers=num_layers,
                    meta={"kind": "imported-gguf", "source": str(path)})
+
+
+def _combined_meta(a: dict[str, object], b: dict[str, object]) -> dict[str, object]:
+    """Metadata of a sum or difference: what stays true of both parts is kept.
+
+    Residual norms describe the model at a layer, not the vector, so they survive (averaged where
+    both parts measured a layer); so does the read position when both parts share it.
+    """
+    meta: dict[str, object] = {"kind": "composed", "parts": [a.get("kind", "vector"), b.get("kind", "vector")]}
+    norms_a, norms_b = a.get("residual_norms"), b.get("residual_norms")
+    if isinstance(norms_a, dict) or isinstance(norms_b, dict):
+        na = norms_a if isinstance(norms_a, dict) else {}
+        nb = norms_b if isinstance(norms_b, dict) else {}
+        meta["residual_norms"] = {k: (float(na[k]) + float(nb[k])) / 2 if k in na and k in nb
+                                  else float(na.get(k, nb.get(k, 0.0))) for k in set(na) | set(nb)}
+    if a.get("position") is not None and a.get("position") == b.get("position"):
+        meta["position"] = a["position"]
+    return meta
+
+
+def load_vector(path: str | Path, lm: LanguageModel | None = None) -> SteeringVector:
+    """A safetensors vector or a llama.cpp `.gguf` control vector, checked against `lm` when given."""
+    path = Path(path)
+    if path.suffix.lower() == ".gguf":
+        if lm is None:
+            raise VectorFileError(f"{path}: reading a .gguf control vector needs the model it will steer")
+        if not path.is_file():
+            raise FileNotFoundError(f"vector file not found: {path}")
+        shape = lm.shape
+        vector = SteeringVector.import_gguf(path, shape.num_layers, model_id=shape.model_id)
+        vector.check_fits(lm, where=str(path))
+        return vector
+    return SteeringVector.load(path, lm)
 
 
 def save_bank(folder: str | Path, population: SteeringVector | None, per_user: dict[str, SteeringVector]) -> Path:
@@ -221,7 +273,7 @@ def save_bank(folder: str | Path, population: SteeringVector | None, per_user: d
     return folder
 
 
-def load_bank(path: str | Path, lm: object | None = None) -> tuple[SteeringVector | None, dict[str, SteeringVector]]:
+def load_bank(path: str | Path, lm: LanguageModel | None = None) -> tuple[SteeringVector | None, dict[str, SteeringVector]]:
     """(population default, per-user vectors) from a bank folder, or (vector, {}) from one file."""
     path = Path(path)
     if path.is_file():

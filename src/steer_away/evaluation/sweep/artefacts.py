@@ -1,0 +1,51 @@
+"""What every cell of a sweep shares, built once in its run folder: user profiles and vectors."""
+
+from __future__ import annotations
+
+from rich.markup import escape
+
+from steer_away.console import console
+from steer_away.evaluation.sweep.config import SweepConfig
+from steer_away.models import LanguageModel
+from steer_away.steering.registry import get_method
+
+
+def vector_layer_specs(config: SweepConfig) -> list[str]:
+    """Layer specs of every method that reads vectors (their activations are extracted once)."""
+    specs = set()
+    for grid in config.methods:
+        if get_method(grid.name).needs.vector_bank is None:
+            continue
+        for args in grid.expand():
+            spec = args.extraction_layers()
+            if spec is not None:
+                specs.add(spec)
+    return sorted(specs)
+
+
+def prepare(config: SweepConfig, lm: LanguageModel | None = None) -> None:
+    """Profiles (scored once, cached) and, if any method needs them, the vector store."""
+    from steer_away.data.prism import load_prism
+    from steer_away.models import load_model
+    from steer_away.profiles import build_profiles, load_profiles, save_profiles
+    from steer_away.scoring import make_scorer
+    from steer_away.steering.bank import ExtractionSettings, build_vector_store
+
+    run = config.run_dir
+    run.mkdir(parents=True, exist_ok=True)
+    data = load_prism(config.prism)
+    if data.report.skipped:
+        console.print(f"[yellow]PRISM: {escape(data.report.summary())}[/yellow]")
+    scorer = make_scorer(config.scorer, cache_path=run / "scores.sqlite")
+    profiles_path = run / "profiles.json"
+    if not profiles_path.is_file():
+        save_profiles(build_profiles(data, scorer), profiles_path, scorer.backend)
+    specs = vector_layer_specs(config)
+    if not specs:
+        return
+    lm = lm or load_model(config.model, device=config.device)
+    settings = ExtractionSettings(n_pairs=config.n_pairs, layers=tuple(specs), position=config.position,
+                                  min_margin=config.min_margin, holdout=config.holdout, seed=config.seed,
+                                  batch_size=config.batch_size)
+    build_vector_store(lm, data, scorer, load_profiles(profiles_path), run / "vectors", settings,
+                       shrinkage=config.shrinkage, bt_k=config.bt_k, bt_l2=config.bt_l2)

@@ -1,0 +1,128 @@
+"""Sweep configs: the shared settings and, per method, a grid over any of its arguments.
+
+    [sweep]
+    name = "demo"
+    ...
+    [[methods]]
+    name = ...                  # a registered method (`steer-away methods` lists them)
+    alpha = [0.5, 1.0]          # a list is an axis of the grid
+    gate = "prefill"            # a single value is fixed
+
+Every key of a `[[methods]]` table other than `name` must be an argument of that method; the
+values are checked by the method's own argument dataclass when the config is read.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from steer_away.files import read_structured
+from steer_away.steering.base import MethodArgs, MethodArgsError
+from steer_away.steering.registry import UnknownMethodError, get_method
+
+
+class SweepConfigError(ValueError):
+    """A sweep config with an unknown key or a bad value; names the file and the key."""
+
+
+@dataclass
+class MethodGrid:
+    """One `[[methods]]` table: a method and the values each of its arguments takes."""
+
+    name: str
+    axes: dict[str, list[Any]] = field(default_factory=dict)
+
+    def expand(self, where: str = "config") -> list[MethodArgs]:
+        entry = get_method(self.name)
+        keys = list(self.axes)
+        combos = itertools.product(*(self.axes[k] for k in keys)) if keys else [()]
+        return [entry.make_args(dict(zip(keys, combo)), where) for combo in combos]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.axes}
+
+
+@dataclass
+class SweepConfig:
+    name: str = "sweep"
+    out: str = "runs/sweep"
+    model: str | None = None
+    device: str = "auto"
+    prism: str | None = None
+    prompt_categories: str | None = None  # JSON override file for prompt categories
+    steering_categories: str | None = None  # TOML of EADS / ACD categories
+    scorer: str = "jigsaw-bilstm"
+    users_per_sensitivity: int = 2
+    prompts_per_category: int = 2
+    max_new_tokens: int = 48
+    batch_size: int = 8
+    n_pairs: int = 200
+    min_margin: float = 0.0
+    position: str = "last"
+    holdout: float = 0.3
+    seed: int = 0
+    bt_k: int = 8
+    bt_l2: float = 1.0
+    shrinkage: float = 10.0
+    mmlu: str | None = "fixture"  # fixture, hub, a JSONL path, or none
+    mmlu_subjects: list[str] = field(default_factory=lambda: ["all"])
+    mmlu_limit: int | None = 40
+    ray_workers: int = 2
+    methods: list[MethodGrid] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "config") -> SweepConfig:
+        known = {f.name for f in fields(cls)} - {"methods"}
+        table = dict(raw.get("sweep", raw))
+        methods_raw = raw.get("methods", table.pop("methods", []))
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise SweepConfigError(f"{source}: unknown key [sweep].{unknown[0]} (known: {', '.join(sorted(known))})")
+        methods = []
+        for index, item in enumerate(methods_raw):
+            where = f"{source}: methods[{index}]"
+            if not isinstance(item, dict):
+                raise SweepConfigError(f"{where} must be a table")
+            item = dict(item)
+            name = item.pop("name", None)
+            if not isinstance(name, str):
+                raise SweepConfigError(f"{where}.name is missing")
+            axes = {k: (list(v) if isinstance(v, list) else [v]) for k, v in item.items()}
+            for key, values in axes.items():
+                if not values:
+                    raise SweepConfigError(f"{where}.{key} is an empty list")
+                for value in values:
+                    if isinstance(value, float) and not math.isfinite(value):
+                        raise SweepConfigError(f"{where}.{key} has a non-finite value {value!r}")
+            grid = MethodGrid(name, axes)
+            try:
+                grid.expand(f"{where} ({name})")
+            except (UnknownMethodError, MethodArgsError) as err:
+                raise SweepConfigError(str(err) if str(err).startswith(source) else f"{where}: {err}") from None
+            methods.append(grid)
+        config = cls(**table, methods=methods)
+        if not config.methods:
+            raise SweepConfigError(f"{source}: no [[methods]] to sweep")
+        if config.batch_size < 1 or config.max_new_tokens < 1:
+            raise SweepConfigError(f"{source}: batch_size and max_new_tokens must be >= 1")
+        return config
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> SweepConfig:
+        raw = read_structured(path, "sweep config", "toml", SweepConfigError)
+        if not isinstance(raw, dict):
+            raise SweepConfigError(f"{path}: expected a [sweep] table and [[methods]]")
+        return cls.from_dict(raw, str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The same config as from_dict reads it (for Ray workers, which rebuild it)."""
+        return {"sweep": {k: v for k, v in asdict(self).items() if k != "methods"},
+                "methods": [m.to_dict() for m in self.methods]}
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out)

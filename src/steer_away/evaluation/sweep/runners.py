@@ -1,0 +1,116 @@
+"""Running a sweep's pending cells, here or spread over Ray; the driver alone writes the store.
+
+Both runners feed the same loop (:func:`_store_cell`): every batch a cell yields is committed to
+the results store at once, so a crash or Ctrl-C loses at most the batch in flight, and a rerun
+computes only what the store does not have.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from steer_away.console import console
+from steer_away.evaluation.store import ResultsStore
+from steer_away.evaluation.sweep.artefacts import prepare
+from steer_away.evaluation.sweep.cells import Batch, Cell, EvalContext, compute_cell, summarise
+from steer_away.evaluation.sweep.config import SweepConfig
+from steer_away.models import LanguageModel
+
+
+@dataclass
+class SweepResult:
+    cells: list[Cell]
+    computed: list[str]
+    skipped: list[str]
+    fingerprint: str
+    seconds: float
+
+
+def _store_cell(store: ResultsStore, ctx: EvalContext, cell: Cell, batches: Iterable[Batch], run_id: str,
+                progress: Callable[[int], Any]) -> None:
+    for answers, mmlu in batches:
+        store.put_answers(cell.key, answers, run_id)
+        store.put_mmlu(cell.key, mmlu, run_id)
+        progress(len(answers) + len(mmlu))
+    store.finish_cell(cell.key, summarise(store.answers(cell.key), store.mmlu(cell.key), ctx.sensitivity))
+
+
+def run_sweep(config: SweepConfig, *, ray_address: str | None = None, lm: LanguageModel | None = None,
+              show_progress: bool = True) -> SweepResult:
+    """Evaluate every cell not yet done; `ray_address` ('local' or 'ray://…') spreads cells over Ray."""
+    start = time.perf_counter()
+    prepare(config, lm)
+    ctx = EvalContext(config, lm)
+    store = ResultsStore(config.run_dir / "results.sqlite")
+    cells = ctx.cells()
+    for cell in cells:
+        store.register_cell(cell.key, cell.method, cell.alpha, cell.settings,
+                            {"args": cell.args.identity(), "fingerprint": ctx.fingerprint, "label": cell.label})
+    pending = [c for c in cells if store.cell_status(c.key) != "done"]
+    skipped = [c.key for c in cells if c not in pending]
+    if skipped:
+        console.print(f"{len(skipped)} of {len(cells)} cells already done; computing {len(pending)}")
+    run_id = uuid.uuid4().hex[:8]
+    bar = tqdm(total=(len(ctx.rows) + len(ctx.mmlu)) * len(pending), desc="sweep", unit="item",
+               disable=not show_progress)
+    try:
+        if ray_address:
+            _run_on_ray(config, ctx, store, pending, run_id, bar.update, ray_address)
+        else:
+            for cell in pending:
+                bar.set_postfix_str(cell.label)
+                done_rows, done_q = store.done_rows(cell.key), store.done_questions(cell.key)
+                bar.update(len(done_rows) + len(done_q))
+                _store_cell(store, ctx, cell, compute_cell(ctx, cell, done_rows, done_q), run_id, bar.update)
+    finally:
+        bar.close()
+        store.close()
+    return SweepResult(cells, [c.key for c in pending], skipped, ctx.fingerprint, time.perf_counter() - start)
+
+
+def _run_on_ray(config: SweepConfig, ctx: EvalContext, store: ResultsStore, pending: list[Cell], run_id: str,
+                progress: Callable[[int], Any], address: str) -> None:
+    """Each Ray actor builds its own EvalContext from the config and returns a cell's batches."""
+    try:
+        import ray
+    except ImportError as err:
+        raise RuntimeError("--ray needs Ray: pip install 'steer-away[ray]'") from err
+    if not ray.is_initialized():
+        if address == "local":
+            ray.init(num_cpus=max(1, config.ray_workers), include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, log_to_driver=False)
+
+    @ray.remote(num_cpus=1)
+    class CellWorker:
+        def __init__(self, raw: dict[str, Any]) -> None:
+            import torch
+
+            torch.set_num_threads(1)
+            self.ctx = EvalContext(SweepConfig.from_dict(raw))
+
+        def run(self, cell: Cell, done_rows: set[str], done_q: set[str]) -> list[Batch]:
+            return list(compute_cell(self.ctx, cell, done_rows, done_q))
+
+    workers = [CellWorker.remote(config.to_dict()) for _ in range(max(1, min(config.ray_workers, len(pending))))]
+    futures: dict[Any, tuple[Any, Cell]] = {}
+    queue = list(pending)
+
+    def submit(worker: Any) -> None:
+        if queue:
+            cell = queue.pop(0)
+            futures[worker.run.remote(cell, store.done_rows(cell.key), store.done_questions(cell.key))] = (worker, cell)
+
+    for worker in workers:
+        submit(worker)
+    while futures:
+        ready, _ = ray.wait(list(futures), num_returns=1)
+        worker, cell = futures.pop(ready[0])
+        _store_cell(store, ctx, cell, ray.get(ready[0]), run_id, progress)
+        submit(worker)

@@ -1,0 +1,120 @@
+"""The HTTP API's vocabulary: settings, request bodies, errors, and one validated job per request."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from steer_away.steering.base import RowSteering
+
+
+@dataclass
+class ServerSettings:
+    model_name: str = "steer-away"
+    default_method: str | None = None  # None: a per-user vector method when vectors are given, else the baseline
+    api_key: str | None = None
+    max_batch: int = 8
+    batch_window_s: float = 0.02  # how long the worker waits for more requests to join a batch
+    max_queue: int = 64
+    max_tokens_limit: int = 512
+    max_messages: int = 64
+    max_request_bytes: int = 64_000
+    alpha_limit: float = 50.0
+    default_max_tokens: int = 128
+
+
+class SteeringOptions(BaseModel):
+    method: str | None = None  # a registered method name; checked against what this server built
+    alpha: float | None = None
+    category: str | None = None
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatRequest(BaseModel):
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    user: str | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    n: int = 1
+    stream: bool = False
+    steering: SteeringOptions | None = None
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.param = status, message, kind, param
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.status}}
+
+
+@dataclass
+class Job:
+    messages: list[dict[str, str]]
+    method: str
+    row: RowSteering
+    max_tokens: int
+    sampling: tuple[bool, float, float]  # do_sample, temperature, top_p
+    seed: int | None
+    stream: asyncio.Queue[str | None] | None
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+    def batch_key(self) -> tuple[object, ...]:
+        return self.method, self.sampling
+
+
+def make_job(req: ChatRequest, settings: ServerSettings, available: dict[str, str | None], default_method: str,
+             categories: list[str]) -> Job:
+    """Validate a request against the limits and the served methods; `available` maps each method
+    name to None (served) or the reason it is not."""
+    if req.model not in (None, settings.model_name, "default"):
+        raise APIError(404, f"model '{req.model}' is not served here; use '{settings.model_name}'",
+                       param="model")
+    if req.n != 1:
+        raise APIError(400, "only n=1 is supported", param="n")
+    if len(req.messages) > settings.max_messages:
+        raise APIError(400, f"{len(req.messages)} messages; the limit is {settings.max_messages}", param="messages")
+    max_tokens = next((v for v in (req.max_completion_tokens, req.max_tokens) if v is not None),
+                      min(settings.default_max_tokens, settings.max_tokens_limit))
+    if not 1 <= max_tokens <= settings.max_tokens_limit:
+        raise APIError(400, f"max_tokens must be in 1-{settings.max_tokens_limit}, got {max_tokens}",
+                       param="max_tokens")
+    steering = req.steering or SteeringOptions()
+    method = steering.method or default_method
+    if method not in available:
+        raise APIError(400, f"unknown steering method '{method}' (have {sorted(available)})",
+                       param="steering.method")
+    if available[method] is not None:
+        raise APIError(400, f"steering method '{method}' is not available on this server: {available[method]}",
+                       param="steering.method")
+    alpha = steering.alpha
+    if alpha is not None and (not math.isfinite(alpha) or abs(alpha) > settings.alpha_limit):
+        raise APIError(400, f"steering.alpha must be finite with |alpha| <= {settings.alpha_limit}, got {alpha}",
+                       param="steering.alpha")
+    if steering.category is not None and steering.category not in categories:
+        raise APIError(400, f"unknown steering category '{steering.category}' (have {categories})",
+                       param="steering.category")
+    temperature = 0.0 if req.temperature is None else req.temperature
+    top_p = 1.0 if req.top_p is None else req.top_p
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise APIError(400, "temperature must be >= 0 and top_p in (0, 1]", param="temperature")
+    do_sample = temperature > 0
+    loop = asyncio.get_running_loop()
+    return Job(messages=[m.model_dump() for m in req.messages], method=method,
+               row=RowSteering(user_id=req.user, alpha=alpha, category=steering.category), max_tokens=max_tokens,
+               sampling=(do_sample, temperature if do_sample else 1.0, top_p), seed=req.seed,
+               stream=asyncio.Queue() if req.stream else None, loop=loop, future=loop.create_future())

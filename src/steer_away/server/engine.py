@@ -1,0 +1,215 @@
+"""The serving engine: one worker thread owns the model and decodes compatible requests as a batch.
+
+Steering methods are built from the registry over one set of shared resources; a reload builds a
+whole new set and swaps it in with one assignment, so a batch sees the old set or the new, never a
+mix. Jobs that cannot join the current batch wait in the worker's own list, never back in the
+shared queue: the worker is the queue's only consumer and must never block on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from steer_away.generation import GenerationConfig, generate
+from steer_away.models import LanguageModel
+from steer_away.server.api import APIError, Job, ServerSettings
+from steer_away.steering.base import SteeringMethod
+from steer_away.steering.registry import BASELINE, SteeringResources, build_method, get_method, method_names
+
+
+class ServedMethods:
+    """Every registered method built with its default arguments, or the reason it could not be."""
+
+    def __init__(self, lm: LanguageModel, profiles: str | None, vectors: str | None, categories: str | None,
+                 default_method: str | None) -> None:
+        self.lm, self.profiles_path, self.vectors_path, self.categories_path = lm, profiles, vectors, categories
+        self.requested_default = default_method
+        self.methods: dict[str, SteeringMethod] = {}
+        self.unavailable: dict[str, str] = {}
+        self.default = BASELINE
+        self.profiles: dict[str, Any] = {}
+        self.categories: list[str] = []
+        self.loaded_at = 0.0
+        self.reload()
+
+    def reload(self) -> None:
+        """Rebuild from the files; on any error the previous set stays in service."""
+        resources = SteeringResources(self.lm, profiles=self.profiles_path, vectors=self.vectors_path,
+                                      categories=self.categories_path)
+        profiles = resources.profiles()  # a broken profiles file fails the reload, not one method
+        categories = sorted(resources.categories())
+        methods: dict[str, SteeringMethod] = {}
+        unavailable: dict[str, str] = {}
+        for name in method_names():
+            if get_method(name).needs.vector_bank is not None and self.vectors_path is None:
+                unavailable[name] = "it needs vectors (start the server with --vectors)"
+                continue
+            try:
+                methods[name] = build_method(name, None, resources)
+            except (OSError, ValueError) as err:
+                unavailable[name] = str(err)
+        default = self.requested_default or self._automatic_default(methods)
+        if default not in methods:
+            raise ValueError(f"default method '{default}' is not available: "
+                             f"{unavailable.get(default, 'not a registered method')}")
+        self.methods, self.unavailable, self.default = methods, unavailable, default
+        self.profiles, self.categories, self.loaded_at = profiles, categories, time.time()
+
+    def _automatic_default(self, methods: dict[str, SteeringMethod]) -> str:
+        """With vectors: the first method that steers each user with their own vector; else the baseline."""
+        if self.vectors_path is not None:
+            for name, method in methods.items():
+                if get_method(name).needs.vector_bank is not None and method.personalised:
+                    return name
+            for name in methods:
+                if get_method(name).needs.vector_bank is not None:
+                    return name
+        return BASELINE
+
+    def availability(self) -> dict[str, str | None]:
+        return {name: (None if name in self.methods else self.unavailable.get(name, "not built"))
+                for name in method_names()}
+
+
+class BatchingEngine:
+    """One worker thread owns the model: it drains the queue into compatible batches and decodes them."""
+
+    def __init__(self, lm: LanguageModel, served: ServedMethods, settings: ServerSettings) -> None:
+        self.lm, self.served, self.settings = lm, served, settings
+        self.queue: queue.Queue[Job] = queue.Queue(maxsize=settings.max_queue)
+        self._held: deque[Job] = deque()  # jobs taken off the queue that await a compatible batch
+        self.batches_run = 0
+        self.batch_sizes: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="steer-away-engine", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Job) -> None:
+        try:
+            self.queue.put_nowait(job)
+        except queue.Full:
+            raise APIError(429, "server is busy: request queue is full, retry later", "rate_limit_error") from None
+
+    def waiting(self) -> int:
+        return self.queue.qsize() + len(self._held)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _next(self, timeout: float) -> Job | None:
+        if self._held:
+            return self._held.popleft()
+        try:
+            return self.queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def _collect(self) -> list[Job]:
+        first = self._next(0.1)
+        if first is None:
+            return []
+        batch = [first]
+        # held jobs first (they waited longest), then whatever arrives within the batch window
+        for job in list(self._held):
+            if len(batch) >= self.settings.max_batch:
+                break
+            if job.batch_key() == first.batch_key():
+                self._held.remove(job)
+                batch.append(job)
+        deadline = time.perf_counter() + self.settings.batch_window_s
+        while len(batch) < self.settings.max_batch:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            try:
+                job = self.queue.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if job.batch_key() == first.batch_key():
+                batch.append(job)
+            else:
+                self._held.append(job)
+        return batch
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            batch = self._collect()
+            if batch:
+                self._run(batch)
+
+    def _run(self, batch: list[Job]) -> None:
+        try:
+            self._decode(batch)
+        except Exception:  # noqa: BLE001 - isolate the failing request: rerun each alone
+            if len(batch) == 1:
+                self._fail(batch[0], APIError(500, "generation failed for this request", "server_error"))
+                return
+            for job in batch:
+                try:
+                    self._decode([job])
+                except APIError as err:
+                    self._fail(job, err)
+                except Exception as err:  # noqa: BLE001
+                    self._fail(job, APIError(500, f"generation failed: {type(err).__name__}: {err}", "server_error"))
+
+    def _fail(self, job: Job, err: APIError) -> None:
+        job.loop.call_soon_threadsafe(_settle, job.future, err)
+        if job.stream is not None:
+            job.loop.call_soon_threadsafe(job.stream.put_nowait, None)
+
+    def _decode(self, batch: list[Job]) -> None:
+        served = self.served.methods  # one read: a reload in between cannot mix two sets
+        name = batch[0].method
+        if name not in served:
+            raise APIError(400, f"steering method '{name}' is not available on this server",
+                           param="steering.method")
+        do_sample, temperature, top_p = batch[0].sampling
+        config = GenerationConfig(max_new_tokens=max(j.max_tokens for j in batch), do_sample=do_sample,
+                                  temperature=temperature, top_p=top_p, seed=batch[0].seed)
+        tokenizer = self.lm.tokenizer
+        produced: list[list[int]] = [[] for _ in batch]
+        sent: list[str] = ["" for _ in batch]
+
+        def on_step(tokens: list[int], finished: list[bool]) -> None:
+            for i, job in enumerate(batch):
+                if finished[i] or len(produced[i]) >= job.max_tokens:
+                    continue
+                produced[i].append(tokens[i])
+                if job.stream is not None:
+                    text = tokenizer.decode(produced[i], skip_special_tokens=True)
+                    if len(text) > len(sent[i]) and not text.endswith("\ufffd"):
+                        job.loop.call_soon_threadsafe(job.stream.put_nowait, text[len(sent[i]):])
+                        sent[i] = text
+
+        results = generate(self.lm, [j.messages for j in batch], method=served[name], rows=[j.row for j in batch],
+                           config=config, on_step=on_step)
+        self.batches_run += 1
+        self.batch_sizes.append(len(batch))
+        for i, (job, result) in enumerate(zip(batch, results)):
+            ids = result.token_ids[: job.max_tokens]
+            text = tokenizer.decode(ids, skip_special_tokens=True).strip()
+            # a row that reached its own limit ended on length, even if the batch decoded further
+            reason = "length" if len(result.token_ids) >= job.max_tokens else result.finish_reason
+            payload = {"text": text, "finish_reason": reason, "prompt_tokens": result.prompt_tokens,
+                       "completion_tokens": len(ids)}
+            if job.stream is not None:
+                final = tokenizer.decode(ids, skip_special_tokens=True)
+                if len(final) > len(sent[i]):
+                    job.loop.call_soon_threadsafe(job.stream.put_nowait, final[len(sent[i]):])
+                job.loop.call_soon_threadsafe(job.stream.put_nowait, None)
+            job.loop.call_soon_threadsafe(_settle, job.future, payload)
+
+
+def _settle(future: asyncio.Future[Any], value: object) -> None:
+    if future.done():
+        return
+    if isinstance(value, Exception):
+        future.set_exception(value)
+    else:
+        future.set_result(value)

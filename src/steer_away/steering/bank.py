@@ -1,0 +1,137 @@
+"""Vector banks: where CAA methods find their vectors, and the one pipeline that builds them.
+
+A vector store is a folder:
+
+    population.safetensors          the population mean-difference vector
+    pair_activations.safetensors    per-pair differences it came from (composition reuses them)
+    dislike/  population.safetensors + users/<id>.safetensors   dislike-weighted per-user vectors
+    bt/       population.safetensors + users/<id>.safetensors   Bradley–Terry per-user vectors
+
+`steer-away vectors extract` and `compose` write it piece by piece; a sweep writes it whole with
+:func:`build_vector_store`. Both run the same functions below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from steer_away import internals
+from steer_away.steering.compose import bt_vectors, dislike_vectors, population_vector
+from steer_away.steering.extract import PairActivations, extract_pair_activations, save_pair_activations
+from steer_away.steering.vectors import SteeringVector, VectorFileError, load_bank, load_vector, save_bank
+
+if TYPE_CHECKING:
+    from steer_away.data.prism import PrismData
+    from steer_away.models import LanguageModel, ModelShape
+    from steer_away.profiles import UserProfile
+    from steer_away.scoring.base import ToxicityScorer
+
+COMPOSE_MODES = ("dislike", "bt")
+ACTIVATIONS_FILE = "pair_activations.safetensors"
+POPULATION_FILE = "population.safetensors"
+
+
+@dataclass
+class VectorBank:
+    """A default vector (for users without their own) and per-user vectors."""
+
+    default: SteeringVector | None
+    users: dict[str, SteeringVector] = field(default_factory=dict)
+
+
+def load_vector_bank(path: str | Path, kind: str, lm: LanguageModel | None = None) -> VectorBank:
+    """The `kind` bank ('population', 'dislike', 'bt') from a vector store, a bank folder or one file.
+
+    A single file (.safetensors or a llama.cpp .gguf control vector) is a bank with only a default.
+    Per-user vectors whose metadata names another kind are refused, so a Bradley–Terry method never
+    runs on dislike vectors by accident.
+    """
+    path = Path(path)
+    if path.is_file():
+        return VectorBank(load_vector(path, lm), {})
+    if not path.is_dir():
+        raise FileNotFoundError(f"no vector file or folder at {path}")
+    if kind == "population":
+        if (path / POPULATION_FILE).is_file():
+            return VectorBank(SteeringVector.load(path / POPULATION_FILE, lm), {})
+        raise VectorFileError(f"{path} has no {POPULATION_FILE}")
+    folder = path / kind if (path / kind).is_dir() else path
+    if not (folder / "users").is_dir():
+        raise VectorFileError(f"{path} holds no '{kind}' bank (expected {path / kind}/users/ or {path}/users/); "
+                              f"build one with: steer-away vectors compose --mode {kind}")
+    default, users = load_bank(folder, lm)
+    for user, vector in users.items():
+        declared = vector.meta.get("kind")
+        if declared not in (None, kind, "composed", "imported-gguf"):
+            raise VectorFileError(f"{folder / 'users' / user}.safetensors is a '{declared}' vector, not '{kind}'")
+    return VectorBank(default, users)
+
+
+@dataclass(frozen=True)
+class ExtractionSettings:
+    """Which preference pairs to read activations from, and where in the model."""
+
+    n_pairs: int = 200
+    layers: Sequence[str] = ("seed",)
+    position: str = "last"
+    min_margin: float = 0.0
+    holdout: float = 0.3
+    seed: int = 0
+    batch_size: int = 8
+
+
+def extract_population(lm: LanguageModel, data: PrismData, settings: ExtractionSettings,
+                       out: str | Path) -> PairActivations:
+    """Training pairs → per-pair activation differences and the population vector, saved in `out`."""
+    from steer_away.data.prism import preference_pairs, sample_pairs, split_pairs
+
+    out = Path(out)
+    train, _ = split_pairs(preference_pairs(data.turns, min_margin=settings.min_margin),
+                           holdout=settings.holdout, seed=settings.seed)
+    pairs = sample_pairs(train, settings.n_pairs, seed=settings.seed)
+    depth = internals.num_layers(lm.model)
+    layers = sorted({layer for spec in settings.layers for layer in internals.parse_layers(spec, depth)})
+    acts = extract_pair_activations(lm, pairs, layers, position=settings.position, batch_size=settings.batch_size)
+    save_pair_activations(acts, out / ACTIVATIONS_FILE, lm.shape)
+    population_vector(acts, lm.shape, seed=settings.seed).save(out / POPULATION_FILE)
+    return acts
+
+
+def compose_bank(acts: PairActivations, shape: ModelShape, mode: str, profiles: Mapping[str, UserProfile],
+                 out: str | Path, *, scorer: ToxicityScorer | None = None, shrinkage: float = 10.0, bt_k: int = 8,
+                 bt_l2: float = 1.0) -> dict[str, SteeringVector]:
+    """Per-user vectors of `mode` for the users that have a profile, saved as a bank in `out`."""
+    from steer_away.profiles.build import pair_toxicity_diffs
+
+    if mode == "dislike":
+        if scorer is None:
+            raise ValueError("dislike-weighted vectors need a toxicity scorer")
+        gaps = -pair_toxicity_diffs(acts.pairs, scorer)[:, 0]
+        vectors = dislike_vectors(acts, shape, gaps, shrinkage=shrinkage)
+    elif mode == "bt":
+        vectors, _ = bt_vectors(acts, shape, k=bt_k, l2=bt_l2)
+    else:
+        raise ValueError(f"compose mode must be one of {COMPOSE_MODES}, got {mode!r}")
+    vectors = {u: v for u, v in vectors.items() if u in profiles}
+    for user, vector in vectors.items():
+        vector.meta["sensitivity"] = profiles[user].sensitivity
+    save_bank(out, population_vector(acts, shape), vectors)
+    return vectors
+
+
+def build_vector_store(lm: LanguageModel, data: PrismData, scorer: ToxicityScorer,
+                       profiles: Mapping[str, UserProfile], root: str | Path, settings: ExtractionSettings, *,
+                       modes: Sequence[str] = COMPOSE_MODES, shrinkage: float = 10.0, bt_k: int = 8,
+                       bt_l2: float = 1.0) -> Path:
+    """Extract once and compose every mode into `root` (skipped when the store is already whole)."""
+    root = Path(root)
+    if all((root / m / POPULATION_FILE).is_file() for m in modes) and (root / ACTIVATIONS_FILE).is_file():
+        return root
+    acts = extract_population(lm, data, settings, root)
+    for mode in modes:
+        compose_bank(acts, lm.shape, mode, profiles, root / mode, scorer=scorer, shrinkage=shrinkage,
+                     bt_k=bt_k, bt_l2=bt_l2)
+    return root
