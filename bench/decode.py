@@ -14,15 +14,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import base_parser, interleaved_medians, machine_line, median_seconds, print_table  # noqa: E402
-
-from steer_away import internals  # noqa: E402
-from steer_away.generation import GenerationConfig, generate  # noqa: E402
-from steer_away.models import load_model  # noqa: E402
-from steer_away.steering.activation import ActivationSteering  # noqa: E402
-from steer_away.steering.base import RowSteering  # noqa: E402
-from steer_away.steering.logits import LogitSteering  # noqa: E402
-from steer_away.steering.vectors import SteeringVector  # noqa: E402
+from common import base_parser, interleaved_medians, machine_line, median_seconds, print_table
+from steer_away import internals
+from steer_away.generation import GenerationConfig, generate
+from steer_away.models import load_model
+from steer_away.steering.activation import ActivationSteering
+from steer_away.steering.base import RowSteering
+from steer_away.steering.logits import LogitSteering
+from steer_away.steering.vectors import SteeringVector
 
 PROMPTS = [
     "Explain why the sky is blue in two sentences.",

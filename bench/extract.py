@@ -7,12 +7,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import base_parser, machine_line, print_table, sync  # noqa: E402
-
-from steer_away import internals  # noqa: E402
-from steer_away.data.prism import load_prism, preference_pairs, sample_pairs  # noqa: E402
-from steer_away.models import load_model  # noqa: E402
-from steer_away.steering.extract import extract_pair_activations  # noqa: E402
+from common import base_parser, machine_line, print_table, sync
+from steer_away import internals
+from steer_away.data.prism import load_prism, preference_pairs, sample_pairs
+from steer_away.models import load_model
+from steer_away.steering.extract import extract_pair_activations
 
 
 def main() -> None:

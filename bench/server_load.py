@@ -18,13 +18,12 @@ import httpx
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import base_parser, machine_line, print_table  # noqa: E402
-from decode import PROMPTS, random_vector  # noqa: E402
-
-from steer_away import internals  # noqa: E402
-from steer_away.models import load_model  # noqa: E402
-from steer_away.server import ServerSettings, create_app, serve_in_thread  # noqa: E402
-from steer_away.steering.vectors import save_bank  # noqa: E402
+from common import base_parser, machine_line, print_table
+from decode import PROMPTS, random_vector
+from steer_away import internals
+from steer_away.models import load_model
+from steer_away.server import ServerSettings, create_app, serve_in_thread
+from steer_away.steering.vectors import save_bank
 
 
 def run_load(url: str, clients: int, requests: int, tokens: int) -> tuple[float, list[float]]:

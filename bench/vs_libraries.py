@@ -14,16 +14,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import base_parser, interleaved_medians, machine_line, print_table  # noqa: E402
-from decode import PROMPTS  # noqa: E402
-
-from steer_away import internals  # noqa: E402
-from steer_away.data.prism import load_prism, preference_pairs, sample_pairs  # noqa: E402
-from steer_away.generation import GenerationConfig, encode, generate, render_chat  # noqa: E402
-from steer_away.models import load_model  # noqa: E402
-from steer_away.steering.activation import ActivationSteering  # noqa: E402
-from steer_away.steering.compose import population_vector  # noqa: E402
-from steer_away.steering.extract import extract_pair_activations  # noqa: E402
+from common import base_parser, interleaved_medians, machine_line, print_table
+from decode import PROMPTS
+from steer_away import internals
+from steer_away.data.prism import load_prism, preference_pairs, sample_pairs
+from steer_away.generation import GenerationConfig, encode, generate, render_chat
+from steer_away.models import load_model
+from steer_away.steering.activation import ActivationSteering
+from steer_away.steering.compose import population_vector
+from steer_away.steering.extract import extract_pair_activations
 
 
 def main() -> None:
@@ -80,14 +79,14 @@ def main() -> None:
         hf_kwargs = dict(attention_mask=mask, max_new_tokens=args.tokens, min_new_tokens=args.tokens,
                          do_sample=False, pad_token_id=lm.tokenizer.pad_token_id)
 
-        def run_sv() -> None:
+        def run_sv(ids=ids, hf_kwargs=hf_kwargs) -> None:
             with sv_vector.apply(lm.model, multiplier=alpha):
                 lm.model.generate(ids, **hf_kwargs)
 
         control = repeng.ControlVector(lm.model.config.model_type,
                                        {l: ours.directions[l].numpy() for l in layers})
 
-        def run_repeng() -> None:
+        def run_repeng(ids=ids, hf_kwargs=hf_kwargs, control=control) -> None:
             wrapped = repeng.ControlModel(lm.model, layers)
             try:
                 wrapped.set_control(control, alpha)
@@ -99,7 +98,7 @@ def main() -> None:
             "steer-away": lambda p=prompts: generate(lm, p, method=ours_method, config=cfg),
             "steering-vectors": run_sv,
             "repeng": run_repeng,
-            "unsteered (HF generate)": lambda: lm.model.generate(ids, **hf_kwargs),
+            "unsteered (HF generate)": lambda ids=ids, hf_kwargs=hf_kwargs: lm.model.generate(ids, **hf_kwargs),
         }, lm.device, args.repeats, args.warmup)
         for name, seconds in times.items():
             rows.append([name, str(batch), f"{batch * args.tokens / seconds:.1f}",

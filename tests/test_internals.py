@@ -35,10 +35,10 @@ def test_residual_hook_edits_and_is_removed(arch, tokenizer):
 def test_hooks_removed_after_exception(tiny_lm):
     layers = internals.decoder_layers(tiny_lm.model)
     before = [len(layer._forward_hooks) for layer in layers]  # transformers may keep its own capture hooks
-    with pytest.raises(RuntimeError, match="boom"):
-        with internals.residual_hooks(tiny_lm.model, {0: lambda h: None, 2: lambda h: None}, active=lambda s: True):
-            assert len(layers[0]._forward_hooks) == before[0] + 1
-            raise RuntimeError("boom")
+    hooks = internals.residual_hooks(tiny_lm.model, {0: lambda h: None, 2: lambda h: None}, active=lambda s: True)
+    with pytest.raises(RuntimeError, match="boom"), hooks:
+        assert len(layers[0]._forward_hooks) == before[0] + 1
+        raise RuntimeError("boom")
     assert [len(layer._forward_hooks) for layer in layers] == before
     assert not tiny_lm.model.model._forward_pre_hooks
 
@@ -52,9 +52,9 @@ def test_map_layer_range_keeps_relative_depth():
 
 
 def test_layer_out_of_range_is_a_clear_error(tiny_lm):
-    with pytest.raises(internals.LayerError, match="layer index 9 out of range: the model has layers 0-3"):
-        with internals.residual_hooks(tiny_lm.model, {9: lambda h: None}):
-            pass
+    with (pytest.raises(internals.LayerError, match="layer index 9 out of range: the model has layers 0-3"),
+          internals.residual_hooks(tiny_lm.model, {9: lambda h: None})):
+        pass
     with pytest.raises(internals.LayerError, match="out of range"):
         internals.parse_layers("2-5", depth=4)
     assert internals.parse_layers("1,3", depth=4) == [1, 3]

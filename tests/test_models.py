@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from steer_away.generation import generate, GenerationConfig
+from steer_away.generation import GenerationConfig, generate
 from steer_away.models import ModelLoadError, embedded_gguf_path, load_model
 from tests.conftest import make_tiny_lm
 

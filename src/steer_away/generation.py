@@ -70,7 +70,7 @@ def _pick(scores: torch.Tensor, config: GenerationConfig, processors: LogitsProc
           history: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     if not config.do_sample:
         return scores.argmax(dim=-1)
-    scores = processors(history, scores.float())
+    scores = processors(history, scores.float())  # type: ignore[arg-type]  # LongTensor is an alias of Tensor
     return torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator).squeeze(-1)
 
 

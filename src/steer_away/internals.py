@@ -9,8 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+
+Model = Any  # a transformers causal LM; its attributes differ by architecture, hence untyped here
 
 # Attribute paths to the stack of decoder blocks, tried in order.
 _LAYER_PATHS = (
@@ -29,7 +32,7 @@ class LayerError(ValueError):
     """A layer index or range that does not exist in the model."""
 
 
-def _get_path(obj: object, path: str) -> object | None:
+def _get_path(obj: Any, path: str) -> Any:
     for part in path.split("."):
         obj = getattr(obj, part, None)
         if obj is None:
@@ -37,7 +40,7 @@ def _get_path(obj: object, path: str) -> object | None:
     return obj
 
 
-def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+def decoder_layers(model: Model) -> torch.nn.ModuleList:
     for path in _LAYER_PATHS:
         found = _get_path(model, path)
         if isinstance(found, torch.nn.ModuleList) and len(found) > 0:
@@ -47,11 +50,11 @@ def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     )
 
 
-def num_layers(model: torch.nn.Module) -> int:
+def num_layers(model: Model) -> int:
     return len(decoder_layers(model))
 
 
-def hidden_size(model: torch.nn.Module) -> int:
+def hidden_size(model: Model) -> int:
     config = model.config
     config = getattr(config, "text_config", None) or config
     for name in ("hidden_size", "n_embd", "d_model"):
@@ -73,7 +76,7 @@ def map_layer_range(first: int, last: int, depth: int, reference_depth: int = RE
     return list(range(lo, max(lo, hi) + 1))
 
 
-def default_layers(model: torch.nn.Module) -> list[int]:
+def default_layers(model: Model) -> list[int]:
     return map_layer_range(*SEED_LAYERS, depth=num_layers(model))
 
 
@@ -112,7 +115,7 @@ def parse_layers(spec: str, depth: int | None) -> list[int]:
     return check_layers([layer for first, last in bounds for layer in range(first, last + 1)], depth)
 
 
-def _residual(output: object) -> torch.Tensor:
+def _residual(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
@@ -137,7 +140,7 @@ class DecodeClock:
 
 @contextmanager
 def residual_hooks(
-    model: torch.nn.Module,
+    model: Model,
     edits: dict[int, Callable[[torch.Tensor], None]],
     active: Callable[[int], bool] | None = None,
 ) -> Iterator[None]:
@@ -155,7 +158,8 @@ def residual_hooks(
             base = _get_path(model, "model") or _get_path(model, "transformer") or model
             handles.append(base.register_forward_pre_hook(clock.on_forward, with_kwargs=True))
         for index, edit in edits.items():
-            def hook(_module: torch.nn.Module, _args: tuple, output: object, edit=edit) -> None:
+            def hook(_module: torch.nn.Module, _args: tuple[Any, ...], output: Any,
+                     edit: Callable[[torch.Tensor], None] = edit) -> None:
                 if active is None or active(clock.step):
                     edit(_residual(output))
 
@@ -167,7 +171,7 @@ def residual_hooks(
 
 
 @contextmanager
-def record_residuals(model: torch.nn.Module, layers: Sequence[int]) -> Iterator[dict[int, torch.Tensor]]:
+def record_residuals(model: Model, layers: Sequence[int]) -> Iterator[dict[int, torch.Tensor]]:
     """Capture each listed layer's residual output (batch, seq, hidden) from the next forward pass."""
     captured: dict[int, torch.Tensor] = {}
 
@@ -186,7 +190,7 @@ class _StopForward(Exception):
 
 
 @torch.inference_mode()
-def residuals_at(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+def residuals_at(model: Model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                  layers: Sequence[int]) -> dict[int, torch.Tensor]:
     """Residual outputs (batch, seq, hidden) of the listed layers; the rest of the model is skipped.
 
@@ -210,14 +214,14 @@ def residuals_at(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask
     return captured
 
 
-def new_kv_cache(model: torch.nn.Module) -> object:
+def new_kv_cache(model: Model) -> object:
     from transformers import DynamicCache
 
     return DynamicCache(config=model.config)
 
 
 def forward_step(
-    model: torch.nn.Module,
+    model: Model,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     cache: object,
@@ -242,7 +246,7 @@ def forward_step(
     return out.logits[:, -1, :]
 
 
-def forward_full(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def forward_full(model: Model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Logits at every position (batch, seq, vocab) with no cache: for scoring whole texts."""
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False).logits

@@ -162,7 +162,7 @@ def _load_gguf(path: Path, model_id: str, kind: str, device: torch.device, dtype
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+        model: Any = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
     except Exception as err:  # gguf raises ValueError/KeyError/OSError for damaged files
         raise ModelLoadError(f"could not read GGUF file {path}: {err}") from err
     if use_cache:
@@ -173,7 +173,7 @@ def _load_gguf(path: Path, model_id: str, kind: str, device: torch.device, dtype
     return loaded
 
 
-def _save_cache(model: torch.nn.Module, tokenizer: object, folder: Path, source: str) -> None:
+def _save_cache(model: Any, tokenizer: Any, folder: Path, source: str) -> None:
     # Written to a temporary folder and renamed, so a crash never leaves a half-written cache.
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -190,7 +190,7 @@ def _save_cache(model: torch.nn.Module, tokenizer: object, folder: Path, source:
     tmp.rename(folder)
 
 
-def _finish(model: torch.nn.Module, tokenizer: object, model_id: str, source: str) -> LoadedModel:
+def _finish(model: Any, tokenizer: Any, model_id: str, source: str) -> LoadedModel:
     model.eval()
     model.requires_grad_(False)
     if getattr(tokenizer, "pad_token_id", None) is None:

@@ -2,8 +2,14 @@ import json
 
 import pytest
 
-from steer_away.data.prism import LoadReport, load_prism, preference_pairs, sample_pairs, split_pairs, \
-    validate_conversation
+from steer_away.data.prism import (
+    LoadReport,
+    load_prism,
+    preference_pairs,
+    sample_pairs,
+    split_pairs,
+    validate_conversation,
+)
 
 
 def conv(conv_id="c1", user="u1", history=None, conv_type="unguided"):

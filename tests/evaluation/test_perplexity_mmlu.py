@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
+from steer_away.chat import render_chat
 from steer_away.evaluation.mmlu import ANSWER_PREFIX, MMLUQuestion, letter_token_ids, load_mmlu, mmlu_predictions
 from steer_away.evaluation.perplexity import answer_perplexities
-from steer_away.chat import render_chat
 from steer_away.steering.logits import EADS
 
 

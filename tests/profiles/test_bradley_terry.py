@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 
-from steer_away.profiles.bradley_terry import (fit_ideal_point, log_likelihood, orthogonal_basis,
-                                               preference_accuracy)
+from steer_away.profiles.bradley_terry import fit_ideal_point, log_likelihood, orthogonal_basis, preference_accuracy
 
 
 def synthetic_user(theta, n, rng):

@@ -3,6 +3,7 @@
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -15,8 +16,8 @@ KEY = "secret-test-key-123"
 
 
 class FakePerspective(BaseHTTPRequestHandler):
-    script: list[str] = []  # what to do for each request, in order; then "ok"
-    seen: list[dict] = []
+    script: ClassVar[list[str]] = []  # what to do for each request, in order; then "ok"
+    seen: ClassVar[list[dict]] = []
 
     def log_message(self, *args):
         pass

@@ -19,7 +19,7 @@ class _RecordingBlock(torch.nn.Module):
         self.block = block
         self.last: torch.Tensor | None = None
 
-    def forward(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+    def forward(self, *args, **kwargs):
         output = self.block(*args, **kwargs)
         self.last = (output[0] if isinstance(output, tuple) else output).detach()
         return output

@@ -5,8 +5,8 @@ from steer_away import internals
 from steer_away.chat import encode, render_chat
 from steer_away.generation import GenerationConfig, generate, next_token_scores
 from steer_away.steering.activation import ActivationSteering
-from steer_away.steering.interventions import ablate, add, add_keep_norm, intervention_named
 from steer_away.steering.base import RowSteering
+from steer_away.steering.interventions import ablate, add, add_keep_norm, intervention_named
 from steer_away.steering.vectors import SteeringVector
 
 PROMPTS = ["the quick brown fox", "what is the capital of France?", "thank you"]
@@ -44,9 +44,8 @@ def test_hooks_removed_after_an_exception_inside_the_scope(tiny_lm):
     plain = next_token_scores(tiny_lm, PROMPTS)
     prepared = ActivationSteering(random_vector(1), alpha=2.0, gate="prefill").prepare(
         tiny_lm, [[{"role": "user", "content": p}] for p in PROMPTS], [RowSteering()] * 3)
-    with pytest.raises(KeyError):
-        with prepared.scope():
-            raise KeyError("inside")
+    with pytest.raises(KeyError), prepared.scope():
+        raise KeyError("inside")
     torch.testing.assert_close(next_token_scores(tiny_lm, PROMPTS), plain, rtol=0, atol=0)
     assert not tiny_lm.model.model._forward_pre_hooks
 
@@ -90,7 +89,7 @@ def test_mixed_user_batch_equals_each_row_alone(tiny_lm):
     vectors = {"ann": random_vector(10), "bob": random_vector(11), "cy": random_vector(12, layers=(2, 3))}
     method = ActivationSteering(vectors, alpha=1.5, default=random_vector(13))
     rows = [RowSteering("ann"), RowSteering("bob", alpha=-1.0), RowSteering("cy"), RowSteering("stranger")]
-    prompts = PROMPTS + ["please be polite"]
+    prompts = [*PROMPTS, "please be polite"]
     together = tokens(generate(tiny_lm, prompts, method=method, rows=rows, config=CFG))
     alone = [generate(tiny_lm, [p], method=method, rows=[r], config=CFG)[0].token_ids for p, r in zip(prompts, rows)]
     assert together == alone
@@ -103,7 +102,7 @@ def test_norm_preserving_keeps_hidden_norm(tiny_lm):
     vec = random_vector(4, layers=(1,))
     prepared = ActivationSteering(vec, 5.0, intervention=add_keep_norm).prepare(
         tiny_lm, [[{"role": "user", "content": "hi"}]], [RowSteering()])
-    ids, mask = encode(tiny_lm, [render_chat(tiny_lm.tokenizer, [{"role": "user", "content": "hi"}])])
+    ids, _ = encode(tiny_lm, [render_chat(tiny_lm.tokenizer, [{"role": "user", "content": "hi"}])])
     with torch.inference_mode():
         with internals.record_residuals(tiny_lm.model, [1]) as before:
             tiny_lm.model(ids)
@@ -118,7 +117,7 @@ def test_ablation_removes_the_component_along_the_vector(tiny_lm):
     rows = [RowSteering(alpha=1.0), RowSteering(alpha=0.0)]  # the α=0 row takes no part
     conversations = [[{"role": "user", "content": "hi"}]] * 2
     prepared = ActivationSteering(vec, 1.0, intervention=ablate).prepare(tiny_lm, conversations, rows)
-    ids, mask = encode(tiny_lm, [render_chat(tiny_lm.tokenizer, c) for c in conversations])
+    ids, _ = encode(tiny_lm, [render_chat(tiny_lm.tokenizer, c) for c in conversations])
     with torch.inference_mode():
         with internals.record_residuals(tiny_lm.model, [1]) as before:
             tiny_lm.model(ids)

@@ -8,8 +8,14 @@ from steer_away.chat import encode, render_chat
 from steer_away.generation import GenerationConfig, generate
 from steer_away.profiles.build import UserProfile
 from steer_away.steering.base import RowSteering
-from steer_away.steering.logits import (ACD, EADS, CategoryConfigError, SteeringCategory, load_categories,
-                                        with_system_prompt)
+from steer_away.steering.logits import (
+    ACD,
+    EADS,
+    CategoryConfigError,
+    SteeringCategory,
+    load_categories,
+    with_system_prompt,
+)
 
 PROMPTS = ["the quick brown fox", "what is the capital of France?", "thank you"]
 CFG = GenerationConfig(max_new_tokens=10)

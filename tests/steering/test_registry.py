@@ -16,8 +16,16 @@ from steer_away.evaluation.report import write_report
 from steer_away.evaluation.sweep import SweepConfig, cell_key, run_sweep
 from steer_away.generation import GenerationConfig, generate
 from steer_away.steering.base import MethodArgsError
-from steer_away.steering.registry import (MethodEntry, SteeringResources, UnknownMethodError, build_method,
-                                          get_method, method_names, register, unregister)
+from steer_away.steering.registry import (
+    MethodEntry,
+    SteeringResources,
+    UnknownMethodError,
+    build_method,
+    get_method,
+    method_names,
+    register,
+    unregister,
+)
 
 # A complete new method, written as its own file: a logit bias toward one token.
 NEW_METHOD_FILE = '''

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeGuard
 
 HUB_ID = "HannahRoseKirk/prism-alignment"
 CONVERSATION_TYPES = ("unguided", "values guided", "controversy guided")
@@ -173,7 +174,7 @@ def load_prism(source: str | Path | None = None) -> PrismData:
 # --- validation ----------------------------------------------------------------------------------
 
 
-def _nonempty_str(value: object) -> bool:
+def _nonempty_str(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and bool(value.strip())
 
 
@@ -318,7 +319,7 @@ def split_pairs(pairs: list[PreferencePair], holdout: float = 0.3, seed: int = 0
     by_user: dict[str, list[str]] = {}
     for user, conv in conversations:
         by_user.setdefault(user, []).append(conv)
-    held = {(u, c) for u, convs in by_user.items() for c in convs[: int(round(len(convs) * holdout))]}
+    held = {(u, c) for u, convs in by_user.items() for c in convs[: round(len(convs) * holdout)]}
     train = [p for p in pairs if (p.user_id, p.conversation_id) not in held]
     test = [p for p in pairs if (p.user_id, p.conversation_id) in held]
     return train, test

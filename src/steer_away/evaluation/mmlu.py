@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from steer_away.generation import next_token_scores
-from steer_away.models import LanguageModel, ModelShape
+from steer_away.models import LanguageModel
 from steer_away.steering.base import RowSteering, SteeringMethod
 
 LETTERS = ("A", "B", "C", "D")

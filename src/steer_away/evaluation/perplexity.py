@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import torch
 
 from steer_away import internals
-from steer_away.evaluation.metrics import perplexity
 from steer_away.chat import Conversation, as_conversation, encode, render_chat
-from steer_away.models import LanguageModel, ModelShape
+from steer_away.evaluation.metrics import perplexity
+from steer_away.models import LanguageModel
 
 
 @torch.inference_mode()

@@ -164,7 +164,7 @@ def plot_sweep(main: Sequence[dict], out: Path) -> list[Path]:
 
 def sample_answers(store: ResultsStore, cells: Sequence[dict], users: int = 3, prompts: int = 2) -> str:
     """Markdown: unsteered vs each personalised method's best cell for a few users."""
-    by_method = {}
+    by_method: dict[str, dict] = {}
     for c in sorted(cells, key=lambda c: c["summary"]["mae"]):
         by_method.setdefault(c["method"], c)
     base = by_method.get(BASELINE)

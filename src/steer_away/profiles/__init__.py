@@ -1,6 +1,12 @@
 """Per-user profiles: preferred toxicity, dislike, sensitivity and Bradley–Terry ideal points."""
 
-from steer_away.profiles.build import (SENSITIVITIES, SensitivityRule, UserProfile, build_profiles,
-                                       load_profiles, save_profiles)
+from steer_away.profiles.build import (
+                                       SENSITIVITIES,
+                                       SensitivityRule,
+                                       UserProfile,
+                                       build_profiles,
+                                       load_profiles,
+                                       save_profiles,
+)
 
 __all__ = ["SENSITIVITIES", "SensitivityRule", "UserProfile", "build_profiles", "load_profiles", "save_profiles"]

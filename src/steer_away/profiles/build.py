@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from steer_away.files import read_structured
 from steer_away.data.prism import PreferencePair, PrismData, RatedTurn, chosen_response
+from steer_away.files import read_structured
 from steer_away.profiles.bradley_terry import fit_ideal_point
 from steer_away.scoring.base import ToxicityScorer
 

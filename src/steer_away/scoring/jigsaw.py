@@ -31,8 +31,8 @@ class _TokenizerState:
 
 
 class _SafeUnpickler(pickle.Unpickler):
-    _ALLOWED = {("collections", "OrderedDict"), ("collections", "defaultdict"), ("builtins", "int"),
-                ("builtins", "dict"), ("builtins", "list"), ("builtins", "str"), ("builtins", "float")}
+    _ALLOWED = frozenset({("collections", "OrderedDict"), ("collections", "defaultdict"), ("builtins", "int"),
+                          ("builtins", "dict"), ("builtins", "list"), ("builtins", "str"), ("builtins", "float")})
 
     def find_class(self, module: str, name: str) -> object:
         if name == "Tokenizer" and module.startswith("keras"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from steer_away.paths import cache_root
 from steer_away.scoring.base import ScorerError, ToxicityScorer
@@ -12,7 +13,7 @@ BACKENDS = ("jigsaw-bilstm", "detoxify", "perspective")
 DEFAULT_BACKEND = "jigsaw-bilstm"
 
 
-def make_scorer(name: str = DEFAULT_BACKEND, cache_path: str | Path | None = None, **options: object) -> CachedScorer:
+def make_scorer(name: str = DEFAULT_BACKEND, cache_path: str | Path | None = None, **options: Any) -> CachedScorer:
     """A cached scorer; `cache_path` defaults to the user cache folder."""
     backend: ToxicityScorer
     if name in ("jigsaw-bilstm", "offline"):

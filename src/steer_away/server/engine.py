@@ -146,7 +146,7 @@ class BatchingEngine:
     def _run(self, batch: list[Job]) -> None:
         try:
             self._decode(batch)
-        except Exception:  # noqa: BLE001 - isolate the failing request: rerun each alone
+        except Exception:
             if len(batch) == 1:
                 self._fail(batch[0], APIError(500, "generation failed for this request", "server_error"))
                 return
@@ -155,7 +155,7 @@ class BatchingEngine:
                     self._decode([job])
                 except APIError as err:
                     self._fail(job, err)
-                except Exception as err:  # noqa: BLE001
+                except Exception as err:
                     self._fail(job, APIError(500, f"generation failed: {type(err).__name__}: {err}", "server_error"))
 
     def _fail(self, job: Job, err: APIError) -> None:

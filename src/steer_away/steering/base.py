@@ -163,8 +163,7 @@ def _coerce(value: object, hint: object) -> object:
                 return value
             if isinstance(value, str) and value.strip().lstrip("-").isdigit():
                 return int(value)
-        elif option is str:
-            if isinstance(value, (str, int)) and not isinstance(value, bool):
-                return str(value)
+        elif option is str and isinstance(value, (str, int)) and not isinstance(value, bool):
+            return str(value)
     names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
     raise ValueError(f"expected {names}, got {value!r}")

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from steer_away.models import ModelShape
 from steer_away.profiles.bradley_terry import fit_ideal_point, orthogonal_basis
 from steer_away.steering.extract import PairActivations
-from steer_away.models import ModelShape
 from steer_away.steering.vectors import SteeringVector
 
 PROFILE_MODES = ("population", "dislike", "bt")
@@ -27,13 +27,13 @@ def population_vector(acts: PairActivations, lm_shape: ModelShape, seed: int | N
     return acts.as_vector(acts.diffs.mean(0), {"kind": "population", "seed": seed}, lm_shape)
 
 
-def pair_weights(acts: PairActivations, toxicity_gaps: Sequence[float]) -> np.ndarray:
+def pair_weights(acts: PairActivations, toxicity_gaps: Sequence[float] | np.ndarray) -> np.ndarray:
     """Margin/100 × (1 + |toxicity(rejected) − toxicity(chosen)|): pairs decided on toxicity count more."""
     margins = np.array([p.margin for p in acts.pairs]) / 100.0
     return margins * (1.0 + np.abs(np.asarray(toxicity_gaps, dtype=np.float64)))
 
 
-def dislike_vectors(acts: PairActivations, lm_shape: ModelShape, toxicity_gaps: Sequence[float],
+def dislike_vectors(acts: PairActivations, lm_shape: ModelShape, toxicity_gaps: Sequence[float] | np.ndarray,
                     shrinkage: float = 10.0) -> dict[str, SteeringVector]:
     population = acts.diffs.mean(0)
     weights = torch.tensor(pair_weights(acts, toxicity_gaps), dtype=acts.diffs.dtype)

@@ -15,8 +15,8 @@ import torch
 from tqdm.auto import tqdm
 
 from steer_away import internals
-from steer_away.data.prism import PreferencePair
 from steer_away.chat import encode, render_chat
+from steer_away.data.prism import PreferencePair
 from steer_away.models import LanguageModel, ModelShape
 from steer_away.steering.vectors import SteeringVector
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -239,8 +239,8 @@ def _combined_meta(a: dict[str, object], b: dict[str, object]) -> dict[str, obje
     meta: dict[str, object] = {"kind": "composed", "parts": [a.get("kind", "vector"), b.get("kind", "vector")]}
     norms_a, norms_b = a.get("residual_norms"), b.get("residual_norms")
     if isinstance(norms_a, dict) or isinstance(norms_b, dict):
-        na = norms_a if isinstance(norms_a, dict) else {}
-        nb = norms_b if isinstance(norms_b, dict) else {}
+        na: dict[str, Any] = norms_a if isinstance(norms_a, dict) else {}
+        nb: dict[str, Any] = norms_b if isinstance(norms_b, dict) else {}
         meta["residual_norms"] = {k: (float(na[k]) + float(nb[k])) / 2 if k in na and k in nb
                                   else float(na.get(k, nb.get(k, 0.0))) for k in set(na) | set(nb)}
     if a.get("position") is not None and a.get("position") == b.get("position"):

@@ -78,7 +78,7 @@ class SweepConfig:
     def from_dict(cls, raw: dict[str, Any], source: str = "config") -> SweepConfig:
         known = {f.name for f in fields(cls)} - {"methods"}
         table = dict(raw.get("sweep", raw))
-        methods_raw = raw.get("methods", table.pop("methods", []))
+        methods_raw: list[Any] = raw.get("methods", table.pop("methods", [])) or []
         unknown = sorted(set(table) - known)
         if unknown:
             raise SweepConfigError(f"{source}: unknown key [sweep].{unknown[0]} (known: {', '.join(sorted(known))})")

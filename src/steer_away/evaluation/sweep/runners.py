@@ -98,7 +98,8 @@ def _run_on_ray(config: SweepConfig, ctx: EvalContext, store: ResultsStore, pend
         def run(self, cell: Cell, done_rows: set[str], done_q: set[str]) -> list[Batch]:
             return list(compute_cell(self.ctx, cell, done_rows, done_q))
 
-    workers = [CellWorker.remote(config.to_dict()) for _ in range(max(1, min(config.ray_workers, len(pending))))]
+    actor: Any = CellWorker  # ray.remote adds .remote(), which the type checker cannot see
+    workers = [actor.remote(config.to_dict()) for _ in range(max(1, min(config.ray_workers, len(pending))))]
     futures: dict[Any, tuple[Any, Cell]] = {}
     queue = list(pending)
 
