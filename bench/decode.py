@@ -20,7 +20,7 @@ from steer_away.generation import GenerationConfig, generate
 from steer_away.models import load_model
 from steer_away.steering.activation import ActivationSteering
 from steer_away.steering.base import RowSteering
-from steer_away.steering.logits import LogitSteering
+from steer_away.steering.logits import ACD, EADS
 from steer_away.steering.vectors import SteeringVector
 
 PROMPTS = [
@@ -70,7 +70,7 @@ def main() -> None:
     users = {f"u{i}": random_vector(lm, i + 1, layers) for i in range(8)}
     caa = ActivationSteering(population, alpha=0.5)
     per_user = ActivationSteering(users, alpha=0.5, default=population)
-    eads, acd = LogitSteering("eads"), LogitSteering("acd")
+    eads, acd = EADS(), ACD()
     print(machine_line(lm))
     print(f"{args.tokens} new tokens per row, steered layers {layers[0]}-{layers[-1]}, "
           f"median of {args.repeats} round-robin repeats after {args.warmup} warm-up")

@@ -17,8 +17,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import base_parser, interleaved_medians, machine_line, print_table
 from decode import PROMPTS
 from steer_away import internals
+from steer_away.chat import encode, render_chat
 from steer_away.data.prism import load_prism, preference_pairs, sample_pairs
-from steer_away.generation import GenerationConfig, encode, generate, render_chat
+from steer_away.generation import GenerationConfig, generate
 from steer_away.models import load_model
 from steer_away.steering.activation import ActivationSteering
 from steer_away.steering.compose import population_vector

@@ -43,3 +43,34 @@ def test_quick_demo_writes_a_report(tmp_path):
     report = (tmp_path / "demo" / "report" / "report.md").read_text()
     assert "| unsteered |" in report and "Steered vs unsteered answers" in report
     assert (tmp_path / "demo" / "report" / "sweep.png").stat().st_size > 10_000
+
+
+def test_gguf_export_and_import_commands(tiny_model_dir, tmp_path):
+    import torch
+
+    from steer_away.steering.vectors import SteeringVector
+
+    g = torch.Generator().manual_seed(0)
+    vector = SteeringVector({l: torch.randn(32, generator=g) for l in (0, 1, 2)}, "tiny", 32, 4,
+                            meta={"kind": "population"})
+    vector.save(tmp_path / "v.safetensors")
+    # layer 0 cannot be written for llama.cpp: the command says so, and --layers restricts
+    assert main(["vectors", "export-gguf", "--vector", str(tmp_path / "v.safetensors"),
+                 "--out", str(tmp_path / "v.gguf")]) == 2
+    assert main(["vectors", "export-gguf", "--vector", str(tmp_path / "v.safetensors"), "--layers", "1-2",
+                 "--scale", "2", "--out", str(tmp_path / "v.gguf")]) == 0
+    assert main(["vectors", "import-gguf", "--model", str(tiny_model_dir), "--gguf", str(tmp_path / "v.gguf"),
+                 "--out", str(tmp_path / "back.safetensors")]) == 0
+    back = SteeringVector.load(tmp_path / "back.safetensors")
+    assert back.layers == [1, 2]
+    for layer in (1, 2):
+        torch.testing.assert_close(back.directions[layer], 2 * vector.directions[layer])
+
+
+def test_generate_flag_a_method_does_not_take(tiny_model_dir, capsys):
+    assert main(["generate", "--model", str(tiny_model_dir), "--prompt", "hi", "--method", "eads",
+                 "--layers", "1-2"]) == 2
+    assert "--layers does not apply to eads" in capsys.readouterr().err
+    assert main(["generate", "--model", str(tiny_model_dir), "--prompt", "hi", "--method", "eads",
+                 "--alpha", "nan"]) == 2
+    assert "alpha must be finite" in capsys.readouterr().err
