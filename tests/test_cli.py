@@ -74,3 +74,24 @@ def test_generate_flag_a_method_does_not_take(tiny_model_dir, capsys):
     assert main(["generate", "--model", str(tiny_model_dir), "--prompt", "hi", "--method", "eads",
                  "--alpha", "nan"]) == 2
     assert "alpha must be finite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--layers", "20-15"], "range 20-15 is empty or negative"),
+    (["--layers", "0-1000000000"], "layer index 1000000000 out of range"),
+    (["--alpha", "1e30"], "|alpha| <= 1000"),
+    (["--alpha", "inf"], "alpha must be finite"),
+])
+def test_generate_refuses_silent_wrong_results(tiny_model_dir, tmp_path, capsys, flags, message):
+    import time
+
+    import torch
+
+    from steer_away.steering.vectors import SteeringVector
+
+    SteeringVector({1: torch.ones(32)}, str(tiny_model_dir), 32, 4).save(tmp_path / "v.safetensors")
+    start = time.perf_counter()
+    code = main(["generate", "--model", str(tiny_model_dir), "--prompt", "hi", "--vector",
+                 str(tmp_path / "v.safetensors"), *flags])
+    assert code == 2 and message in capsys.readouterr().err
+    assert time.perf_counter() - start < 30  # no billion-element layer list

@@ -72,3 +72,32 @@ def test_embedded_model_answers_coherently(embedded_lm):
     out = generate(embedded_lm, ["What is the capital of France?"], config=GenerationConfig(max_new_tokens=20))
     assert "Paris" in out[0].text
     assert out[0].finish_reason == "stop"
+
+
+def test_unreachable_hub_fails_at_once(monkeypatch):
+    import time
+
+    import httpx
+    import huggingface_hub
+
+    def unreachable(*args, **kwargs):
+        raise httpx.ConnectError("Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub, "model_info", unreachable)
+    start = time.perf_counter()
+    with pytest.raises(ModelLoadError, match="cannot reach the Hugging Face hub to fetch 'nope/model'"):
+        load_model("nope/model")
+    assert time.perf_counter() - start < 5
+
+
+def test_missing_hub_repo_is_named(monkeypatch):
+    import httpx
+    import huggingface_hub
+
+    def missing(repo_id, **kwargs):
+        response = httpx.Response(404, request=httpx.Request("GET", f"https://hub.invalid/{repo_id}"))
+        raise huggingface_hub.errors.RepositoryNotFoundError(f"{repo_id} not found", response=response)
+
+    monkeypatch.setattr(huggingface_hub, "model_info", missing)
+    with pytest.raises(ModelLoadError, match="no model 'nope/model' on the Hugging Face hub"):
+        load_model("nope/model")

@@ -1,5 +1,7 @@
 """The real server on a loopback port, called with the OpenAI client and with raw HTTP."""
 
+import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -204,6 +206,211 @@ def test_serve_cli_reloads_on_sighup(tiny_model_dir, tmp_path):
         r = httpx.post(url + "/v1/chat/completions", json={"messages": PROMPT, "user": "bob", "max_tokens": 4},
                        timeout=60)
         assert r.status_code == 200 and proc.poll() is None
+        # a malformed profiles file: SIGHUP keeps the server and its previous profiles
+        profiles.write_text(json.dumps({"format": "steer-away/profiles@1", "profiles": {"nested": {"x": 1}}}))
+        os.kill(proc.pid, signal.SIGHUP)
+        time.sleep(1.0)
+        assert proc.poll() is None and httpx.get(url + "/health").json()["users"] == 2
+        r = httpx.post(url + "/admin/reload", timeout=30)  # loopback, no key: allowed, and refused with a reason
+        assert r.status_code == 400 and "'profiles' must be a list" in r.json()["error"]["message"]
+        assert httpx.post(url + "/v1/chat/completions", json={"messages": PROMPT, "max_tokens": 2},
+                          timeout=60).status_code == 200
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        proc.wait(timeout=30)  # SIGTERM stops it
+
+
+def raw_post(url, content, headers=None):
+    return httpx.post(url + "/v1/chat/completions", content=content, timeout=60,
+                      headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json", **(headers or {})})
+
+
+@pytest.mark.parametrize("content, status, message", [
+    (b'{"messages": [{"role": "user", "content": "\xff\xfe"}]}', 400, "not UTF-8"),
+    (b"[" * 1900 + b"]" * 1900, 400, "nested too deeply"),
+    (json.dumps({"messages": PROMPT, "seed": 2**70}).encode(), 400, "seed must be in"),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "temperature": NaN}', 400, "temperature must be a finite"),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "top_p": Infinity}', 400, "top_p must be in"),
+])
+def test_hostile_bodies_get_a_400_not_a_500(served, content, status, message):
+    r = raw_post(served["url"], content)
+    assert r.status_code == status and message in r.json()["error"]["message"]
+
+
+def test_body_size_is_enforced_while_reading(served):
+    def chunks():  # no Content-Length: the server has to count
+        for _ in range(100):
+            yield b" " * 1000
+    r = raw_post(served["url"], chunks())
+    assert r.status_code == 413 and "over the limit of 4000 bytes" in r.json()["error"]["message"]
+    # a 500 MB body announced: refused on the header, before any of it is read
+    import socket
+    from urllib.parse import urlparse
+
+    where = urlparse(served["url"])
+    with socket.create_connection((where.hostname, where.port), timeout=10) as sock:
+        sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {500 * 2**20}\r\n\r\n{{".encode())
+        reply = b""
+        while b"524288000" not in reply and len(reply) < 8192:
+            piece = sock.recv(4096)
+            if not piece:
+                break
+            reply += piece
+        reply = reply.decode()
+    assert reply.startswith("HTTP/1.1 413") and "524288000 bytes; the limit is 4000" in reply
+
+
+def test_prompt_longer_than_the_limit_is_refused(tokenizer):
+    lm = make_tiny_lm("llama", tokenizer)
+    app = create_app(lm, settings=ServerSettings(max_prompt_tokens=50, max_request_bytes=200_000))
+    server, thread, url = serve_in_thread(app)
+    try:
+        long = [{"role": "user", "content": "the quick brown fox " * 30}]
+        r = httpx.post(url + "/v1/chat/completions", json={"messages": long, "max_tokens": 4}, timeout=30)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
+        assert "the limit is 50" in r.json()["error"]["message"]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    # the model's context counts too: the tiny model's 256 positions less max_tokens and a steering reserve
+    app = create_app(lm, settings=ServerSettings(max_prompt_tokens=10_000, max_request_bytes=200_000))
+    server, thread, url = serve_in_thread(app)
+    try:
+        long = [{"role": "user", "content": "the quick brown fox " * 60}]
+        r = httpx.post(url + "/v1/chat/completions", json={"messages": long, "max_tokens": 100}, timeout=30)
+        assert r.status_code == 400 and "the model's context 256" in r.json()["error"]["message"]
+        assert "the limit is 92" in r.json()["error"]["message"]  # 256 - 100 - 64
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_admin_reload_is_off_without_a_key_beyond_loopback(tokenizer):
+    app = create_app(make_tiny_lm("llama", tokenizer), settings=ServerSettings())  # no key, not marked loopback
+    server, thread, url = serve_in_thread(app)
+    try:
+        r = httpx.post(url + "/admin/reload", timeout=30)
+        assert r.status_code == 403 and "--api-key" in r.json()["error"]["message"]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_no_deadlock_with_mixed_jobs_at_the_queue_limit(served):
+    """The old worker put jobs it could not batch back into its own full queue and blocked for ever."""
+    engine = served["app"].state.engine
+    old = engine.queue.maxsize
+    engine.queue.maxsize = 4
+    bodies = [{"messages": PROMPT, "max_tokens": 3,
+               "steering": {"method": ["caa-dislike", "eads", "unsteered"][i % 3]},
+               "temperature": [0, 0.7][i % 2], "seed": i} for i in range(24)]
+
+    def retrying(body):
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            r = post(served, body)
+            if r.status_code != 429:
+                return r.status_code
+            time.sleep(0.02)
+        return 429
+
+    try:
+        with ThreadPoolExecutor(24) as pool:
+            codes = list(pool.map(retrying, bodies))
+    finally:
+        engine.queue.maxsize = old
+    assert codes == [200] * 24
+    assert httpx.get(served["url"] + "/health").json()["status"] == "ok"
+
+
+def test_seeded_request_samples_the_same_text_whatever_its_batch(served):
+    body = {"messages": PROMPT, "max_tokens": 8, "temperature": 1.0, "seed": 1234}
+    alone = post(served, body).json()["choices"][0]["message"]["content"]
+    others = [{"messages": [{"role": "user", "content": "thank you"}], "max_tokens": 8, "temperature": 1.0,
+               "seed": s} for s in (1, 2, 3)]
+    engine = served["app"].state.engine
+    before = len(engine.batch_sizes)
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(post, served, b) for b in [*others, body]]
+        texts = [f.result().json()["choices"][0]["message"]["content"] for f in futures]
+    assert max(engine.batch_sizes[before:]) > 1
+    assert texts[-1] == alone
+
+
+def test_short_request_returns_before_its_long_batch_mate(served):
+    done_at = {}
+
+    def timed(name, tokens):
+        r = post(served, {"messages": PROMPT, "max_tokens": tokens, "user": name})
+        done_at[name] = time.perf_counter()
+        return r.status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        codes = list(pool.map(timed, ["ann", "bob"], [2, 64]))
+    assert codes == [200, 200] and done_at["ann"] < done_at["bob"]
+
+
+def test_disconnected_stream_frees_its_row(served, monkeypatch):
+    from steer_away import internals
+
+    real_step = internals.forward_step
+
+    def slow_step(*args, **kwargs):  # 64 steps take seconds: long enough to hang up mid-way
+        time.sleep(0.05)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(internals, "forward_step", slow_step)
+    engine = served["app"].state.engine
+    before = engine.cancelled_jobs
+    batches = engine.batches_run
+    body = {"messages": PROMPT, "max_tokens": 64, "stream": True}
+    with httpx.stream("POST", served["url"] + "/v1/chat/completions", json=body, timeout=60,
+                      headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+        for line in r.iter_lines():  # hang up once decoding has produced some text
+            if line.startswith("data:") and json.loads(line[5:])["choices"][0]["delta"].get("content"):
+                break
+    deadline = time.time() + 30
+    while engine.cancelled_jobs == before and time.time() < deadline:
+        time.sleep(0.05)
+    assert engine.cancelled_jobs > before
+    deadline = time.time() + 30
+    while engine.batches_run == batches and time.time() < deadline:
+        time.sleep(0.05)
+    assert engine.batches_run > batches  # the batch ended early instead of decoding 64 tokens for no one
+    assert post(served, {"messages": PROMPT, "max_tokens": 2}).status_code == 200
+
+
+def test_health_reports_a_stalled_worker(served):
+    engine = served["app"].state.engine
+    real = engine.alive
+    engine.alive = lambda: (True, 10_000.0)
+    try:
+        r = httpx.get(served["url"] + "/health")
+        assert r.status_code == 503 and r.json()["status"] == "stalled"
+    finally:
+        engine.alive = real
+    assert httpx.get(served["url"] + "/health").status_code == 200
+
+
+def test_client_that_gives_up_on_a_plain_request_is_not_decoded_for(served, monkeypatch):
+    from steer_away import internals
+
+    real_step = internals.forward_step
+
+    def slow_step(*args, **kwargs):
+        time.sleep(0.05)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(internals, "forward_step", slow_step)
+    engine = served["app"].state.engine
+    before = engine.cancelled_jobs
+    with pytest.raises(httpx.TimeoutException):
+        post_with_timeout = httpx.post(served["url"] + "/v1/chat/completions", timeout=1.0,
+                                       json={"messages": PROMPT, "max_tokens": 64},
+                                       headers={"Authorization": f"Bearer {TOKEN}"})
+        assert post_with_timeout is None
+    deadline = time.time() + 30
+    while engine.cancelled_jobs == before and time.time() < deadline:
+        time.sleep(0.05)
+    assert engine.cancelled_jobs > before

@@ -69,7 +69,8 @@ def _method_from_args(args: argparse.Namespace, lm: LanguageModel) -> SteeringMe
             raise UsageError(f"--{field.replace('_', '-')} does not apply to {name} "
                              f"(it takes: {', '.join('--' + t.replace('_', '-') for t in sorted(takes)) or 'nothing'})")
     method_args = entry.make_args(given, where=f"{name} (command line)")
-    resources = SteeringResources(lm, profiles=args.profiles, vectors=args.vector, categories=args.categories)
+    resources = SteeringResources(lm, profiles=args.profiles, vectors=args.vector, categories=args.categories,
+                                  allow_other_model=args.allow_other_model)
     if getattr(args, "user", None) and entry.needs.profiles and args.profiles and args.user not in resources.profiles():
         console.print(f"[yellow]user {escape(args.user)} has no profile; {name} uses its default for them[/yellow]")
     return build_method(name, method_args, resources)
@@ -322,6 +323,8 @@ def _add_steering_args(parser: argparse.ArgumentParser) -> None:
                         + " (default: the first vector method when --vector is given, else the baseline)")
     parser.add_argument("--vector", "--vectors", dest="vector", default=None,
                         help="CAA: a vector store folder, a bank folder, a .safetensors vector or a .gguf control vector")
+    parser.add_argument("--allow-other-model", action="store_true",
+                        help="use vectors extracted under another model id (hidden size and depth are still checked)")
     parser.add_argument("--profiles", default=None, help="profiles JSON (users' sensitivity, for logit steering)")
     parser.add_argument("--categories", default=None, help="steering-category TOML (default: shipped)")
     group = parser.add_argument_group("method arguments (each method takes some of these; see --method)")

@@ -52,7 +52,7 @@ class Generation:
     text: str
     token_ids: list[int]
     prompt_tokens: int
-    finish_reason: str  # "stop" (end-of-sequence token) or "length"
+    finish_reason: str  # "stop" (end-of-sequence token), "length", or "cancelled" (by on_step)
 
 
 def stop_token_ids(lm: LanguageModel) -> list[int]:
@@ -67,11 +67,16 @@ def stop_token_ids(lm: LanguageModel) -> list[int]:
 
 
 def _pick(scores: torch.Tensor, config: GenerationConfig, processors: LogitsProcessorList,
-          history: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+          history: torch.Tensor, generators: list[torch.Generator | None] | torch.Generator | None) -> torch.Tensor:
+    """Greedy, or a draw per row; with one generator per row, a row's draw depends on its seed alone."""
     if not config.do_sample:
         return scores.argmax(dim=-1)
     scores = processors(history, scores.float())  # type: ignore[arg-type]  # LongTensor is an alias of Tensor
-    return torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator).squeeze(-1)
+    probs = torch.softmax(scores, dim=-1)
+    if isinstance(generators, list):
+        return torch.cat([torch.multinomial(probs[i:i + 1], 1, generator=g).squeeze(-1)
+                          for i, g in enumerate(generators)])
+    return torch.multinomial(probs, 1, generator=generators).squeeze(-1)
 
 
 def _prepare(lm: LanguageModel, prompts: Sequence[str | Conversation], method: SteeringMethod | None,
@@ -92,12 +97,15 @@ def generate(
     method: SteeringMethod | None = None,
     rows: Sequence[RowSteering] | None = None,
     config: GenerationConfig | None = None,
-    on_step: Callable[[list[int], list[bool]], None] | None = None,
+    on_step: Callable[[list[int], list[bool]], Sequence[bool] | None] | None = None,
+    seeds: Sequence[int | None] | None = None,
 ) -> list[Generation]:
     """Generate one answer per prompt; `rows` says which user (and α) each prompt is steered for.
 
     `on_step(tokens, finished)` is called after every step with each row's new token and whether
-    the row had already finished before it (for streaming).
+    the row had already finished before it (for streaming); it may return a mask of rows to stop
+    now (a client that left), which end with finish reason "cancelled". `seeds` gives each row its
+    own sampling seed, so a seeded row samples the same text whatever shares its batch.
     """
     config = config or GenerationConfig()
     if not prompts:
@@ -108,13 +116,19 @@ def generate(
     prompt_lengths = mask[:batch].sum(-1).tolist()
     stops = torch.tensor(stop_token_ids(lm), device=lm.device)
     pad = lm.tokenizer.pad_token_id
-    generator = None
-    if config.do_sample and config.seed is not None:
-        generator = torch.Generator(device=lm.device).manual_seed(config.seed)
+    generators: list[torch.Generator | None] | torch.Generator | None = None
+    if config.do_sample and seeds is not None:
+        if len(seeds) != batch:
+            raise ValueError(f"{len(seeds)} seeds for {batch} prompts")
+        generators = [None if s is None else torch.Generator(device=lm.device).manual_seed(s) for s in seeds]
+    elif config.do_sample and config.seed is not None:
+        generators = torch.Generator(device=lm.device).manual_seed(config.seed)
     processors = config.score_processors()
     cache = internals.new_kv_cache(lm.model)
     done = torch.zeros(batch, dtype=torch.bool, device=lm.device)
     stopped = torch.zeros(batch, dtype=torch.bool, device=lm.device)
+    cancelled = torch.zeros(batch, dtype=torch.bool, device=lm.device)
+    kept = [config.max_new_tokens] * batch  # tokens a cancelled row keeps (what on_step had seen)
     steps: list[torch.Tensor] = []
     # The attention mask for every step, allocated once: step k uses the first prompt+k+1 columns.
     prompt_width = mask.shape[1]
@@ -124,11 +138,17 @@ def generate(
         for step in range(config.max_new_tokens):
             scores = prepared.combine(logits.view(prepared.num_branches, batch, -1))
             history = torch.stack(steps, dim=1) if steps and config.do_sample else input_ids[:batch, :0]
-            token = _pick(scores, config, processors, history, generator).masked_fill(done, pad)
+            token = _pick(scores, config, processors, history, generators).masked_fill(done, pad)
             steps.append(token)
-            if on_step is not None:
-                on_step(token.tolist(), done.tolist())
             hit = (torch.isin(token, stops) if config.stop_on_eos else torch.zeros_like(done)) & ~done
+            if on_step is not None:
+                cancel = on_step(token.tolist(), done.tolist())
+                if cancel is not None:
+                    newly = torch.tensor(list(cancel), dtype=torch.bool, device=lm.device) & ~done & ~hit
+                    cancelled |= newly
+                    done |= newly
+                    for row in newly.nonzero().flatten().tolist():
+                        kept[row] = step + 1
             stopped |= hit
             done |= hit
             if bool(done.all()):
@@ -140,7 +160,7 @@ def generate(
     results = []
     for row in range(batch):
         ids = []
-        for tok in tokens[row]:
+        for tok in tokens[row][:kept[row]]:
             if tok in stop_set and config.stop_on_eos:
                 break
             ids.append(tok)
@@ -148,7 +168,7 @@ def generate(
             text=lm.tokenizer.decode(ids, skip_special_tokens=True).strip(),
             token_ids=ids,
             prompt_tokens=int(prompt_lengths[row]),
-            finish_reason="stop" if bool(stopped[row]) else "length",
+            finish_reason="stop" if bool(stopped[row]) else "cancelled" if bool(cancelled[row]) else "length",
         ))
     return results
 

@@ -214,6 +214,17 @@ def residuals_at(model: Model, input_ids: torch.Tensor, attention_mask: torch.Te
     return captured
 
 
+def context_length(model: Model) -> int:
+    """How many positions the model was built for (its context window)."""
+    config = model.config
+    config = getattr(config, "text_config", None) or config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    raise LayerError(f"cannot find the context length in the config of {type(model).__name__}")
+
+
 def new_kv_cache(model: Model) -> object:
     from transformers import DynamicCache
 

@@ -127,7 +127,29 @@ def load_model(
         return _load_pretrained(str(path), str(path), "folder", target, dtype)
     if source.startswith((".", "/", "~")) or os.sep in source.strip("/").replace("/", "", 1):
         raise ModelLoadError(f"model path not found: {source}")
+    _check_hub(source)
     return _load_pretrained(source, source, "hub", target, dtype)
+
+
+def _check_hub(repo_id: str) -> None:
+    """Fail in a second, not after a minute of download retries, when a hub model cannot be had:
+    no local copy and the hub is out of reach, or the id does not exist."""
+    import huggingface_hub
+
+    if huggingface_hub.try_to_load_from_cache(repo_id, "config.json") is not None:
+        return  # cached: transformers loads it (offline too)
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        raise ModelLoadError(f"'{repo_id}' is not in the local Hugging Face cache and HF_HUB_OFFLINE is set")
+    try:
+        huggingface_hub.model_info(repo_id, timeout=10)
+    except huggingface_hub.errors.RepositoryNotFoundError as err:
+        raise ModelLoadError(f"no model '{repo_id}' on the Hugging Face hub (or it is private: log in with "
+                             "`hf auth login`)") from err
+    except huggingface_hub.errors.GatedRepoError:
+        return  # exists; from_pretrained says what access it needs
+    except Exception as err:  # network errors come from several libraries
+        raise ModelLoadError(f"cannot reach the Hugging Face hub to fetch '{repo_id}' ({type(err).__name__}: {err}); "
+                             "check the network, or pass a local folder or .gguf file") from err
 
 
 def _load_pretrained(name: str, model_id: str, kind: str, device: torch.device, dtype: torch.dtype,

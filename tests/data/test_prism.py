@@ -58,6 +58,10 @@ def test_chosen_falls_back_to_highest_score_without_flags():
     (lambda r: r["conversation_history"][2].update(role="bot"), "conversation_history[2].role", "'user' or"),
     (lambda r: r["conversation_history"][2].update(turn=-1), "conversation_history[2].turn", "non-negative"),
     (lambda r: r["conversation_history"][1].update(if_chosen="yes"), "conversation_history[1].if_chosen", "true"),
+    (lambda r: r["conversation_history"][1].update(within_turn_id="x"), "conversation_history[1].within_turn_id",
+     "non-negative integer"),
+    (lambda r: r["conversation_history"][3].update(content="a" * 60_000), "conversation_history[3].content",
+     "the limit is 50000"),
 ])
 def test_each_malformed_kind_is_reported_with_id_and_field(mutate, field, problem):
     record = conv(conv_id="c42")
@@ -93,6 +97,25 @@ def test_local_folder_load_reports_and_skips(tmp_path):
     assert ("u2", "stated_prefs.safety") in where and ("line 2", "<json>") in where
     assert ("c2", "conversation_history[0].role") in where
     assert "skipped 3" in data.report.summary()
+
+
+def test_bad_records_never_fail_the_load_and_duplicates_are_reported(tmp_path):
+    survey = [{"user_id": "u1", "stated_prefs": {"safety": 80}}, {"user_id": "u1", "stated_prefs": {"safety": 10}}]
+    (tmp_path / "survey.jsonl").write_text("\n".join(json.dumps(r) for r in survey))
+    bad_within = conv("c3")
+    bad_within["conversation_history"][1]["within_turn_id"] = "first"
+    duplicate = conv("c1", history=conv()["conversation_history"][:4])  # same id, other content
+    lines = [json.dumps(conv("c1")), "[" * 100_000 + "]" * 100_000, json.dumps(bad_within), json.dumps(duplicate),
+             json.dumps(conv("c2"))]
+    (tmp_path / "conversations.jsonl").write_text("\n".join(lines))
+    data = load_prism(tmp_path)
+    assert data.survey["u1"].stated_safety == 80  # the first record stands
+    assert sorted({t.conversation_id for t in data.turns}) == ["c1", "c2"]
+    assert len([t for t in data.turns if t.conversation_id == "c1"]) == 2  # not the duplicate's turns
+    where = {(i.record_id, i.field): i.problem for i in data.report.issues}
+    assert "appears again" in where[("u1", "user_id")] and "appears again" in where[("c1", "conversation_id")]
+    assert ("c3", "conversation_history[1].within_turn_id") in where
+    assert where[("line 2", "<json>")] == "is nested too deeply"
 
 
 def test_missing_files_named(tmp_path):

@@ -70,3 +70,35 @@ def test_save_load_round_trip_and_errors(tmp_path):
         load_profiles(path)
     with pytest.raises(FileNotFoundError, match="nope.json"):
         load_profiles(tmp_path / "nope.json")
+
+
+def _profiles_file(tmp_path, records):
+    path = tmp_path / "profiles.json"
+    path.write_text(json.dumps({"format": "steer-away/profiles@1", "scorer": "t", "profiles": records}))
+    return path
+
+
+def _record(user="u1", **change):
+    base = {"user_id": user, "attributes": ["TOXICITY"], "preferred_toxicity": [0.1], "rejected_toxicity": [0.2],
+            "dislike": 0.1, "stated_safety": 80, "sensitivity": "strict", "bt_theta": [0.0], "n_pairs": 3,
+            "n_turns": 2, "extra": {}}
+    return {**base, **change}
+
+
+@pytest.mark.parametrize("records, message", [
+    ({"nested": _record()}, "'profiles' must be a list"),
+    (["not an object"], r"profiles\[0\] is not an object"),
+    ([_record(preferred_toxicity="low")], r"profiles\[0\] \(user u1\): 'preferred_toxicity' must list 1 finite"),
+    ([_record(preferred_toxicity=[0.1, 0.2])], "must list 1 finite numbers"),
+    ([_record(n_pairs="3")], "'n_pairs' must be a whole number"),
+    ([_record(stated_safety=300)], "'stated_safety' must be null or a number in 0-100"),
+    ([_record(sensitivity="lenient")], "'sensitivity' must be one of strict, moderate, tolerant"),
+    ([_record(user_id=7)], "'user_id' must be a non-empty string"),
+    ([_record(), _record()], r"user 'u1' appears twice \(profiles\[0\] and profiles\[1\]\)"),
+    ([_record(sensitivty="strict")], "unknown field 'sensitivty'"),
+])
+def test_malformed_profiles_name_file_record_and_field(tmp_path, records, message):
+    path = _profiles_file(tmp_path, records)
+    with pytest.raises(ValueError, match=message) as caught:
+        load_profiles(path)
+    assert str(path) in str(caught.value)

@@ -26,10 +26,15 @@ class FakePerspective(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         FakePerspective.seen.append({"body": body, "key": self.headers.get("X-Goog-Api-Key"), "path": self.path})
         action = FakePerspective.script.pop(0) if FakePerspective.script else "ok"
-        if action == "429":
+        if action in ("429", "429-day"):
             self.send_response(429)
-            self.send_header("Retry-After", "0")
+            self.send_header("Retry-After", "0" if action == "429" else "86400")
             self.end_headers()
+            return
+        if action == "400-echo":  # an endpoint that echoes the request headers in its error
+            self.send_response(400)
+            self.end_headers()
+            self.wfile.write(f"bad request; you sent X-Goog-Api-Key: {self.headers.get('X-Goog-Api-Key')}".encode())
             return
         if action == "500":
             self.send_response(500)
@@ -142,3 +147,20 @@ def test_qps_from_environment(monkeypatch):
     monkeypatch.setenv("PERSPECTIVE_QPS", "fast")
     with pytest.raises(ScorerError, match="PERSPECTIVE_QPS"):
         PerspectiveScorer(api_key=KEY)
+
+
+def test_a_day_long_retry_after_stops_instead_of_sleeping(server):
+    FakePerspective.script = ["429-day"]
+    scorer, sleeps = make(server)
+    with pytest.raises(ScorerError, match="retry after 86400 s"):
+        scorer.score(["x"])
+    assert scorer.requests_sent == 1 and not any(s > 60 for s in sleeps)
+
+
+def test_key_never_shows(server):
+    FakePerspective.script = ["400-echo"]
+    scorer, _ = make(server)
+    with pytest.raises(ScorerError) as caught:
+        scorer.score(["x"])
+    assert "X-Goog-Api-Key: ***" in str(caught.value) and KEY not in str(caught.value)
+    assert KEY not in repr(vars(scorer)) and KEY not in repr(scorer)

@@ -130,6 +130,8 @@ def test_shipped_categories_load():
     ('[strict]\nexpert=""\nanti_expert="b"\nalpha=1\n', r"\[strict\].expert must be a non-empty string"),
     ('[strict]\nexpert="a"\nanti_expert="b"\nalpha=1\nbeta=2\n', r"beta must be in \(0, 1\]"),
     ("[strict\n", "not valid TOML"),
+    ('[strict]\nexpert="a"\nanti_expert="b"\nalpha=1e300\n', r"\[strict\].alpha must be at most 1000"),
+    ('[strict]\nexpert="a"\nanti_expert="b"\nalhpa=1\n', r"\[strict\].alhpa is not a category key; did you mean 'alpha'"),
 ])
 def test_bad_category_files(tmp_path, text, message):
     path = tmp_path / "cats.toml"

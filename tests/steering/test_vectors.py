@@ -164,3 +164,25 @@ def test_gguf_import_rejects_other_architectures(tmp_path):
     writer.close()
     with pytest.raises(VectorFileError, match="not a control vector"):
         SteeringVector.import_gguf(tmp_path / "m.gguf", num_layers=4)
+
+
+def test_vector_files_with_bad_metadata_or_absurd_norms_name_the_file(tmp_path):
+    from safetensors.torch import save_file
+
+    good = {"format": "steer-away/vector@1", "model_id": "m", "hidden_size": 4, "num_layers": 4}
+    for name, header, message in [
+        ("types", {**good, "hidden_size": "four"}, "'hidden_size' and 'num_layers' must be whole numbers"),
+        ("meta", {**good, "meta": [1, 2]}, "'meta' an object"),
+        ("list", [1, 2], "must be a JSON object"),
+    ]:
+        path = tmp_path / f"{name}.safetensors"
+        save_file({"layer.1": torch.ones(4)}, str(path), metadata={"steer_away": json.dumps(header)})
+        with pytest.raises(VectorFileError, match=message) as caught:
+            SteeringVector.load(path)
+        assert str(path) in str(caught.value)
+    huge = tmp_path / "huge.safetensors"
+    save_file({"layer.1": torch.ones(4) * 1e10}, str(huge), metadata={"steer_away": json.dumps(good)})
+    with pytest.raises(VectorFileError, match=r"huge.safetensors: layer 1: direction norm 2e\+10 is not a finite"):
+        SteeringVector.load(huge)
+    with pytest.raises(VectorFileError, match="direction norm"):
+        SteeringVector({1: torch.ones(4)}, "m", 4, 4) * 1e30

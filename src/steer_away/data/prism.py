@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import TypeGuard
 
 HUB_ID = "HannahRoseKirk/prism-alignment"
+MAX_TEXT_CHARS = 50_000  # one message; PRISM's longest are a few thousand characters
+MAX_RECORD_CHARS = 2_000_000  # one JSONL line (a whole conversation)
 CONVERSATION_TYPES = ("unguided", "values guided", "controversy guided")
 
 
@@ -122,10 +124,17 @@ def _read_jsonl(path: Path, report: LoadReport) -> Iterator[dict]:
         for line_no, line in enumerate(handle, 1):
             if not line.strip():
                 continue
+            if len(line) > MAX_RECORD_CHARS:
+                report.skip(path.name, f"line {line_no}", "<json>",
+                            f"is {len(line)} characters; a record may have at most {MAX_RECORD_CHARS}")
+                continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
                 report.skip(path.name, f"line {line_no}", "<json>", f"is not valid JSON ({err.msg})")
+                continue
+            except RecursionError:
+                report.skip(path.name, f"line {line_no}", "<json>", "is nested too deeply")
                 continue
             if not isinstance(record, dict):
                 report.skip(path.name, f"line {line_no}", "<json>", "is not an object")
@@ -158,15 +167,32 @@ def load_prism(source: str | Path | None = None) -> PrismData:
                 raise FileNotFoundError(f"PRISM folder {folder} has no {path.name}")
         survey_rows, conv_rows = _read_jsonl(survey_path, report), _read_jsonl(conv_path, report)
         survey_name, conv_name = survey_path.name, conv_path.name
-    survey = {}
+    survey: dict[str, SurveyRecord] = {}
     for row in survey_rows:
         record = validate_survey(row, survey_name, report)
-        if record is not None:
-            survey[record.user_id] = record
+        if record is None:
+            continue
+        if record.user_id in survey:  # the first record stands; a later one is reported, not merged
+            report.skip(survey_name, record.user_id, "user_id", "appears again (the first record is kept)")
+            continue
+        survey[record.user_id] = record
     report.loaded["users"] = len(survey)
     turns = []
+    seen_conversations: set[str] = set()
     for row in conv_rows:
-        turns.extend(validate_conversation(row, conv_name, report))
+        conv_id = row.get("conversation_id")
+        if isinstance(conv_id, str) and conv_id in seen_conversations:
+            report.skip(conv_name, conv_id, "conversation_id", "appears again (the first record is kept)")
+            continue
+        try:
+            rated = validate_conversation(row, conv_name, report)
+        except (TypeError, ValueError, KeyError, AttributeError) as err:  # a shape no check foresaw
+            report.skip(conv_name, conv_id if isinstance(conv_id, str) else "?", "<record>",
+                        f"could not be read ({type(err).__name__}: {err})")
+            rated = []
+        if isinstance(conv_id, str):
+            seen_conversations.add(conv_id)
+        turns.extend(rated)
     report.loaded["turns"] = len(turns)
     return PrismData(survey=survey, turns=turns, report=report)
 
@@ -230,6 +256,9 @@ def validate_conversation(row: dict, source: str, report: LoadReport) -> list[Ra
         if not _nonempty_str(content):
             report.skip(source, conv_id, f"{where}.content", "is missing or empty")
             return []
+        if len(content) > MAX_TEXT_CHARS:
+            report.skip(source, conv_id, f"{where}.content", f"is {len(content)} characters; the limit is {MAX_TEXT_CHARS}")
+            return []
         slot = by_turn.setdefault(turn, {"user": [], "model": []})
         if role == "user":
             slot["user"].append(content)
@@ -243,9 +272,12 @@ def validate_conversation(row: dict, source: str, report: LoadReport) -> list[Ra
         if not isinstance(chosen, bool):
             report.skip(source, conv_id, f"{where}.if_chosen", f"must be true or false, got {chosen!r}")
             return []
+        within = item.get("within_turn_id", len(slot["model"]))
+        if isinstance(within, bool) or not isinstance(within, int) or within < 0:
+            report.skip(source, conv_id, f"{where}.within_turn_id", f"must be a non-negative integer, got {within!r}")
+            return []
         slot["model"].append(RatedResponse(text=content, model_name=str(item.get("model_name", "")),
-                                           score=float(score), chosen=chosen,
-                                           within_turn_id=int(item.get("within_turn_id", len(slot["model"])))))
+                                           score=float(score), chosen=chosen, within_turn_id=within))
     turns: list[RatedTurn] = []
     context: list[tuple[str, str]] = []
     for turn in sorted(by_turn):

@@ -212,7 +212,7 @@ def write_report(store_path: str | Path, out: str | Path, fingerprint: str | Non
     """Write report.md, main.csv, categories.csv, ppa.csv and the PNGs; return the tables."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    store = ResultsStore(store_path)
+    store = ResultsStore(store_path, create=False)
     try:
         cells = store.cells(only_done=True)
         fingerprint = fingerprint or latest_fingerprint(cells)

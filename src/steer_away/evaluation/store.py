@@ -7,11 +7,15 @@ flight; a rerun asks the store what is done and computes only the rest.
 from __future__ import annotations
 
 import json
-import sqlite3
+import os
+import socket
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from steer_away.files import open_sqlite
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
@@ -21,6 +25,7 @@ CREATE TABLE IF NOT EXISTS answers (
     cell TEXT, row_id TEXT, user_id TEXT, prompt_id TEXT, category TEXT, prompt TEXT, answer TEXT,
     toxicity TEXT, distance REAL, perplexity REAL, n_tokens INTEGER, run_id TEXT, created_at REAL,
     PRIMARY KEY (cell, row_id));
+CREATE TABLE IF NOT EXISTS leases (cell TEXT PRIMARY KEY, owner TEXT, expires REAL);
 CREATE TABLE IF NOT EXISTS mmlu (
     cell TEXT, question_id TEXT, user_id TEXT, predicted INTEGER, correct INTEGER, run_id TEXT,
     PRIMARY KEY (cell, question_id));
@@ -49,17 +54,38 @@ class MMLURecord:
     correct: bool
 
 
+LEASE_SECONDS = 900.0  # a cell claimed by a sweep on another host is free again this long after its last batch
+
+
 class ResultsStore:
-    def __init__(self, path: str | Path) -> None:
+    """Sweep results; `create=False` opens an existing store only (for readers such as reports)."""
+
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
+        self._db = open_sqlite(self.path, "results store", ["cells", "answers", "mmlu"], create=create)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
         self._db.commit()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
     def close(self) -> None:
         self._db.close()
+
+    # leases: two sweeps on one store split its cells instead of both computing them
+    def claim(self, key: str) -> bool:
+        """Take the cell for this process unless a live sweep holds it; renew it if we hold it."""
+        now = time.time()
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute("SELECT owner, expires FROM leases WHERE cell=?", (key,)).fetchone()
+            if row is not None and row[0] != self.owner and row[1] > now and _owner_alive(row[0]):
+                return False
+            self._db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", (key, self.owner, now + LEASE_SECONDS))
+        return True
+
+    def release(self, key: str) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM leases WHERE cell=? AND owner=?", (key, self.owner))
 
     # cells
     def register_cell(self, key: str, method: str, alpha: float | None, settings: str, spec: dict) -> None:
@@ -124,3 +150,18 @@ class ResultsStore:
         cursor = self._db.execute("SELECT question_id, user_id, predicted, correct FROM mmlu WHERE cell=? "
                                   "ORDER BY question_id", (cell,))
         return [MMLURecord(r[0], r[1], r[2], bool(r[3])) for r in cursor]
+
+
+def _owner_alive(owner: str) -> bool:
+    """Whether the process behind a lease still runs; leases from other hosts count as alive (they expire)."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

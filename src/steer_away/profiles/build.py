@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -126,16 +127,66 @@ def save_profiles(profiles: dict[str, UserProfile], path: str | Path, scorer_bac
 
 
 def load_profiles(path: str | Path) -> dict[str, UserProfile]:
+    """Read a profiles file; any malformed record is an error naming the file, the record and the field."""
     payload = read_structured(path, "profiles file", "json")
     if not isinstance(payload, dict) or payload.get("format") != PROFILE_FORMAT:
         raise ValueError(f"{path} is not a steer-away profiles file (expected format '{PROFILE_FORMAT}')")
-    profiles = {}
-    names = set(UserProfile.__dataclass_fields__)
-    for index, record in enumerate(payload.get("profiles", [])):
-        missing = names - set(record) - {"extra"}
-        if missing:
-            raise ValueError(f"{path}: profile #{index} ({record.get('user_id', '?')}) lacks {sorted(missing)}")
-        if record["sensitivity"] not in SENSITIVITIES:
-            raise ValueError(f"{path}: profile {record['user_id']} has sensitivity '{record['sensitivity']}'")
-        profiles[record["user_id"]] = UserProfile(**{k: v for k, v in record.items() if k in names})
+    records = payload.get("profiles", [])
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: 'profiles' must be a list of profile objects, got {type(records).__name__}")
+    profiles: dict[str, UserProfile] = {}
+    first_seen: dict[str, int] = {}
+    for index, record in enumerate(records):
+        profile = _profile_from_record(record, f"{path}: profiles[{index}]")
+        if profile.user_id in first_seen:
+            raise ValueError(f"{path}: user '{profile.user_id}' appears twice (profiles[{first_seen[profile.user_id]}] "
+                             f"and profiles[{index}])")
+        first_seen[profile.user_id] = index
+        profiles[profile.user_id] = profile
     return profiles
+
+
+def _finite_list(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                           and math.isfinite(v) for v in value)
+
+
+def _profile_from_record(record: object, where: str) -> UserProfile:
+    if not isinstance(record, dict):
+        raise ValueError(f"{where} is not an object")
+    user = record.get("user_id")
+    if not isinstance(user, str) or not user.strip():
+        raise ValueError(f"{where}: 'user_id' must be a non-empty string")
+    where = f"{where} (user {user})"
+    names = set(UserProfile.__dataclass_fields__)
+    missing = sorted(names - set(record) - {"extra"})
+    if missing:
+        raise ValueError(f"{where} lacks {missing}")
+    unknown = sorted(set(record) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown field '{unknown[0]}'")
+    attributes = record["attributes"]
+    if not isinstance(attributes, list) or not attributes or not all(isinstance(a, str) for a in attributes):
+        raise ValueError(f"{where}: 'attributes' must be a non-empty list of names")
+    for key in ("preferred_toxicity", "rejected_toxicity"):
+        if not _finite_list(record[key]) or len(record[key]) != len(attributes):
+            raise ValueError(f"{where}: '{key}' must list {len(attributes)} finite numbers, one per attribute")
+    if not _finite_list(record["bt_theta"]):
+        raise ValueError(f"{where}: 'bt_theta' must be a list of finite numbers")
+    dislike = record["dislike"]
+    if isinstance(dislike, bool) or not isinstance(dislike, (int, float)) or not math.isfinite(dislike):
+        raise ValueError(f"{where}: 'dislike' must be a finite number, got {dislike!r}")
+    safety = record["stated_safety"]
+    if safety is not None and (isinstance(safety, bool) or not isinstance(safety, (int, float))
+                               or not 0 <= safety <= 100):
+        raise ValueError(f"{where}: 'stated_safety' must be null or a number in 0-100, got {safety!r}")
+    if record["sensitivity"] not in SENSITIVITIES:
+        raise ValueError(f"{where}: 'sensitivity' must be one of {', '.join(SENSITIVITIES)}, "
+                         f"got {record['sensitivity']!r}")
+    for key in ("n_pairs", "n_turns"):
+        value = record[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{where}: '{key}' must be a whole number >= 0, got {value!r}")
+    if not isinstance(record.get("extra", {}), dict):
+        raise ValueError(f"{where}: 'extra' must be an object")
+    return UserProfile(**{k: v for k, v in record.items() if k in names})

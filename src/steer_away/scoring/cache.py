@@ -7,12 +7,12 @@ rerun over the same texts makes no backend calls.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from steer_away.files import open_sqlite
 from steer_away.scoring.base import ToxicityScorer
 
 
@@ -23,8 +23,7 @@ def text_hash(text: str) -> str:
 class ScoreCache:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False)
+        self._db = open_sqlite(self.path, "score cache", ["scores"])
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS scores (backend TEXT, attribute TEXT, text_hash TEXT, value REAL,"

@@ -21,6 +21,27 @@ KEY_ENV = "PERSPECTIVE_API_KEY"
 QPS_ENV = "PERSPECTIVE_QPS"  # requests per second when the caller gives none (default 1, the API's free quota)
 
 
+MAX_RETRY_AFTER_S = 300.0  # a longer Retry-After means a spent quota: stop and say so instead of sleeping
+
+
+class _Secret:
+    """Holds the API key so that repr(), vars() and tracebacks show no trace of it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def scrub(self, text: str) -> str:
+        return text.replace(self._value, "***")
+
+    def __repr__(self) -> str:
+        return "<secret>"
+
+
 class PerspectiveScorer(ToxicityScorer):
     backend = "perspective"
     preferred_batch_size = 1  # commit every score as soon as it is paid for
@@ -34,6 +55,7 @@ class PerspectiveScorer(ToxicityScorer):
         url: str = DEFAULT_URL,
         max_retries: int = 6,
         backoff_s: float = 1.0,
+        max_retry_after_s: float = MAX_RETRY_AFTER_S,
         timeout_s: float = 30.0,
         languages: Sequence[str] = ("en",),
         sleep: Callable[[float], None] = time.sleep,
@@ -49,12 +71,13 @@ class PerspectiveScorer(ToxicityScorer):
                 raise ScorerError(f"${QPS_ENV} must be a number, got {os.environ[QPS_ENV]!r}") from None
         if not qps > 0:
             raise ScorerError(f"qps must be > 0, got {qps}")
-        self._key = key
+        self._key = _Secret(key)
         self.attributes = tuple(attributes)
         self.url = url
         self.min_interval = 1.0 / qps
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        self.max_retry_after_s = max_retry_after_s
         self.languages = list(languages)
         self._sleep = sleep
         self._client = client or httpx.Client(timeout=timeout_s)
@@ -91,7 +114,7 @@ class PerspectiveScorer(ToxicityScorer):
             self._throttle()
             self.requests_sent += 1
             try:
-                response = self._client.post(self.url, json=body, headers={"X-Goog-Api-Key": self._key})
+                response = self._client.post(self.url, json=body, headers={"X-Goog-Api-Key": self._key.reveal()})
             except httpx.TransportError as err:  # time-outs, refused connections
                 problem = f"{type(err).__name__}"
                 continue
@@ -99,15 +122,19 @@ class PerspectiveScorer(ToxicityScorer):
                 problem = f"HTTP {response.status_code}"
                 retry_after = response.headers.get("Retry-After", "")
                 if retry_after.isdigit():
+                    if float(retry_after) > self.max_retry_after_s:
+                        raise ScorerError(f"Perspective asked to retry after {retry_after} s (HTTP {response.status_code}; "
+                                          "quota spent?); stopping instead of waiting. Scores so far are cached: "
+                                          "run again later")
                     self._sleep(float(retry_after))
                 continue
             if response.status_code >= 400:
                 raise ScorerError(f"Perspective refused the request: HTTP {response.status_code} "
-                                  f"{response.text[:200]}")
+                                  f"{self._key.scrub(response.text[:200])}")
             try:
                 return self._parse(response.json())
             except ValueError as err:
-                problem = f"malformed answer: {err}"
+                problem = self._key.scrub(f"malformed answer: {err}")
         raise ScorerError(f"Perspective failed after {self.max_retries + 1} attempts; last problem: {problem}")
 
     def score_batch(self, texts: Sequence[str]) -> np.ndarray:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import math
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -25,6 +27,9 @@ class ServerSettings:
     max_request_bytes: int = 64_000
     alpha_limit: float = 50.0
     default_max_tokens: int = 128
+    max_prompt_tokens: int = 2048  # and never more than the model's context less max_tokens and steering prompts
+    admin_without_key: bool = False  # /admin/reload with no --api-key: only when listening on loopback
+    stall_after_s: float = 120.0  # /health reports the worker stalled after this long without a decoding step
 
 
 class SteeringOptions(BaseModel):
@@ -72,15 +77,22 @@ class Job:
     stream: asyncio.Queue[str | None] | None
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    prompt_tokens: int = 0
+    cancelled: threading.Event = field(default_factory=threading.Event)  # set when the client has left
 
     def batch_key(self) -> tuple[object, ...]:
         return self.method, self.sampling
 
 
+SEED_LIMIT = 2**63  # torch generators take seeds below this
+STEERING_PROMPT_RESERVE = 256  # tokens kept free for the expert / anti-expert system prompts (a quarter of a tiny context)
+
+
 def make_job(req: ChatRequest, settings: ServerSettings, available: dict[str, str | None], default_method: str,
-             categories: list[str]) -> Job:
+             categories: list[str], count_tokens: Callable[[list[dict[str, str]]], int], context: int) -> Job:
     """Validate a request against the limits and the served methods; `available` maps each method
-    name to None (served) or the reason it is not."""
+    name to None (served) or the reason it is not; `count_tokens` counts a conversation's prompt
+    tokens and `context` is the model's context length."""
     if req.model not in (None, settings.model_name, "default"):
         raise APIError(404, f"model '{req.model}' is not served here; use '{settings.model_name}'",
                        param="model")
@@ -110,11 +122,25 @@ def make_job(req: ChatRequest, settings: ServerSettings, available: dict[str, st
                        param="steering.category")
     temperature = 0.0 if req.temperature is None else req.temperature
     top_p = 1.0 if req.top_p is None else req.top_p
-    if temperature < 0 or not 0 < top_p <= 1:
-        raise APIError(400, "temperature must be >= 0 and top_p in (0, 1]", param="temperature")
+    if not math.isfinite(temperature) or temperature < 0 or temperature > 100:
+        raise APIError(400, f"temperature must be a finite number in 0-100, got {temperature}", param="temperature")
+    if not (math.isfinite(top_p) and 0 < top_p <= 1):
+        raise APIError(400, f"top_p must be in (0, 1], got {top_p}", param="top_p")
+    if req.seed is not None and not 0 <= req.seed < SEED_LIMIT:
+        raise APIError(400, f"seed must be in 0-{SEED_LIMIT - 1}, got {req.seed}", param="seed")
+    messages = [m.model_dump() for m in req.messages]
+    prompt_tokens = count_tokens(messages)
+    reserve = min(STEERING_PROMPT_RESERVE, context // 4)
+    limit = min(settings.max_prompt_tokens, context - max_tokens - reserve)
+    if prompt_tokens > limit:
+        raise APIError(400, f"the prompt is {prompt_tokens} tokens; the limit is {limit} (the server's "
+                            f"max_prompt_tokens {settings.max_prompt_tokens}, or the model's context {context} less "
+                            f"max_tokens {max_tokens} and {reserve} for steering prompts)",
+                       param="messages")
     do_sample = temperature > 0
     loop = asyncio.get_running_loop()
-    return Job(messages=[m.model_dump() for m in req.messages], method=method,
+    return Job(messages=messages, method=method,
                row=RowSteering(user_id=req.user, alpha=alpha, category=steering.category), max_tokens=max_tokens,
                sampling=(do_sample, temperature if do_sample else 1.0, top_p), seed=req.seed,
-               stream=asyncio.Queue() if req.stream else None, loop=loop, future=loop.create_future())
+               stream=asyncio.Queue() if req.stream else None, loop=loop, future=loop.create_future(),
+               prompt_tokens=prompt_tokens)

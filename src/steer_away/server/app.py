@@ -28,8 +28,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
+from steer_away import internals
+from steer_away.chat import render_chat, token_count
 from steer_away.models import LanguageModel
-from steer_away.server.api import APIError, ChatRequest, ServerSettings, make_job
+from steer_away.server.api import APIError, ChatRequest, Job, ServerSettings, make_job
 from steer_away.server.engine import BatchingEngine, ServedMethods
 
 
@@ -59,11 +61,26 @@ def create_app(lm: LanguageModel, *, profiles: str | None = None, vectors: str |
         if not secrets.compare_digest(token.encode(), settings.api_key.encode()):
             raise APIError(401, "missing or wrong bearer token", "authentication_error")
 
+    def check_admin(request: Request) -> None:
+        if settings.api_key is None and not settings.admin_without_key:
+            raise APIError(403, "admin endpoints need an API key (--api-key) when the server listens beyond loopback",
+                           "permission_error")
+        check_auth(request)
+
+    context = internals.context_length(lm.model)
+
+    def count_tokens(messages: list[dict[str, str]]) -> int:
+        return token_count(lm.tokenizer, render_chat(lm.tokenizer, messages))
+
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "queued": engine.waiting(), "batches": engine.batches_run,
+    async def health() -> JSONResponse:
+        alive, idle = engine.alive()
+        stalled = not alive or idle > settings.stall_after_s
+        body = {"status": "stalled" if stalled else "ok", "worker_alive": alive,
+                "seconds_since_progress": round(idle, 1), "queued": engine.waiting(), "batches": engine.batches_run,
                 "methods": sorted(served.methods), "default_method": served.default,
                 "unavailable": served.unavailable, "users": len(served.profiles), "loaded_at": served.loaded_at}
+        return JSONResponse(body, status_code=503 if stalled else 200)
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
@@ -73,33 +90,37 @@ def create_app(lm: LanguageModel, *, profiles: str | None = None, vectors: str |
 
     @app.post("/admin/reload")
     async def reload(request: Request) -> dict[str, Any]:
-        check_auth(request)
+        check_admin(request)
         try:
             await asyncio.to_thread(served.reload)
-        except (OSError, ValueError) as err:
+        except Exception as err:  # any bad file: keep serving the previous set
             raise APIError(400, f"reload failed, keeping the previous profiles and vectors: {err}") from err
         return {"status": "reloaded", "users": len(served.profiles), "loaded_at": served.loaded_at}
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
         check_auth(request)
-        body = await request.body()
-        if len(body) > settings.max_request_bytes:
-            raise APIError(413, f"request body is {len(body)} bytes; the limit is {settings.max_request_bytes}")
+        body = await read_body(request, settings.max_request_bytes)
         try:
             req = ChatRequest.model_validate(json.loads(body))
         except json.JSONDecodeError as err:
             raise APIError(400, f"request body is not valid JSON: {err.msg}") from err
+        except UnicodeDecodeError as err:
+            raise APIError(400, f"request body is not UTF-8 text: {err.reason} at byte {err.start}") from err
+        except RecursionError as err:
+            raise APIError(400, "request body is nested too deeply") from err
         except ValidationError as err:
             first = err.errors()[0]
             param = ".".join(str(p) for p in first["loc"])
             raise APIError(400, f"invalid field '{param}': {first['msg']}", param=param) from err
-        job = make_job(req, settings, served.availability(), served.default, served.categories)
+        job = make_job(req, settings, served.availability(), served.default, served.categories, count_tokens, context)
         engine.submit(job)
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         info = {"method": job.method, "user": req.user, "alpha": job.row.alpha, "category": job.row.category}
         if job.stream is None:
-            result = await job.future
+            result = await wait_or_cancel(job, request)
+            if result is None:  # the client left; nobody reads this
+                return JSONResponse({"error": {"message": "client disconnected"}}, status_code=499)
             return {"id": rid, "object": "chat.completion", "created": created, "model": settings.model_name,
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": result["text"]},
                                  "finish_reason": result["finish_reason"]}],
@@ -115,35 +136,101 @@ def create_app(lm: LanguageModel, *, profiles: str | None = None, vectors: str |
                                               "model": settings.model_name, "choices": [
                                                   {"index": 0, "delta": delta, "finish_reason": reason}]}) + "\n\n"
 
-            yield chunk({"role": "assistant", "content": ""})
-            while True:
-                piece = await stream.get()
-                if piece is None:
-                    break
-                yield chunk({"content": piece})
             try:
-                result = await job.future
-            except APIError as err:
-                yield "data: " + json.dumps(err.body()) + "\n\n"
-                return
-            yield chunk({}, result["finish_reason"])
-            yield "data: [DONE]\n\n"
+                yield chunk({"role": "assistant", "content": ""})
+                while True:
+                    try:
+                        piece = await asyncio.wait_for(stream.get(), timeout=0.25)
+                    except TimeoutError:
+                        if await request.is_disconnected():
+                            return  # finally: cancel the row
+                        continue
+                    if piece is None:
+                        break
+                    if await request.is_disconnected():
+                        return
+                    yield chunk({"content": piece})
+                try:
+                    result = await job.future
+                except APIError as err:
+                    yield "data: " + json.dumps(err.body()) + "\n\n"
+                    return
+                yield chunk({}, result["finish_reason"])
+                yield "data: [DONE]\n\n"
+            finally:  # also when the client disconnects mid-stream: its row stops at the next step
+                job.cancelled.set()
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return _JobStream(job, events(), media_type="text/event-stream")
 
     return app
 
 
+class _JobStream(StreamingResponse):
+    """A streamed answer that cancels its job however the stream ends: finished, or the client gone
+    (a write to a closed connection raises out of the response, and the generator is never resumed)."""
+
+    def __init__(self, job: Job, content: AsyncIterator[str], media_type: str) -> None:
+        super().__init__(content, media_type=media_type)
+        self.job = job
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.job.cancelled.set()
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes `limit` bytes (never read whole first)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise APIError(413, f"request body is {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise APIError(413, f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def wait_or_cancel(job: Job, request: Request) -> dict[str, Any] | None:
+    """The job's result, or None (and the job cancelled) once the client has disconnected."""
+    while True:
+        done, _ = await asyncio.wait({job.future}, timeout=0.25)
+        if done:
+            return job.future.result()
+        if await request.is_disconnected():
+            job.cancelled.set()
+            return None
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def serve(lm: LanguageModel, host: str, port: int, **kwargs: Any) -> None:
-    """Run under uvicorn; SIGHUP reloads profiles and vectors."""
+    """Run under uvicorn; SIGHUP reloads profiles and vectors (a bad file never stops the server)."""
+    import dataclasses
+
     import uvicorn
 
-    app = create_app(lm, **kwargs)
+    settings = kwargs.pop("settings", None) or ServerSettings()
+    if settings.api_key is None and is_loopback(host):
+        settings = dataclasses.replace(settings, admin_without_key=True)
+    app = create_app(lm, settings=settings, **kwargs)
 
     def on_hup(_signum: int, _frame: object) -> None:
         try:
             app.state.served.reload()
-        except (OSError, ValueError) as err:
+        except Exception as err:  # a signal handler must never take the server down
             print(f"reload failed, keeping the previous profiles and vectors: {err}", flush=True)
 
     if hasattr(signal, "SIGHUP"):

@@ -9,17 +9,21 @@ shared queue: the worker is the queue's only consumer and must never block on it
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 import time
 from collections import deque
 from typing import Any
 
-from steer_away.generation import GenerationConfig, generate
+from steer_away.generation import GenerationConfig, generate, stop_token_ids
 from steer_away.models import LanguageModel
 from steer_away.server.api import APIError, Job, ServerSettings
 from steer_away.steering.base import SteeringMethod
 from steer_away.steering.registry import BASELINE, SteeringResources, build_method, get_method, method_names
+
+
+log = logging.getLogger("steer_away.server")
 
 
 class ServedMethods:
@@ -85,6 +89,9 @@ class BatchingEngine:
         self._held: deque[Job] = deque()  # jobs taken off the queue that await a compatible batch
         self.batches_run = 0
         self.batch_sizes: list[int] = []
+        self.last_progress = time.monotonic()
+        self.cancelled_jobs = 0  # requests dropped or stopped because their client left
+        self._stops = set(stop_token_ids(lm))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="steer-away-engine", daemon=True)
         self._thread.start()
@@ -110,8 +117,13 @@ class BatchingEngine:
         except queue.Empty:
             return None
 
+    def alive(self) -> tuple[bool, float]:
+        """(worker thread alive, seconds since it last made progress: a decoding step or an idle poll)."""
+        return self._thread.is_alive(), time.monotonic() - self.last_progress
+
     def _collect(self) -> list[Job]:
         first = self._next(0.1)
+        self.last_progress = time.monotonic()
         if first is None:
             return []
         batch = [first]
@@ -135,7 +147,9 @@ class BatchingEngine:
                 batch.append(job)
             else:
                 self._held.append(job)
-        return batch
+        left = [job for job in batch if job.cancelled.is_set()]  # clients that left while queued
+        self.cancelled_jobs += len(left)
+        return [job for job in batch if not job.cancelled.is_set()]
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -146,16 +160,19 @@ class BatchingEngine:
     def _run(self, batch: list[Job]) -> None:
         try:
             self._decode(batch)
-        except Exception:
-            if len(batch) == 1:
-                self._fail(batch[0], APIError(500, "generation failed for this request", "server_error"))
+        except Exception:  # isolate the failing request: rerun each alone
+            log.exception("a batch of %d failed; retrying its requests one by one", len(batch))
+            pending = [job for job in batch if not job.future.done()]
+            if len(pending) == 1:
+                self._fail(pending[0], APIError(500, "generation failed for this request", "server_error"))
                 return
-            for job in batch:
+            for job in pending:
                 try:
                     self._decode([job])
                 except APIError as err:
                     self._fail(job, err)
                 except Exception as err:
+                    log.exception("request for user %s failed", job.row.user_id)
                     self._fail(job, APIError(500, f"generation failed: {type(err).__name__}: {err}", "server_error"))
 
     def _fail(self, job: Job, err: APIError) -> None:
@@ -164,6 +181,8 @@ class BatchingEngine:
             job.loop.call_soon_threadsafe(job.stream.put_nowait, None)
 
     def _decode(self, batch: list[Job]) -> None:
+        """Decode a batch; each row's answer is sent the step it ends, and rows whose client left
+        stop at the next step, so a short request never waits for a long batch-mate."""
         served = self.served.methods  # one read: a reload in between cannot mix two sets
         name = batch[0].method
         if name not in served:
@@ -171,14 +190,38 @@ class BatchingEngine:
                            param="steering.method")
         do_sample, temperature, top_p = batch[0].sampling
         config = GenerationConfig(max_new_tokens=max(j.max_tokens for j in batch), do_sample=do_sample,
-                                  temperature=temperature, top_p=top_p, seed=batch[0].seed)
+                                  temperature=temperature, top_p=top_p)
         tokenizer = self.lm.tokenizer
         produced: list[list[int]] = [[] for _ in batch]
         sent: list[str] = ["" for _ in batch]
+        ended = [False] * len(batch)
 
-        def on_step(tokens: list[int], finished: list[bool]) -> None:
+        def finish(i: int, reason: str) -> None:
+            ended[i] = True
+            job = batch[i]
+            if job.cancelled.is_set():
+                return
+            ids = produced[i]
+            if job.stream is not None:
+                final = tokenizer.decode(ids, skip_special_tokens=True)
+                if len(final) > len(sent[i]):
+                    job.loop.call_soon_threadsafe(job.stream.put_nowait, final[len(sent[i]):])
+                job.loop.call_soon_threadsafe(job.stream.put_nowait, None)
+            payload = {"text": tokenizer.decode(ids, skip_special_tokens=True).strip(), "finish_reason": reason,
+                       "prompt_tokens": job.prompt_tokens, "completion_tokens": len(ids)}
+            job.loop.call_soon_threadsafe(_settle, job.future, payload)
+
+        def on_step(tokens: list[int], finished: list[bool]) -> list[bool]:
+            self.last_progress = time.monotonic()
             for i, job in enumerate(batch):
-                if finished[i] or len(produced[i]) >= job.max_tokens:
+                if ended[i]:
+                    continue
+                if job.cancelled.is_set():
+                    ended[i] = True
+                    self.cancelled_jobs += 1
+                    continue
+                if tokens[i] in self._stops:
+                    finish(i, "stop")
                     continue
                 produced[i].append(tokens[i])
                 if job.stream is not None:
@@ -186,24 +229,17 @@ class BatchingEngine:
                     if len(text) > len(sent[i]) and not text.endswith("\ufffd"):
                         job.loop.call_soon_threadsafe(job.stream.put_nowait, text[len(sent[i]):])
                         sent[i] = text
+                if len(produced[i]) >= job.max_tokens:
+                    finish(i, "length")
+            return ended
 
-        results = generate(self.lm, [j.messages for j in batch], method=served[name], rows=[j.row for j in batch],
-                           config=config, on_step=on_step)
+        self.batch_sizes.append(len(batch))  # before decoding: answers are delivered as each row ends
+        generate(self.lm, [j.messages for j in batch], method=served[name], rows=[j.row for j in batch],
+                 config=config, on_step=on_step, seeds=[j.seed for j in batch] if do_sample else None)
+        for i in range(len(batch)):
+            if not ended[i]:
+                finish(i, "length")
         self.batches_run += 1
-        self.batch_sizes.append(len(batch))
-        for i, (job, result) in enumerate(zip(batch, results)):
-            ids = result.token_ids[: job.max_tokens]
-            text = tokenizer.decode(ids, skip_special_tokens=True).strip()
-            # a row that reached its own limit ended on length, even if the batch decoded further
-            reason = "length" if len(result.token_ids) >= job.max_tokens else result.finish_reason
-            payload = {"text": text, "finish_reason": reason, "prompt_tokens": result.prompt_tokens,
-                       "completion_tokens": len(ids)}
-            if job.stream is not None:
-                final = tokenizer.decode(ids, skip_special_tokens=True)
-                if len(final) > len(sent[i]):
-                    job.loop.call_soon_threadsafe(job.stream.put_nowait, final[len(sent[i]):])
-                job.loop.call_soon_threadsafe(job.stream.put_nowait, None)
-            job.loop.call_soon_threadsafe(_settle, job.future, payload)
 
 
 def _settle(future: asyncio.Future[Any], value: object) -> None:

@@ -8,7 +8,6 @@ and step, with no allocation and no Python loop over rows. What the edit does wi
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ import torch
 
 from steer_away import internals
 from steer_away.chat import Conversation
-from steer_away.steering.base import MethodArgs, PreparedBatch, RowSteering, SteeringMethod
+from steer_away.steering.base import MethodArgs, PreparedBatch, RowSteering, SteeringMethod, check_alpha
 from steer_away.steering.interventions import Intervention, add, intervention_named
 from steer_away.steering.vectors import SteeringVector
 
@@ -79,8 +78,7 @@ class ActivationSteering(SteeringMethod):
         self.gate = parse_gate(gate)
         if scale not in SCALES:
             raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
-        if not math.isfinite(alpha):
-            raise ValueError(f"alpha must be finite, got {alpha}")
+        check_alpha(alpha)
         self.per_user = dict(vectors) if isinstance(vectors, Mapping) else {}
         self.default = default if isinstance(vectors, Mapping) else vectors
         if scale == "relative":
@@ -132,8 +130,7 @@ class CAAArgs(MethodArgs):
     scale: str = field(default="raw", metadata={"help": "raw, or relative: α as a fraction of the residual norm"})
 
     def validate(self) -> None:
-        if not math.isfinite(self.alpha):
-            raise ValueError(f"alpha must be finite, got {self.alpha}")
+        check_alpha(self.alpha)
         parse_gate(self.gate)
         intervention_named(self.intervention)
         if self.scale not in SCALES:

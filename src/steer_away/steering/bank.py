@@ -42,7 +42,8 @@ class VectorBank:
     users: dict[str, SteeringVector] = field(default_factory=dict)
 
 
-def load_vector_bank(path: str | Path, kind: str, lm: LanguageModel | None = None) -> VectorBank:
+def load_vector_bank(path: str | Path, kind: str, lm: LanguageModel | None = None, *,
+                     allow_other_model: bool = False) -> VectorBank:
     """The `kind` bank ('population', 'dislike', 'bt') from a vector store, a bank folder or one file.
 
     A single file (.safetensors or a llama.cpp .gguf control vector) is a bank with only a default.
@@ -50,19 +51,20 @@ def load_vector_bank(path: str | Path, kind: str, lm: LanguageModel | None = Non
     runs on dislike vectors by accident.
     """
     path = Path(path)
+    other = {"allow_other_model": allow_other_model}
     if path.is_file():
-        return VectorBank(load_vector(path, lm), {})
+        return VectorBank(load_vector(path, lm, **other), {})
     if not path.is_dir():
         raise FileNotFoundError(f"no vector file or folder at {path}")
     if kind == "population":
         if (path / POPULATION_FILE).is_file():
-            return VectorBank(SteeringVector.load(path / POPULATION_FILE, lm), {})
+            return VectorBank(SteeringVector.load(path / POPULATION_FILE, lm, **other), {})
         raise VectorFileError(f"{path} has no {POPULATION_FILE}")
     folder = path / kind if (path / kind).is_dir() else path
     if not (folder / "users").is_dir():
         raise VectorFileError(f"{path} holds no '{kind}' bank (expected {path / kind}/users/ or {path}/users/); "
                               f"build one with: steer-away vectors compose --mode {kind}")
-    default, users = load_bank(folder, lm)
+    default, users = load_bank(folder, lm, **other)
     for user, vector in users.items():
         declared = vector.meta.get("kind")
         if declared not in (None, kind, "composed", "imported-gguf"):

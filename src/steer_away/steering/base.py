@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from abc import ABC, abstractmethod
@@ -71,6 +72,15 @@ class Unsteered(SteeringMethod):
     def prepare(self, lm: LanguageModel, conversations: Sequence[Conversation],
                 rows: Sequence[RowSteering]) -> PreparedBatch:
         return PreparedBatch([list(conversations)])
+
+
+ALPHA_LIMIT = 1000.0  # far past any useful strength (the CAA study's largest is 25): a larger one is a typo
+
+
+def check_alpha(alpha: float | None) -> None:
+    """Strengths must be finite and below ALPHA_LIMIT in size."""
+    if alpha is not None and not (math.isfinite(alpha) and abs(alpha) <= ALPHA_LIMIT):
+        raise ValueError(f"alpha must be finite with |alpha| <= {ALPHA_LIMIT:g}, got {alpha}")
 
 
 class MethodArgsError(ValueError):

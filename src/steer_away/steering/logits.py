@@ -14,6 +14,7 @@ whatever the branches' logit scales.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ import torch
 
 from steer_away.chat import Conversation
 from steer_away.files import read_structured
-from steer_away.steering.base import MethodArgs, PreparedBatch, RowSteering, SteeringMethod
+from steer_away.steering.base import ALPHA_LIMIT, MethodArgs, PreparedBatch, RowSteering, SteeringMethod, check_alpha
 
 if TYPE_CHECKING:
     from steer_away.models import LanguageModel
@@ -45,6 +46,9 @@ class SteeringCategory:
     beta: float = 0.1
 
 
+CATEGORY_KEYS = ("expert", "anti_expert", "alpha", "beta")
+
+
 def load_categories(path: str | Path | None = None, required: Sequence[str] = ("strict", "moderate", "tolerant")
                     ) -> dict[str, SteeringCategory]:
     """Read a TOML file of categories (default: the one shipped with the package) and check it."""
@@ -63,6 +67,11 @@ def load_categories(path: str | Path | None = None, required: Sequence[str] = ("
     for name, table in raw.items():
         if not isinstance(table, dict):
             raise CategoryConfigError(f"{path}: [{name}] must be a table")
+        for key in table:
+            if key not in CATEGORY_KEYS:
+                close = difflib.get_close_matches(key, CATEGORY_KEYS, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else f" (keys: {', '.join(CATEGORY_KEYS)})"
+                raise CategoryConfigError(f"{path}: [{name}].{key} is not a category key{hint}")
         for key in ("expert", "anti_expert"):
             if not isinstance(table.get(key), str) or not table[key].strip():
                 raise CategoryConfigError(f"{path}: [{name}].{key} must be a non-empty string")
@@ -70,6 +79,9 @@ def load_categories(path: str | Path | None = None, required: Sequence[str] = ("
             value = table.get(key, default)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise CategoryConfigError(f"{path}: [{name}].{key} must be a finite number, got {value!r}")
+        if abs(float(table["alpha"])) > ALPHA_LIMIT:
+            raise CategoryConfigError(f"{path}: [{name}].alpha must be at most {ALPHA_LIMIT:g} in size, "
+                                      f"got {table['alpha']}")
         beta = float(table.get("beta", 0.1))
         if not 0 < beta <= 1:
             raise CategoryConfigError(f"{path}: [{name}].beta must be in (0, 1], got {beta}")
@@ -144,8 +156,7 @@ class ContrastiveLogitSteering(SteeringMethod):
         if default_category not in self.categories:
             raise CategoryConfigError(f"default category {default_category!r} is not among "
                                       f"{sorted(self.categories)}")
-        if alpha is not None and not math.isfinite(alpha):
-            raise ValueError(f"alpha must be finite, got {alpha}")
+        check_alpha(alpha)
         self.profiles = dict(profiles or {})
         self.default_category = default_category
         self.alpha = alpha
@@ -219,8 +230,7 @@ class LogitArgs(MethodArgs):
         "help": "category for users without a profile (strict, moderate, tolerant, or one of yours)"})
 
     def validate(self) -> None:
-        if self.alpha is not None and not math.isfinite(self.alpha):
-            raise ValueError(f"alpha must be finite, got {self.alpha}")
+        check_alpha(self.alpha)
 
 
 def logit_builder(kind: type[ContrastiveLogitSteering]

@@ -121,8 +121,10 @@ class SteeringResources:
     """What builders draw on, loaded on first use and then shared by every method built from it."""
 
     def __init__(self, lm: LanguageModel, *, profiles: str | Path | Mapping[str, UserProfile] | None = None,
-                 vectors: str | Path | None = None, categories: str | Path | None = None) -> None:
+                 vectors: str | Path | None = None, categories: str | Path | None = None,
+                 allow_other_model: bool = False) -> None:
         self.lm = lm
+        self.allow_other_model = allow_other_model  # vectors extracted under another model id (same shape)
         self._profiles_source = profiles
         self._vectors = Path(vectors) if vectors is not None else None
         self._categories_path = categories
@@ -154,7 +156,7 @@ class SteeringResources:
         if self._vectors is None:
             raise ValueError(f"the '{kind}' vectors are needed but no vectors were given (--vector / --vectors)")
         if kind not in self._banks:
-            self._banks[kind] = load_vector_bank(self._vectors, kind, self.lm)
+            self._banks[kind] = load_vector_bank(self._vectors, kind, self.lm, allow_other_model=self.allow_other_model)
         return self._banks[kind]
 
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from steer_away.models import LanguageModel
 
 VECTOR_FORMAT = "steer-away/vector@1"
+MAX_DIRECTION_NORM = 1e4  # residual norms of the models we know are 10-1000: a longer direction is corrupt
 
 
 class VectorFileError(ValueError):
@@ -39,6 +40,10 @@ class SteeringVector:
                                       f"expected ({self.hidden_size},)")
             if not 0 <= layer < self.num_layers:
                 raise VectorFileError(f"layer {layer} is outside 0-{self.num_layers - 1}")
+            length = float(vec.norm())
+            if not length <= MAX_DIRECTION_NORM:  # also catches NaN
+                raise VectorFileError(f"layer {layer}: direction norm {length:.3g} is not a finite number below "
+                                      f"{MAX_DIRECTION_NORM:g}; the vector is damaged or wrongly scaled")
 
     @property
     def layers(self) -> list[int]:
@@ -136,6 +141,8 @@ class SteeringVector:
             header = json.loads(raw or "")
         except json.JSONDecodeError as err:
             raise VectorFileError(f"{path}: metadata 'steer_away' is missing or not JSON") from err
+        if not isinstance(header, dict):
+            raise VectorFileError(f"{path}: metadata 'steer_away' must be a JSON object")
         if header.get("format") != VECTOR_FORMAT:
             raise VectorFileError(f"{path}: format is {header.get('format')!r}, expected {VECTOR_FORMAT!r}")
         directions = {}
@@ -146,10 +153,17 @@ class SteeringVector:
                 raise VectorFileError(f"{path}: tensor '{name}' contains NaN or Inf")
             directions[int(name[6:])] = tensor.float()
         try:
-            vector = cls(directions=directions, model_id=header["model_id"], hidden_size=int(header["hidden_size"]),
-                         num_layers=int(header["num_layers"]), meta=dict(header.get("meta") or {}))
+            model_id, hidden, depth = header["model_id"], header["hidden_size"], header["num_layers"]
         except KeyError as err:
             raise VectorFileError(f"{path}: metadata lacks {err}") from err
+        meta = header.get("meta") or {}
+        if not isinstance(model_id, str) or not isinstance(meta, dict):
+            raise VectorFileError(f"{path}: metadata 'model_id' must be a string and 'meta' an object")
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in (hidden, depth)):
+            raise VectorFileError(f"{path}: metadata 'hidden_size' and 'num_layers' must be whole numbers >= 1, "
+                                  f"got {hidden!r} and {depth!r}")
+        try:
+            vector = cls(directions=directions, model_id=model_id, hidden_size=hidden, num_layers=depth, meta=dict(meta))
         except VectorFileError as err:
             raise VectorFileError(f"{path}: {err}") from err
         if lm is not None:
@@ -168,7 +182,7 @@ class SteeringVector:
         model_id = lm.model_id
         if self.model_id != model_id and not allow_other_model:
             raise VectorFileError(f"{where}: extracted from '{self.model_id}', not '{model_id}' "
-                                  "(pass allow_other_model=True / --allow-other-model to use it anyway)")
+                                  "(--allow-other-model, or allow_other_model=True, uses it anyway)")
 
     # --- llama.cpp control vectors ---
     #
@@ -248,7 +262,7 @@ def _combined_meta(a: dict[str, object], b: dict[str, object]) -> dict[str, obje
     return meta
 
 
-def load_vector(path: str | Path, lm: LanguageModel | None = None) -> SteeringVector:
+def load_vector(path: str | Path, lm: LanguageModel | None = None, *, allow_other_model: bool = False) -> SteeringVector:
     """A safetensors vector or a llama.cpp `.gguf` control vector, checked against `lm` when given."""
     path = Path(path)
     if path.suffix.lower() == ".gguf":
@@ -260,7 +274,7 @@ def load_vector(path: str | Path, lm: LanguageModel | None = None) -> SteeringVe
         vector = SteeringVector.import_gguf(path, shape.num_layers, model_id=shape.model_id)
         vector.check_fits(lm, where=str(path))
         return vector
-    return SteeringVector.load(path, lm)
+    return SteeringVector.load(path, lm, allow_other_model=allow_other_model)
 
 
 def save_bank(folder: str | Path, population: SteeringVector | None, per_user: dict[str, SteeringVector]) -> Path:
@@ -273,16 +287,18 @@ def save_bank(folder: str | Path, population: SteeringVector | None, per_user: d
     return folder
 
 
-def load_bank(path: str | Path, lm: LanguageModel | None = None) -> tuple[SteeringVector | None, dict[str, SteeringVector]]:
+def load_bank(path: str | Path, lm: LanguageModel | None = None, *, allow_other_model: bool = False
+              ) -> tuple[SteeringVector | None, dict[str, SteeringVector]]:
     """(population default, per-user vectors) from a bank folder, or (vector, {}) from one file."""
     path = Path(path)
+    other = {"allow_other_model": allow_other_model}
     if path.is_file():
-        return SteeringVector.load(path, lm), {}
+        return SteeringVector.load(path, lm, **other), {}
     if not path.is_dir():
         raise FileNotFoundError(f"no vector file or bank folder at {path}")
     default = path / "population.safetensors"
-    population = SteeringVector.load(default, lm) if default.is_file() else None
-    users = {f.stem: SteeringVector.load(f, lm) for f in sorted((path / "users").glob("*.safetensors"))}
+    population = SteeringVector.load(default, lm, **other) if default.is_file() else None
+    users = {f.stem: SteeringVector.load(f, lm, **other) for f in sorted((path / "users").glob("*.safetensors"))}
     if population is None and not users:
         raise VectorFileError(f"{path} holds no population.safetensors and no users/*.safetensors")
     return population, users

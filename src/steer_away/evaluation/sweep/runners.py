@@ -30,6 +30,7 @@ class SweepResult:
     skipped: list[str]
     fingerprint: str
     seconds: float
+    elsewhere: list[str]  # cells another sweep on the same store was computing
 
 
 def _store_cell(store: ResultsStore, ctx: EvalContext, cell: Cell, batches: Iterable[Batch], run_id: str,
@@ -37,8 +38,10 @@ def _store_cell(store: ResultsStore, ctx: EvalContext, cell: Cell, batches: Iter
     for answers, mmlu in batches:
         store.put_answers(cell.key, answers, run_id)
         store.put_mmlu(cell.key, mmlu, run_id)
+        store.claim(cell.key)  # renew the lease
         progress(len(answers) + len(mmlu))
     store.finish_cell(cell.key, summarise(store.answers(cell.key), store.mmlu(cell.key), ctx.sensitivity))
+    store.release(cell.key)
 
 
 def run_sweep(config: SweepConfig, *, ray_address: str | None = None, lm: LanguageModel | None = None,
@@ -59,11 +62,27 @@ def run_sweep(config: SweepConfig, *, ray_address: str | None = None, lm: Langua
     run_id = uuid.uuid4().hex[:8]
     bar = tqdm(total=(len(ctx.rows) + len(ctx.mmlu)) * len(pending), desc="sweep", unit="item",
                disable=not show_progress)
+    computed: list[str] = []
+    elsewhere: list[str] = []  # cells a live sweep on the same store holds: left to it
+
+    def take(cell: Cell) -> bool:
+        """Claim a cell just before computing it, so concurrent sweeps split the work."""
+        if store.cell_status(cell.key) == "done":
+            return False
+        if not store.claim(cell.key):
+            elsewhere.append(cell.key)
+            bar.update(len(ctx.rows) + len(ctx.mmlu))
+            return False
+        computed.append(cell.key)
+        return True
+
     try:
         if ray_address:
-            _run_on_ray(config, ctx, store, pending, run_id, bar.update, ray_address)
+            _run_on_ray(config, ctx, store, pending, take, run_id, bar.update, ray_address)
         else:
             for cell in pending:
+                if not take(cell):
+                    continue
                 bar.set_postfix_str(cell.label)
                 done_rows, done_q = store.done_rows(cell.key), store.done_questions(cell.key)
                 bar.update(len(done_rows) + len(done_q))
@@ -71,11 +90,14 @@ def run_sweep(config: SweepConfig, *, ray_address: str | None = None, lm: Langua
     finally:
         bar.close()
         store.close()
-    return SweepResult(cells, [c.key for c in pending], skipped, ctx.fingerprint, time.perf_counter() - start)
+    if elsewhere:
+        console.print(f"{len(elsewhere)} cells were being computed by another sweep on this store; left to it "
+                      "(run again once it finishes to report them)")
+    return SweepResult(cells, computed, skipped, ctx.fingerprint, time.perf_counter() - start, elsewhere)
 
 
-def _run_on_ray(config: SweepConfig, ctx: EvalContext, store: ResultsStore, pending: list[Cell], run_id: str,
-                progress: Callable[[int], Any], address: str) -> None:
+def _run_on_ray(config: SweepConfig, ctx: EvalContext, store: ResultsStore, pending: list[Cell],
+                take: Callable[[Cell], bool], run_id: str, progress: Callable[[int], Any], address: str) -> None:
     """Each Ray actor builds its own EvalContext from the config and returns a cell's batches."""
     try:
         import ray
@@ -104,9 +126,12 @@ def _run_on_ray(config: SweepConfig, ctx: EvalContext, store: ResultsStore, pend
     queue = list(pending)
 
     def submit(worker: Any) -> None:
-        if queue:
+        while queue:
             cell = queue.pop(0)
-            futures[worker.run.remote(cell, store.done_rows(cell.key), store.done_questions(cell.key))] = (worker, cell)
+            if take(cell):
+                futures[worker.run.remote(cell, store.done_rows(cell.key), store.done_questions(cell.key))] = \
+                    (worker, cell)
+                return
 
     for worker in workers:
         submit(worker)
