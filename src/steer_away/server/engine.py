@@ -22,7 +22,6 @@ from steer_away.server.api import APIError, Job, ServerSettings
 from steer_away.steering.base import SteeringMethod
 from steer_away.steering.registry import BASELINE, SteeringResources, build_method, get_method, method_names
 
-
 log = logging.getLogger("steer_away.server")
 
 
