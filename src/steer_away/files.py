@@ -41,7 +41,7 @@ def open_sqlite(path: str | Path, what: str, tables: Sequence[str], *, create: b
         if not path.is_file():
             raise FileNotFoundError(f"{what} not found: {path}")
         if path.stat().st_size == 0:
-            raise StoreError(f"{path} is empty (0 bytes): it holds no {what}")
+            raise StoreError(f"{path} is empty (0 bytes): not a {what}")
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, check_same_thread=False, timeout=60)
     try:

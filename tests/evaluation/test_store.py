@@ -36,7 +36,7 @@ def test_readers_do_not_create_stores(tmp_path):
         ResultsStore(tmp_path / "typo.sqlite", create=False)
     assert not (tmp_path / "typo.sqlite").exists()
     (tmp_path / "empty.sqlite").write_bytes(b"")
-    with pytest.raises(StoreError, match=r"is empty \(0 bytes\)"):
+    with pytest.raises(StoreError, match=r"is empty \(0 bytes\): not a results store"):
         ResultsStore(tmp_path / "empty.sqlite", create=False)
     ResultsStore(tmp_path / "empty.sqlite").close()  # a sweep may start a new store in an empty file
 

@@ -14,6 +14,7 @@ and vectors reload on SIGHUP or `POST /admin/reload` between batches, without dr
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import secrets
 import signal
@@ -68,9 +69,13 @@ def create_app(lm: LanguageModel, *, profiles: str | None = None, vectors: str |
         check_auth(request)
 
     context = internals.context_length(lm.model)
+    # Request handlers count prompt tokens with their own copy of the tokenizer: a fast tokenizer
+    # keeps its padding setting in shared state, and calls from two threads with different padding
+    # made the worker's padded batch ragged (found by bench/soak.py).
+    counter = copy.deepcopy(lm.tokenizer)
 
     def count_tokens(messages: list[dict[str, str]]) -> int:
-        return token_count(lm.tokenizer, render_chat(lm.tokenizer, messages))
+        return token_count(counter, render_chat(counter, messages))
 
     @app.get("/health")
     async def health() -> JSONResponse:
