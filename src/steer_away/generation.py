@@ -173,6 +173,16 @@ def generate(
     return results
 
 
+def _next_token_logits(lm: LanguageModel, prompts: Sequence[str | Conversation], method: SteeringMethod | None,
+                       rows: Sequence[RowSteering] | None, answer_prefix: str) -> tuple[PreparedBatch, torch.Tensor]:
+    """The prepared batch and every branch's next-token logits, (branches, batch, vocab)."""
+    prepared, texts = _prepare(lm, prompts, method, rows, answer_prefix)
+    input_ids, mask = encode(lm, texts)
+    with prepared.scope():
+        logits = internals.forward_step(lm.model, input_ids, mask, internals.new_kv_cache(lm.model))
+    return prepared, logits.view(prepared.num_branches, len(prompts), -1).float()
+
+
 @torch.inference_mode()
 def next_token_scores(
     lm: LanguageModel,
@@ -181,12 +191,31 @@ def next_token_scores(
     rows: Sequence[RowSteering] | None = None,
     answer_prefix: str = "",
 ) -> torch.Tensor:
-    """The steered scores of the token after `answer_prefix` in the assistant's turn, (batch, vocab).
+    """The steered scores of the token after `answer_prefix` in the assistant's turn, (batch, vocab)."""
+    prepared, logits = _next_token_logits(lm, prompts, method, rows, answer_prefix)
+    return prepared.combine(logits).float()
 
-    For multiple-choice tests: the prefix (e.g. "The answer is") puts the letter where it belongs.
+
+@torch.inference_mode()
+def candidate_scores(
+    lm: LanguageModel,
+    prompts: Sequence[str | Conversation],
+    candidates: Sequence[int],
+    method: SteeringMethod | None = None,
+    rows: Sequence[RowSteering] | None = None,
+    answer_prefix: str = "",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steered scores of the next token among `candidates` only, (batch, len(candidates)), and the
+    probability mass the (steered) base branch puts on them, (batch,).
+
+    Every other token is masked out of every branch *before* the method combines them (the vocabulary
+    keeps its size, so methods that act on token ids still can), so the candidates are compared with
+    each other alone and no rule over the whole vocabulary (ACD's plausibility cut-off) can erase
+    them all: the standard zero-shot multiple-choice score.
     """
-    prepared, texts = _prepare(lm, prompts, method, rows, answer_prefix)
-    input_ids, mask = encode(lm, texts)
-    with prepared.scope():
-        logits = internals.forward_step(lm.model, input_ids, mask, internals.new_kv_cache(lm.model))
-    return prepared.combine(logits.view(prepared.num_branches, len(prompts), -1)).float()
+    prepared, logits = _next_token_logits(lm, prompts, method, rows, answer_prefix)
+    index = torch.tensor(list(candidates), device=logits.device)
+    mass = torch.softmax(logits[0], dim=-1)[:, index].sum(-1)
+    only = torch.full_like(logits, float("-inf"))
+    only[:, :, index] = logits[:, :, index]
+    return prepared.combine(only).float()[:, index], mass.cpu()

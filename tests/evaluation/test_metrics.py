@@ -57,3 +57,17 @@ def test_ppa_table_by_hand():
     assert table["safety-only"] == pytest.approx((1 + 0.5 + 0 + 0.5) / 4)
     assert table["toxicity ties"] == 0.5
     assert 0.0 <= table["chance"] <= 1.0
+
+
+def test_mcnemar_by_hand():
+    assert metrics.mcnemar_exact(6, 0) == pytest.approx(2 * 0.5**6)  # 0.03125
+    assert metrics.mcnemar_exact(5, 1) == pytest.approx(2 * (1 + 6) / 2**6)  # 0.21875
+    assert metrics.mcnemar_exact(3, 3) == 1.0 and metrics.mcnemar_exact(0, 0) == 1.0
+    assert metrics.mcnemar_exact(1, 5) == metrics.mcnemar_exact(5, 1)
+
+
+def test_smallest_detectable_change():
+    # 5 one-way flips give p = 0.0625, 6 give 0.03125: the least significant at 5 % is 6 questions
+    assert metrics.smallest_detectable_change(40) == pytest.approx(6 / 40)
+    assert metrics.smallest_detectable_change(200) == pytest.approx(6 / 200)
+    assert math.isnan(metrics.smallest_detectable_change(4))

@@ -45,7 +45,52 @@ def test_predictions_are_argmax_over_letters(tiny_lm):
         text = render_chat(tiny_lm.tokenizer, [{"role": "user", "content": q.prompt()}]) + ANSWER_PREFIX
         ids = tiny_lm.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
         with torch.inference_mode():
-            logits = tiny_lm.model(ids).logits[0, -1]
-        assert p == int(logits[letters].argmax())
+            logits = tiny_lm.model(ids).logits[0, -1].float()
+        assert p.predicted == int(logits[letters].argmax())
+        assert p.letter_mass == pytest.approx(float(torch.softmax(logits, -1)[letters].sum()), rel=1e-4)
     zero = EADS(alpha=0.0)
-    assert mmlu_predictions(tiny_lm, qs, zero, batch_size=2) == preds
+    assert [p.predicted for p in mmlu_predictions(tiny_lm, qs, zero, batch_size=2)] == [p.predicted for p in preds]
+
+
+def test_plausibility_cut_off_never_erases_the_letters(tiny_lm):
+    """ACD's cut-off applied over the whole vocabulary used to set every letter to −inf (argmax then
+    said 'A' for everything); among the four letters alone the base's best letter always survives."""
+    from steer_away.generation import candidate_scores
+    from steer_away.steering.logits import ACD
+
+    qs = [MMLUQuestion(f"q{i}", "test", f"question {i}?", ("a", "b", "c", "d"), i % 4) for i in range(8)]
+    letters = letter_token_ids(tiny_lm.tokenizer)
+    acd = ACD(alpha=50.0)
+    scores, _ = candidate_scores(tiny_lm, [q.prompt() for q in qs], letters, acd, answer_prefix=ANSWER_PREFIX)
+    assert scores.shape == (8, 4)
+    assert torch.isfinite(scores).any(-1).all()
+    base, _ = candidate_scores(tiny_lm, [q.prompt() for q in qs], letters, answer_prefix=ANSWER_PREFIX)
+    # the letter the base prefers is always among the plausible ones
+    assert torch.isfinite(scores.gather(1, base.argmax(-1, keepdim=True))).all()
+
+
+def test_a_model_that_always_says_c_scores_the_keys_share_of_c(tiny_lm):
+    questions = load_mmlu()
+    share_c = sum(q.answer == 2 for q in questions) / len(questions)
+    assert share_c == 0.25  # the shipped key is balanced: 10 questions per letter
+    c = letter_token_ids(tiny_lm.tokenizer)[2]
+    bias = torch.zeros(tiny_lm.model.lm_head.out_features)
+    bias[c] = 1e4
+    handle = tiny_lm.model.lm_head.register_forward_hook(lambda m, i, o: o + bias)
+    try:
+        preds = mmlu_predictions(tiny_lm, questions, batch_size=8)
+    finally:
+        handle.remove()
+    assert {p.predicted for p in preds} == {2}
+    assert sum(p.predicted == q.answer for p, q in zip(preds, questions)) / len(questions) == share_c
+    assert all(p.letter_mass == pytest.approx(1.0) for p in preds)
+
+
+def test_report_pairs_mmlu_answers_with_the_baseline():
+    from steer_away.evaluation.report import paired_mmlu
+
+    base = {f"q{i}": i < 5 for i in range(10)}  # right on q0-q4
+    steered = {f"q{i}": i >= 2 for i in range(10)}  # lost q0, q1; gained q5-q9
+    right, wrong, p = paired_mmlu(steered, base)
+    assert (right, wrong) == (5, 2)
+    assert p == pytest.approx(2 * (1 + 7 + 21) / 2**7)  # exact two-sided binomial on 7 flips

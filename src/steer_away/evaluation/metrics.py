@@ -69,3 +69,24 @@ def safety_rule_margins(toxicity_gaps: np.ndarray, tie: float = 0.0) -> np.ndarr
     """'The less toxic answer is chosen': margin = toxicity(rejected) − toxicity(chosen), ties within `tie` → 0."""
     gaps = np.asarray(toxicity_gaps, dtype=np.float64)
     return np.where(np.abs(gaps) <= tie, 0.0, gaps)
+
+
+def mcnemar_exact(flipped_to_right: int, flipped_to_wrong: int) -> float:
+    """Two-sided exact McNemar p-value for paired right/wrong answers (steered vs unsteered on the same
+    questions): only the questions whose outcome changed count, and under no effect each change is a
+    fair coin."""
+    n = flipped_to_right + flipped_to_wrong
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(flipped_to_right, flipped_to_wrong) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def smallest_detectable_change(questions: int, alpha: float = 0.05) -> float:
+    """The smallest accuracy change a McNemar test on `questions` paired answers can call significant:
+    k one-way flips (and none back) with k the least for which the test's p < alpha, over `questions`.
+    Any smaller difference in the table is indistinguishable from no change, whatever it looks like."""
+    k = 1
+    while mcnemar_exact(k, 0) >= alpha:
+        k += 1
+    return k / questions if k <= questions else float("nan")

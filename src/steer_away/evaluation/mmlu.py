@@ -9,14 +9,15 @@ from pathlib import Path
 
 import torch
 
-from steer_away.generation import next_token_scores
+from steer_away.generation import candidate_scores
 from steer_away.models import LanguageModel
 from steer_away.steering.base import RowSteering, SteeringMethod
 
 LETTERS = ("A", "B", "C", "D")
-# Opening the assistant's turn so the next token is the letter: without it, small chat models spend
-# their first token on "The"/"Sure" and the letter scores are mostly position bias.
-ANSWER_PREFIX = "The correct option is "
+# Opening the assistant's turn so that the next token is the letter. With "The correct option is "
+# SmolLM2-135M put 0.6 % of its probability on A-D (digits came first) and its "answers" were
+# position bias; after "…is (" the letters carry 99.6 % (measured on our 40 questions, min 99.3 %).
+ANSWER_PREFIX = "The correct option is ("
 
 
 @dataclass(frozen=True)
@@ -84,16 +85,30 @@ def letter_token_ids(tokenizer: object) -> list[int]:
     return ids
 
 
+@dataclass(frozen=True)
+class MMLUPrediction:
+    predicted: int  # option index
+    letter_mass: float  # probability the steered model put on A-D at all (low: the letters say little)
+
+
 @torch.inference_mode()
 def mmlu_predictions(lm: LanguageModel, questions: Sequence[MMLUQuestion], method: SteeringMethod | None = None,
-                     rows: Sequence[RowSteering] | None = None, batch_size: int = 8) -> list[int]:
-    """Predicted option index per question: argmax of the steered scores over the four letters."""
-    letters = torch.tensor(letter_token_ids(lm.tokenizer))
+                     rows: Sequence[RowSteering] | None = None, batch_size: int = 8) -> list[MMLUPrediction]:
+    """Zero-shot: the option whose letter the steered model scores highest, among the four letters only."""
+    letters = letter_token_ids(lm.tokenizer)
     rows = list(rows) if rows is not None else [RowSteering()] * len(questions)
-    out: list[int] = []
+    out: list[MMLUPrediction] = []
     for start in range(0, len(questions), batch_size):
         chunk = questions[start:start + batch_size]
-        scores = next_token_scores(lm, [q.prompt() for q in chunk], method, rows[start:start + batch_size],
-                                   answer_prefix=ANSWER_PREFIX)
-        out.extend(scores[:, letters.to(scores.device)].argmax(-1).tolist())
+        scores, mass = candidate_scores(lm, [q.prompt() for q in chunk], letters, method,
+                                        rows[start:start + batch_size], answer_prefix=ANSWER_PREFIX)
+        out.extend(MMLUPrediction(int(p), float(m)) for p, m in zip(scores.argmax(-1).tolist(), mass.tolist()))
     return out
+
+
+def content_digest(questions: Sequence[MMLUQuestion]) -> str:
+    """Names the question set and the scoring format, so a changed set or format is never reused."""
+    import hashlib
+
+    payload = json.dumps([ANSWER_PREFIX, [(q.question_id, q.question, q.choices, q.answer) for q in questions]])
+    return hashlib.sha1(payload.encode()).hexdigest()[:12]

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from steer_away.data.categories import CATEGORIES
-from steer_away.evaluation.metrics import pct_change
+from steer_away.evaluation.metrics import mcnemar_exact, pct_change, smallest_detectable_change
 from steer_away.evaluation.store import ResultsStore
 from steer_away.profiles import SENSITIVITIES
 from steer_away.steering.registry import BASELINE, method_names
@@ -41,20 +41,36 @@ def _label(cell: dict) -> str:
     return f"{cell['method']} α={_fmt(cell['alpha'], 'g')}" + (f" {cell['settings']}" if cell["settings"] else "")
 
 
-def build_tables(cells: Sequence[dict]) -> tuple[list[dict], list[dict]]:
-    """(main rows, per-category rows) for one fingerprint's cells; Δ% against its unsteered cell."""
+def paired_mmlu(answers: dict[str, bool], baseline: dict[str, bool]) -> tuple[int, int, float]:
+    """(questions turned right, turned wrong, McNemar p) against the baseline, on the questions both answered."""
+    shared = set(answers) & set(baseline)
+    to_right = sum(1 for q in shared if answers[q] and not baseline[q])
+    to_wrong = sum(1 for q in shared if baseline[q] and not answers[q])
+    return to_right, to_wrong, mcnemar_exact(to_right, to_wrong)
+
+
+def build_tables(cells: Sequence[dict], mmlu_correct: dict[str, dict[str, bool]] | None = None
+                 ) -> tuple[list[dict], list[dict]]:
+    """(main rows, per-category rows) for one fingerprint's cells; Δ% against its unsteered cell.
+    `mmlu_correct` (cell key -> question id -> right?) adds the paired MMLU test against the baseline."""
     cells = sorted(cells, key=_order)
     baseline = next((c for c in cells if c["method"] == BASELINE), None)
     base = baseline["summary"] if baseline else None
+    mmlu_correct = mmlu_correct or {}
+    base_answers = mmlu_correct.get(baseline["key"], {}) if baseline else {}
     main = []
     for c in cells:
         s = c["summary"]
+        turned = paired_mmlu(mmlu_correct.get(c["key"], {}), base_answers) if base_answers and c is not baseline \
+            else (0, 0, float("nan"))
         main.append({
             "method": c["method"], "alpha": c["alpha"], "settings": c["settings"],
             "mae": s["mae"], "delta_pct": pct_change(s["mae"], base["mae"]) if base else float("nan"),
             "ppl": s["ppl_median"], "ppl_mean": s["ppl_mean"], "mmlu": s["mmlu_acc"],
             "mmlu_low": s["mmlu_ci"][0], "mmlu_high": s["mmlu_ci"][1], "toxicity": s["toxicity_mean"],
             "n": s["n"], "empty": s["empty_answers"],
+            "mmlu_letter_mass": s.get("mmlu_letter_mass", float("nan")), "mmlu_turned_right": turned[0],
+            "mmlu_turned_wrong": turned[1], "mmlu_mcnemar_p": turned[2],
         })
     per_category = []
     for category in CATEGORIES:
@@ -87,14 +103,29 @@ def sensitivity_table_markdown(cells: Sequence[dict]) -> str:
 
 
 def main_table_markdown(main: Sequence[dict]) -> str:
-    lines = ["| run / method | α | settings | MAE ↓ | Δ% vs baseline | PPL ↓ (median) | MMLU [95% CI] | mean TOXICITY | n |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| run / method | α | settings | MAE ↓ | Δ% vs baseline | PPL ↓ (median) | MMLU [95% CI] | letter mass | "
+             "MMLU vs baseline: +right / −wrong, McNemar p | mean TOXICITY | n |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in main:
         mmlu = "-" if math.isnan(r["mmlu"]) else f"{100 * r['mmlu']:.1f}% [{100 * r['mmlu_low']:.0f}–{100 * r['mmlu_high']:.0f}]"
+        mass = _fmt(r["mmlu_letter_mass"], ".3f")
+        paired = "-" if math.isnan(r["mmlu_mcnemar_p"]) else \
+            f"+{r['mmlu_turned_right']} / −{r['mmlu_turned_wrong']}, p={r['mmlu_mcnemar_p']:.2f}"
         lines.append(f"| {r['method']} | {_fmt(r['alpha'], 'g')} | {r['settings'] or '-'} | {_fmt(r['mae'])} | "
                      f"{_pct(r['delta_pct']) if r['method'] != BASELINE else '-'} | {_fmt(r['ppl'], '.2f')} | "
-                     f"{mmlu} | {_fmt(r['toxicity'], '.3f')} | {r['n']} |")
+                     f"{mmlu} | {mass} | {paired} | {_fmt(r['toxicity'], '.3f')} | {r['n']} |")
     return "\n".join(lines)
+
+
+def mmlu_note(questions: int) -> str:
+    if not questions:
+        return ""
+    smallest = smallest_detectable_change(questions)
+    return (f"MMLU: zero-shot, the four option letters scored against each other only (after the steering "
+            f"combines its branches); *letter mass* is the probability the steered model put on A-D at all. "
+            f"The paired test compares each cell's answers with the baseline's on the same {questions} questions "
+            f"(exact McNemar). With {questions} questions the smallest change it can call significant at 5 % is "
+            f"{100 * smallest:.0f} points (all flips one way); smaller differences are noise.\n")
 
 
 def category_table_markdown(rows: Sequence[dict]) -> str:
@@ -219,7 +250,9 @@ def write_report(store_path: str | Path, out: str | Path, fingerprint: str | Non
         cells = [c for c in cells if c["spec"]["fingerprint"] == fingerprint]
         if not cells:
             raise ValueError(f"{store_path} has no finished cells to report")
-        main, per_category = build_tables(cells)
+        mmlu_correct = {c["key"]: {r.question_id: r.correct for r in store.mmlu(c["key"])} for c in cells}
+        main, per_category = build_tables(cells, mmlu_correct)
+        questions = max((len(v) for v in mmlu_correct.values()), default=0)
         _write_csv(out / "main.csv", main)
         _write_csv(out / "categories.csv", per_category)
         plots = plot_sweep(main, out)
@@ -229,7 +262,8 @@ def write_report(store_path: str | Path, out: str | Path, fingerprint: str | Non
     parts = [f"# {title}\n", notes, "## Toxicity distance, perplexity and MMLU by method and α\n",
              "MAE: mean over (user, prompt) of |toxicity(answer) − user's preferred toxicity|, averaged over the "
              "scorer's attributes. Δ% is against the unsteered model on the same prompts and scorer.\n",
-             main_table_markdown(main), "\n## % change in MAE by prompt category (negative = closer to the users)\n",
+             main_table_markdown(main), "\n", mmlu_note(questions),
+             "\n## % change in MAE by prompt category (negative = closer to the users)\n",
              category_table_markdown(per_category), "\n",
              "## By user sensitivity: mean TOXICITY of the answers / MAE\n",
              "Personalised steering should lower toxicity for strict users and may raise it for tolerant ones.\n",

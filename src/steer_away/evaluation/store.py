@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS answers (
     PRIMARY KEY (cell, row_id));
 CREATE TABLE IF NOT EXISTS leases (cell TEXT PRIMARY KEY, owner TEXT, expires REAL);
 CREATE TABLE IF NOT EXISTS mmlu (
-    cell TEXT, question_id TEXT, user_id TEXT, predicted INTEGER, correct INTEGER, run_id TEXT,
+    cell TEXT, question_id TEXT, user_id TEXT, predicted INTEGER, correct INTEGER, run_id TEXT, letter_mass REAL,
     PRIMARY KEY (cell, question_id));
 """
 
@@ -52,6 +52,7 @@ class MMLURecord:
     user_id: str
     predicted: int
     correct: bool
+    letter_mass: float = float("nan")  # probability on A-D at all under the cell's steering
 
 
 LEASE_SECONDS = 900.0  # a cell claimed by a sweep on another host is free again this long after its last batch
@@ -65,6 +66,9 @@ class ResultsStore:
         self._db = open_sqlite(self.path, "results store", ["cells", "answers", "mmlu"], create=create)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(mmlu)")}
+        if "letter_mass" not in columns:  # a store written before letter mass was recorded
+            self._db.execute("ALTER TABLE mmlu ADD COLUMN letter_mass REAL")
         self._db.commit()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -142,14 +146,15 @@ class ResultsStore:
         return {r[0] for r in self._db.execute("SELECT question_id FROM mmlu WHERE cell=?", (cell,))}
 
     def put_mmlu(self, cell: str, records: Iterable[MMLURecord], run_id: str) -> None:
-        rows = [(cell, r.question_id, r.user_id, r.predicted, int(r.correct), run_id) for r in records]
+        rows = [(cell, r.question_id, r.user_id, r.predicted, int(r.correct), run_id, r.letter_mass) for r in records]
         with self._db:
-            self._db.executemany("INSERT OR IGNORE INTO mmlu VALUES (?,?,?,?,?,?)", rows)
+            self._db.executemany("INSERT OR IGNORE INTO mmlu (cell, question_id, user_id, predicted, correct, run_id, "
+                                 "letter_mass) VALUES (?,?,?,?,?,?,?)", rows)
 
     def mmlu(self, cell: str) -> list[MMLURecord]:
-        cursor = self._db.execute("SELECT question_id, user_id, predicted, correct FROM mmlu WHERE cell=? "
+        cursor = self._db.execute("SELECT question_id, user_id, predicted, correct, letter_mass FROM mmlu WHERE cell=? "
                                   "ORDER BY question_id", (cell,))
-        return [MMLURecord(r[0], r[1], r[2], bool(r[3])) for r in cursor]
+        return [MMLURecord(r[0], r[1], r[2], bool(r[3]), float("nan") if r[4] is None else r[4]) for r in cursor]
 
 
 def _owner_alive(owner: str) -> bool:

@@ -20,7 +20,7 @@ import numpy as np
 
 from steer_away.data.categories import CategoryRule
 from steer_away.evaluation.metrics import finite, mean_by, wilson_interval
-from steer_away.evaluation.mmlu import MMLUQuestion
+from steer_away.evaluation.mmlu import MMLUQuestion, content_digest
 from steer_away.evaluation.store import AnswerRecord, MMLURecord
 from steer_away.evaluation.sweep.config import SweepConfig
 from steer_away.models import LanguageModel
@@ -91,7 +91,7 @@ class EvalContext:
         self.resources = SteeringResources(self.lm, profiles=self.profiles, vectors=run / "vectors",
                                            categories=config.steering_categories)
         self.fingerprint = hashlib.sha1(json.dumps({
-            "model": self.lm.model_id, "rows": [r.row_id for r in self.rows], "mmlu": [q.question_id for q in self.mmlu],
+            "model": self.lm.model_id, "rows": [r.row_id for r in self.rows], "mmlu": content_digest(self.mmlu),
             "max_new_tokens": config.max_new_tokens, "scorer": self.scorer.backend,
             "profiles": _file_digest(run / "profiles.json"),
             "vectors": _file_digest(run / "vectors" / "pair_activations.safetensors"),
@@ -193,7 +193,8 @@ def compute_cell(ctx: EvalContext, cell: Cell, done_rows: set[str], done_questio
         qchunk = questions[start:start + size * 2]
         owners = [users[(start + i) % len(users)] for i in range(len(qchunk))]
         predicted = mmlu_predictions(ctx.lm, qchunk, method, [RowSteering(u) for u in owners], batch_size=size * 2)
-        yield [], [MMLURecord(q.question_id, u or "", p, p == q.answer) for q, u, p in zip(qchunk, owners, predicted)]
+        yield [], [MMLURecord(q.question_id, u or "", p.predicted, p.predicted == q.answer, p.letter_mass)
+                   for q, u, p in zip(qchunk, owners, predicted)]
         if progress:
             progress(len(qchunk))
 
@@ -220,4 +221,5 @@ def summarise(answers: list[AnswerRecord], mmlu: list[MMLURecord],
         "toxicity_mean": float(np.mean([a.toxicity[0] for a in answers])) if answers else float("nan"),
         "mmlu_n": len(mmlu), "mmlu_acc": correct / len(mmlu) if mmlu else float("nan"),
         "mmlu_ci": [low, high],
+        "mmlu_letter_mass": float(np.nanmean([r.letter_mass for r in mmlu])) if mmlu else float("nan"),
     }
