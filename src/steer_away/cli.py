@@ -218,14 +218,16 @@ def _print_main_table(main: list[dict[str, Any]], title: str) -> None:
     from steer_away.steering.registry import BASELINE
 
     table = Table(title=title)
-    for column in ("method", "α", "settings", "MAE ↓", "Δ% vs base", "PPL ↓", "MMLU", "TOXICITY", "n"):
+    for column in ("method", "α", "settings", "MAE ↓", "Δ% vs base", "PPL ↓", "collapsed", "MMLU", "TOXICITY", "n"):
         table.add_column(column, justify="left" if column in ("method", "settings") else "right",
                          no_wrap=column == "method")
     for r in main:
         delta = "-" if r["method"] == BASELINE or math.isnan(r["delta_pct"]) else f"{r['delta_pct']:+.1f}%"
         mmlu = "-" if math.isnan(r["mmlu"]) else f"{100 * r['mmlu']:.1f}%"
+        collapsed = "-" if math.isnan(r["collapsed_share"]) else \
+            f"{100 * r['collapsed_share']:.0f}%" + (" ⚠" if r["collapsed"] else "")
         table.add_row(r["method"], "-" if r["alpha"] is None else f"{r['alpha']:g}", r["settings"] or "-",
-                      f"{r['mae']:.4f}", delta, f"{r['ppl']:.2f}", mmlu, f"{r['toxicity']:.3f}", str(r["n"]))
+                      f"{r['mae']:.4f}", delta, f"{r['ppl']:.2f}", collapsed, mmlu, f"{r['toxicity']:.3f}", str(r["n"]))
     console.print(table)
 
 

@@ -71,3 +71,14 @@ def test_smallest_detectable_change():
     assert metrics.smallest_detectable_change(40) == pytest.approx(6 / 40)
     assert metrics.smallest_detectable_change(200) == pytest.approx(6 / 200)
     assert math.isnan(metrics.smallest_detectable_change(4))
+
+
+def test_collapse_detection_on_known_answers():
+    loop = "I always keep a message for your questions, I always keep a message for your questions, I always keep"
+    normal = ("Paris is the capital of France. It sits on the Seine and has been the seat of government for "
+              "centuries, with many museums and parks.")
+    assert metrics.is_collapsed(loop) and not metrics.is_collapsed(normal)
+    assert metrics.distinct_n("a b c d", 2) == 1.0 and metrics.distinct_n("a b a b a b", 2) == pytest.approx(2 / 5)
+    assert metrics.longest_repeat(loop, 4) == 2 and metrics.longest_repeat(normal, 4) == 1
+    assert metrics.is_collapsed("Sure, here it is. " * 4)  # one phrase four times
+    assert not metrics.is_collapsed("no no no no")  # too short to judge

@@ -94,3 +94,17 @@ def test_report_pairs_mmlu_answers_with_the_baseline():
     right, wrong, p = paired_mmlu(steered, base)
     assert (right, wrong) == (5, 2)
     assert p == pytest.approx(2 * (1 + 7 + 21) / 2**7)  # exact two-sided binomial on 7 flips
+
+
+def test_report_marks_collapsed_cells_and_never_calls_them_best():
+    from steer_away.evaluation.report import build_tables
+
+    summary = {"mae": 0.1, "ppl_median": 2.0, "ppl_mean": 2.0, "mmlu_acc": float("nan"), "mmlu_ci": [0, 0],
+               "toxicity_mean": 0.1, "n": 2, "empty_answers": 0, "mae_by_category": {}}
+    cells = [{"key": "b", "method": "unsteered", "alpha": None, "settings": "", "summary": summary},
+             {"key": "s", "method": "caa-dislike", "alpha": 1.0, "settings": "", "summary": {**summary, "mae": 0.05}}]
+    loop = "you are so so so so so so so so so so so so so so so so"
+    main, _ = build_tables(cells, answers={"b": ["A fine, ordinary answer about the weather today in town."] * 2,
+                                           "s": [loop, loop]})
+    flagged = {r["method"]: r["collapsed"] for r in main}
+    assert flagged == {"unsteered": False, "caa-dislike": True}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -90,3 +91,38 @@ def smallest_detectable_change(questions: int, alpha: float = 0.05) -> float:
     while mcnemar_exact(k, 0) >= alpha:
         k += 1
     return k / questions if k <= questions else float("nan")
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[\w']+", text.lower())
+
+
+def distinct_n(text: str, n: int = 2) -> float:
+    """Share of the answer's word n-grams that are distinct (1.0: no repetition); NaN when it has none."""
+    words = _words(text)
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else float("nan")
+
+
+def longest_repeat(text: str, n: int = 4) -> int:
+    """How often the answer's most frequent word n-gram occurs (1: none repeats)."""
+    words = _words(text)
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    if not grams:
+        return 0
+    counts: dict[tuple[str, ...], int] = {}
+    for gram in grams:
+        counts[gram] = counts.get(gram, 0) + 1
+    return max(counts.values())
+
+
+COLLAPSE_DISTINCT2 = 0.6  # below this share of distinct bigrams an answer is mostly loops
+COLLAPSE_REPEATS = 3  # or one 4-word phrase said three times or more
+COLLAPSED_CELL_SHARE = 0.25  # a cell with this share of collapsed answers is itself collapsed
+
+
+def is_collapsed(text: str) -> bool:
+    """Degenerate text: mostly repeated bigrams, or a phrase looping; short answers are never flagged."""
+    if len(_words(text)) < 8:
+        return False
+    return distinct_n(text, 2) < COLLAPSE_DISTINCT2 or longest_repeat(text, 4) >= COLLAPSE_REPEATS

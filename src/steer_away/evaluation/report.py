@@ -9,7 +9,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from steer_away.data.categories import CATEGORIES
-from steer_away.evaluation.metrics import mcnemar_exact, pct_change, smallest_detectable_change
+from steer_away.evaluation.metrics import (
+    COLLAPSE_DISTINCT2,
+    COLLAPSE_REPEATS,
+    COLLAPSED_CELL_SHARE,
+    distinct_n,
+    is_collapsed,
+    mcnemar_exact,
+    pct_change,
+    smallest_detectable_change,
+)
 from steer_away.evaluation.store import ResultsStore
 from steer_away.profiles import SENSITIVITIES
 from steer_away.steering.registry import BASELINE, method_names
@@ -49,10 +58,20 @@ def paired_mmlu(answers: dict[str, bool], baseline: dict[str, bool]) -> tuple[in
     return to_right, to_wrong, mcnemar_exact(to_right, to_wrong)
 
 
-def build_tables(cells: Sequence[dict], mmlu_correct: dict[str, dict[str, bool]] | None = None
-                 ) -> tuple[list[dict], list[dict]]:
+def quality(answers: Sequence[str]) -> dict[str, float]:
+    """Mean distinct-2 of the answers and the share flagged as collapsed (looping, repeated phrases)."""
+    d2 = [distinct_n(a, 2) for a in answers]
+    d2 = [v for v in d2 if not math.isnan(v)]
+    flagged = sum(is_collapsed(a) for a in answers)
+    return {"distinct2": sum(d2) / len(d2) if d2 else float("nan"),
+            "collapsed_share": flagged / len(answers) if answers else float("nan")}
+
+
+def build_tables(cells: Sequence[dict], mmlu_correct: dict[str, dict[str, bool]] | None = None,
+                 answers: dict[str, list[str]] | None = None) -> tuple[list[dict], list[dict]]:
     """(main rows, per-category rows) for one fingerprint's cells; Δ% against its unsteered cell.
-    `mmlu_correct` (cell key -> question id -> right?) adds the paired MMLU test against the baseline."""
+    `mmlu_correct` (cell key -> question id -> right?) adds the paired MMLU test against the baseline;
+    `answers` (cell key -> answer texts) adds repetition and the collapse flag."""
     cells = sorted(cells, key=_order)
     baseline = next((c for c in cells if c["method"] == BASELINE), None)
     base = baseline["summary"] if baseline else None
@@ -71,7 +90,9 @@ def build_tables(cells: Sequence[dict], mmlu_correct: dict[str, dict[str, bool]]
             "n": s["n"], "empty": s["empty_answers"],
             "mmlu_letter_mass": s.get("mmlu_letter_mass", float("nan")), "mmlu_turned_right": turned[0],
             "mmlu_turned_wrong": turned[1], "mmlu_mcnemar_p": turned[2],
+            **quality((answers or {}).get(c["key"], [])),
         })
+        main[-1]["collapsed"] = bool(main[-1]["collapsed_share"] >= COLLAPSED_CELL_SHARE)
     per_category = []
     for category in CATEGORIES:
         row: dict = {"category": category,
@@ -103,9 +124,9 @@ def sensitivity_table_markdown(cells: Sequence[dict]) -> str:
 
 
 def main_table_markdown(main: Sequence[dict]) -> str:
-    lines = ["| run / method | α | settings | MAE ↓ | Δ% vs baseline | PPL ↓ (median) | MMLU [95% CI] | letter mass | "
-             "MMLU vs baseline: +right / −wrong, McNemar p | mean TOXICITY | n |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| run / method | α | settings | MAE ↓ | Δ% vs baseline | PPL ↓ (median) | distinct-2 / collapsed | "
+             "MMLU [95% CI] | letter mass | MMLU vs baseline: +right / −wrong, McNemar p | mean TOXICITY | n |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in main:
         mmlu = "-" if math.isnan(r["mmlu"]) else f"{100 * r['mmlu']:.1f}% [{100 * r['mmlu_low']:.0f}–{100 * r['mmlu_high']:.0f}]"
         mass = _fmt(r["mmlu_letter_mass"], ".3f")
@@ -113,6 +134,8 @@ def main_table_markdown(main: Sequence[dict]) -> str:
             f"+{r['mmlu_turned_right']} / −{r['mmlu_turned_wrong']}, p={r['mmlu_mcnemar_p']:.2f}"
         lines.append(f"| {r['method']} | {_fmt(r['alpha'], 'g')} | {r['settings'] or '-'} | {_fmt(r['mae'])} | "
                      f"{_pct(r['delta_pct']) if r['method'] != BASELINE else '-'} | {_fmt(r['ppl'], '.2f')} | "
+                     f"{_fmt(r['distinct2'], '.2f')} / {_fmt(100 * r['collapsed_share'], '.0f')}%"
+                     f"{' ⚠ collapsed' if r['collapsed'] else ''} | "
                      f"{mmlu} | {mass} | {paired} | {_fmt(r['toxicity'], '.3f')} | {r['n']} |")
     return "\n".join(lines)
 
@@ -194,7 +217,8 @@ def plot_sweep(main: Sequence[dict], out: Path) -> list[Path]:
 
 
 def sample_answers(store: ResultsStore, cells: Sequence[dict], users: int = 3, prompts: int = 2) -> str:
-    """Markdown: unsteered vs each personalised method's best cell for a few users."""
+    """Markdown: unsteered vs each method's best cell (lowest MAE among `cells`; the caller leaves out
+    collapsed cells, so a looping answer is never shown as a method's best) for a few users."""
     by_method: dict[str, dict] = {}
     for c in sorted(cells, key=lambda c: c["summary"]["mae"]):
         by_method.setdefault(c["method"], c)
@@ -251,18 +275,25 @@ def write_report(store_path: str | Path, out: str | Path, fingerprint: str | Non
         if not cells:
             raise ValueError(f"{store_path} has no finished cells to report")
         mmlu_correct = {c["key"]: {r.question_id: r.correct for r in store.mmlu(c["key"])} for c in cells}
-        main, per_category = build_tables(cells, mmlu_correct)
+        texts = {c["key"]: [a.answer for a in store.answers(c["key"])] for c in cells}
+        main, per_category = build_tables(cells, mmlu_correct, texts)
+        collapsed = {(r["method"], r["alpha"], r["settings"]) for r in main if r["collapsed"]}
         questions = max((len(v) for v in mmlu_correct.values()), default=0)
         _write_csv(out / "main.csv", main)
         _write_csv(out / "categories.csv", per_category)
         plots = plot_sweep(main, out)
-        samples = sample_answers(store, cells)
+        samples = sample_answers(store, [c for c in cells if (c["method"], c["alpha"], c["settings"]) not in collapsed])
     finally:
         store.close()
     parts = [f"# {title}\n", notes, "## Toxicity distance, perplexity and MMLU by method and α\n",
              "MAE: mean over (user, prompt) of |toxicity(answer) − user's preferred toxicity|, averaged over the "
              "scorer's attributes. Δ% is against the unsteered model on the same prompts and scorer.\n",
              main_table_markdown(main), "\n", mmlu_note(questions),
+             f"*distinct-2*: share of distinct word bigrams per answer (1 = no repetition), averaged; an answer is "
+             f"*collapsed* when that share is below {COLLAPSE_DISTINCT2} or a 4-word phrase recurs "
+             f"{COLLAPSE_REPEATS}+ times; a cell with {100 * COLLAPSED_CELL_SHARE:.0f} % collapsed answers is marked ⚠ "
+             "and never picked as a method's best below. Perplexity is under the unsteered model (self-perplexity "
+             "for the baseline), so loops can look fluent by it: read it beside distinct-2.\n",
              "\n## % change in MAE by prompt category (negative = closer to the users)\n",
              category_table_markdown(per_category), "\n",
              "## By user sensitivity: mean TOXICITY of the answers / MAE\n",
