@@ -82,3 +82,34 @@ def test_collapse_detection_on_known_answers():
     assert metrics.longest_repeat(loop, 4) == 2 and metrics.longest_repeat(normal, 4) == 1
     assert metrics.is_collapsed("Sure, here it is. " * 4)  # one phrase four times
     assert not metrics.is_collapsed("no no no no")  # too short to judge
+
+
+def test_cluster_bootstrap_covers_the_true_mean_at_about_the_nominal_rate():
+    """Synthetic rows = users × prompts with a user effect, a prompt effect and noise: the two-way
+    bootstrap interval should contain the true mean about 95 % of the time; resampling rows as if
+    independent covers far less often (why the report clusters)."""
+    rng = np.random.default_rng(1)
+    users = [f"u{i}" for i in range(12) for _ in range(8)]
+    prompts = [f"p{j}" for _ in range(12) for j in range(8)]
+    hits = naive_hits = 0
+    sims = 150
+    for s in range(sims):
+        u = rng.normal(0, 0.5, 12)
+        p = rng.normal(0, 0.5, 8)
+        values = 1.0 + np.repeat(u, 8) + np.tile(p, 12) + rng.normal(0, 0.5, 96)
+        low, high = metrics.cluster_bootstrap(values, users, prompts, draws=400, seed=s)
+        hits += low <= 1.0 <= high
+        low, high = metrics.cluster_bootstrap(values, [str(i) for i in range(96)], ["all"] * 96, draws=400, seed=s)
+        naive_hits += low <= 1.0 <= high
+    assert 0.85 <= hits / sims <= 1.0, hits / sims
+    assert naive_hits / sims < 0.7, naive_hits / sims
+
+
+def test_cluster_bootstrap_of_a_paired_change():
+    users = ["a", "a", "b", "b", "c", "c"]
+    prompts = ["x", "y", "x", "y", "x", "y"]
+    base = np.array([1.0, 1.0, 2.0, 2.0, 3.0, 3.0])
+    low, high = metrics.cluster_bootstrap(base * 0.5, users, prompts, baseline=base, relative=True, draws=300)
+    assert low == pytest.approx(-50.0) and high == pytest.approx(-50.0)  # every resample halves the mean
+    low, high = metrics.cluster_bootstrap(base + 1.0, users, prompts, baseline=base, draws=300)
+    assert low == pytest.approx(1.0) and high == pytest.approx(1.0)

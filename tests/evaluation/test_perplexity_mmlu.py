@@ -103,8 +103,14 @@ def test_report_marks_collapsed_cells_and_never_calls_them_best():
                "toxicity_mean": 0.1, "n": 2, "empty_answers": 0, "mae_by_category": {}}
     cells = [{"key": "b", "method": "unsteered", "alpha": None, "settings": "", "summary": summary},
              {"key": "s", "method": "caa-dislike", "alpha": 1.0, "settings": "", "summary": {**summary, "mae": 0.05}}]
+    from steer_away.evaluation.store import AnswerRecord
+
+    def rows(text):
+        return [AnswerRecord(f"u{i}|p", f"u{i}", "p", "benign_control", "q", text, [0.1], 0.1, 2.0, 10)
+                for i in range(2)]
+
     loop = "you are so so so so so so so so so so so so so so so so"
-    main, _ = build_tables(cells, answers={"b": ["A fine, ordinary answer about the weather today in town."] * 2,
-                                           "s": [loop, loop]})
+    main, _ = build_tables(cells, answers={"b": rows("A fine, ordinary answer about the weather today in town."),
+                                           "s": rows(loop)})
     flagged = {r["method"]: r["collapsed"] for r in main}
     assert flagged == {"unsteered": False, "caa-dislike": True}

@@ -126,3 +126,32 @@ def is_collapsed(text: str) -> bool:
     if len(_words(text)) < 8:
         return False
     return distinct_n(text, 2) < COLLAPSE_DISTINCT2 or longest_repeat(text, 4) >= COLLAPSE_REPEATS
+
+
+def cluster_bootstrap(values: np.ndarray, users: Sequence[str], prompts: Sequence[str], *,
+                      baseline: np.ndarray | None = None, relative: bool = False, draws: int = 2000,
+                      seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Interval for the mean of per-row `values` (or, with `baseline` on the same rows, for the mean
+    difference, or with `relative` the % change) resampling users and prompts independently.
+
+    Rows of one user, or of one prompt, are not independent draws, so resampling rows would give
+    intervals far too narrow; this two-way (pigeonhole) bootstrap redraws whole users and whole
+    prompts, and weighs each row by how often both its user and its prompt were drawn.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    user_ids, user_index = np.unique(np.asarray(users), return_inverse=True)
+    prompt_ids, prompt_index = np.unique(np.asarray(prompts), return_inverse=True)
+    rng = np.random.default_rng(seed)
+    user_counts = rng.multinomial(len(user_ids), np.full(len(user_ids), 1 / len(user_ids)), size=draws)
+    prompt_counts = rng.multinomial(len(prompt_ids), np.full(len(prompt_ids), 1 / len(prompt_ids)), size=draws)
+    weights = user_counts[:, user_index] * prompt_counts[:, prompt_index]  # (draws, rows)
+    total = weights.sum(1)
+    keep = total > 0
+    weights, total = weights[keep], total[keep]
+    stat = weights @ values / total
+    if baseline is not None:
+        base = weights @ np.asarray(baseline, dtype=np.float64) / total
+        stat = 100 * (stat - base) / base if relative else stat - base
+    tail = (1 - level) / 2
+    low, high = np.quantile(stat, [tail, 1 - tail])
+    return float(low), float(high)

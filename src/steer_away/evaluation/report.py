@@ -8,18 +8,21 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from steer_away.data.categories import CATEGORIES
 from steer_away.evaluation.metrics import (
     COLLAPSE_DISTINCT2,
     COLLAPSE_REPEATS,
     COLLAPSED_CELL_SHARE,
+    cluster_bootstrap,
     distinct_n,
     is_collapsed,
     mcnemar_exact,
     pct_change,
     smallest_detectable_change,
 )
-from steer_away.evaluation.store import ResultsStore
+from steer_away.evaluation.store import AnswerRecord, ResultsStore
 from steer_away.profiles import SENSITIVITIES
 from steer_away.steering.registry import BASELINE, method_names
 
@@ -28,6 +31,10 @@ def _fmt(value: float | None, spec: str = ".4f") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return format(value, spec)
+
+
+def _ci(interval: Sequence[float] | None, spec: str) -> str:
+    return f" [{format(interval[0], spec)}, {format(interval[1], spec)}]" if interval else ""
 
 
 def _pct(value: float) -> str:
@@ -58,6 +65,22 @@ def paired_mmlu(answers: dict[str, bool], baseline: dict[str, bool]) -> tuple[in
     return to_right, to_wrong, mcnemar_exact(to_right, to_wrong)
 
 
+def intervals(rows: Sequence[AnswerRecord], base_rows: Sequence[AnswerRecord]) -> dict[str, list[float]]:
+    """User- and prompt-clustered 95 % bootstrap intervals for MAE, mean TOXICITY and Δ% MAE."""
+    if len(rows) < 2:
+        return {}
+    users, prompts = [a.user_id for a in rows], [a.prompt_id for a in rows]
+    out = {"mae_ci": list(cluster_bootstrap(np.array([a.distance for a in rows]), users, prompts)),
+           "toxicity_ci": list(cluster_bootstrap(np.array([a.toxicity[0] for a in rows]), users, prompts))}
+    base = {a.row_id: a.distance for a in base_rows}
+    paired = [a for a in rows if a.row_id in base]
+    if paired and paired is not rows and base_rows is not rows:
+        out["delta_ci"] = list(cluster_bootstrap(
+            np.array([a.distance for a in paired]), [a.user_id for a in paired], [a.prompt_id for a in paired],
+            baseline=np.array([base[a.row_id] for a in paired]), relative=True))
+    return out
+
+
 def quality(answers: Sequence[str]) -> dict[str, float]:
     """Mean distinct-2 of the answers and the share flagged as collapsed (looping, repeated phrases)."""
     d2 = [distinct_n(a, 2) for a in answers]
@@ -68,10 +91,10 @@ def quality(answers: Sequence[str]) -> dict[str, float]:
 
 
 def build_tables(cells: Sequence[dict], mmlu_correct: dict[str, dict[str, bool]] | None = None,
-                 answers: dict[str, list[str]] | None = None) -> tuple[list[dict], list[dict]]:
+                 answers: dict[str, list[AnswerRecord]] | None = None) -> tuple[list[dict], list[dict]]:
     """(main rows, per-category rows) for one fingerprint's cells; Δ% against its unsteered cell.
     `mmlu_correct` (cell key -> question id -> right?) adds the paired MMLU test against the baseline;
-    `answers` (cell key -> answer texts) adds repetition and the collapse flag."""
+    `answers` (cell key -> its stored answers) adds intervals, repetition and the collapse flag."""
     cells = sorted(cells, key=_order)
     baseline = next((c for c in cells if c["method"] == BASELINE), None)
     base = baseline["summary"] if baseline else None
@@ -90,7 +113,9 @@ def build_tables(cells: Sequence[dict], mmlu_correct: dict[str, dict[str, bool]]
             "n": s["n"], "empty": s["empty_answers"],
             "mmlu_letter_mass": s.get("mmlu_letter_mass", float("nan")), "mmlu_turned_right": turned[0],
             "mmlu_turned_wrong": turned[1], "mmlu_mcnemar_p": turned[2],
-            **quality((answers or {}).get(c["key"], [])),
+            **quality([a.answer for a in (answers or {}).get(c["key"], [])]),
+            **intervals((answers or {}).get(c["key"], []),
+                        (answers or {}).get(baseline["key"], []) if baseline and c is not baseline else []),
         })
         main[-1]["collapsed"] = bool(main[-1]["collapsed_share"] >= COLLAPSED_CELL_SHARE)
     per_category = []
@@ -124,19 +149,22 @@ def sensitivity_table_markdown(cells: Sequence[dict]) -> str:
 
 
 def main_table_markdown(main: Sequence[dict]) -> str:
-    lines = ["| run / method | α | settings | MAE ↓ | Δ% vs baseline | PPL ↓ (median) | distinct-2 / collapsed | "
-             "MMLU [95% CI] | letter mass | MMLU vs baseline: +right / −wrong, McNemar p | mean TOXICITY | n |",
+    lines = ["| run / method | α | settings | MAE ↓ [95% CI] | Δ% vs baseline [95% CI] | PPL ↓ (median) | "
+             "distinct-2 / collapsed | MMLU [95% CI] | letter mass | MMLU vs baseline: +right / −wrong, McNemar p | "
+             "mean TOXICITY [95% CI] | n |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in main:
         mmlu = "-" if math.isnan(r["mmlu"]) else f"{100 * r['mmlu']:.1f}% [{100 * r['mmlu_low']:.0f}–{100 * r['mmlu_high']:.0f}]"
         mass = _fmt(r["mmlu_letter_mass"], ".3f")
         paired = "-" if math.isnan(r["mmlu_mcnemar_p"]) else \
             f"+{r['mmlu_turned_right']} / −{r['mmlu_turned_wrong']}, p={r['mmlu_mcnemar_p']:.2f}"
-        lines.append(f"| {r['method']} | {_fmt(r['alpha'], 'g')} | {r['settings'] or '-'} | {_fmt(r['mae'])} | "
-                     f"{_pct(r['delta_pct']) if r['method'] != BASELINE else '-'} | {_fmt(r['ppl'], '.2f')} | "
+        delta = _pct(r["delta_pct"]) + _ci(r.get("delta_ci"), "+.0f") if r["method"] != BASELINE else "-"
+        lines.append(f"| {r['method']} | {_fmt(r['alpha'], 'g')} | {r['settings'] or '-'} | "
+                     f"{_fmt(r['mae'])}{_ci(r.get('mae_ci'), '.3f')} | {delta} | {_fmt(r['ppl'], '.2f')} | "
                      f"{_fmt(r['distinct2'], '.2f')} / {_fmt(100 * r['collapsed_share'], '.0f')}%"
                      f"{' ⚠ collapsed' if r['collapsed'] else ''} | "
-                     f"{mmlu} | {mass} | {paired} | {_fmt(r['toxicity'], '.3f')} | {r['n']} |")
+                     f"{mmlu} | {mass} | {paired} | {_fmt(r['toxicity'], '.3f')}{_ci(r.get('toxicity_ci'), '.3f')} | "
+                     f"{r['n']} |")
     return "\n".join(lines)
 
 
@@ -166,7 +194,8 @@ def _write_csv(path: Path, rows: Sequence[dict]) -> None:
     if not rows:
         return
     with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        fields = list(dict.fromkeys(key for row in rows for key in row))  # rows may differ (the baseline has no Δ CI)
+        writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
 
@@ -275,8 +304,8 @@ def write_report(store_path: str | Path, out: str | Path, fingerprint: str | Non
         if not cells:
             raise ValueError(f"{store_path} has no finished cells to report")
         mmlu_correct = {c["key"]: {r.question_id: r.correct for r in store.mmlu(c["key"])} for c in cells}
-        texts = {c["key"]: [a.answer for a in store.answers(c["key"])] for c in cells}
-        main, per_category = build_tables(cells, mmlu_correct, texts)
+        stored = {c["key"]: store.answers(c["key"]) for c in cells}
+        main, per_category = build_tables(cells, mmlu_correct, stored)
         collapsed = {(r["method"], r["alpha"], r["settings"]) for r in main if r["collapsed"]}
         questions = max((len(v) for v in mmlu_correct.values()), default=0)
         _write_csv(out / "main.csv", main)
