@@ -351,16 +351,21 @@ def test_short_request_returns_before_its_long_batch_mate(served):
     assert codes == [200, 200] and done_at["ann"] < done_at["bob"]
 
 
-def test_disconnected_stream_frees_its_row(served, monkeypatch):
+@pytest.fixture
+def slow_decoding(monkeypatch):
+    """Every forward pass takes 50 ms more: 64 steps take seconds, long enough to hang up mid-way."""
     from steer_away import internals
 
     real_step = internals.forward_step
 
-    def slow_step(*args, **kwargs):  # 64 steps take seconds: long enough to hang up mid-way
+    def slow_step(*args, **kwargs):
         time.sleep(0.05)
         return real_step(*args, **kwargs)
 
     monkeypatch.setattr(internals, "forward_step", slow_step)
+
+
+def test_disconnected_stream_frees_its_row(served, slow_decoding):
     engine = served["app"].state.engine
     before = engine.cancelled_jobs
     batches = engine.batches_run
@@ -393,16 +398,7 @@ def test_health_reports_a_stalled_worker(served):
     assert httpx.get(served["url"] + "/health").status_code == 200
 
 
-def test_client_that_gives_up_on_a_plain_request_is_not_decoded_for(served, monkeypatch):
-    from steer_away import internals
-
-    real_step = internals.forward_step
-
-    def slow_step(*args, **kwargs):
-        time.sleep(0.05)
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(internals, "forward_step", slow_step)
+def test_client_that_gives_up_on_a_plain_request_is_not_decoded_for(served, slow_decoding):
     engine = served["app"].state.engine
     before = engine.cancelled_jobs
     with pytest.raises(httpx.TimeoutException):
@@ -414,3 +410,55 @@ def test_client_that_gives_up_on_a_plain_request_is_not_decoded_for(served, monk
     while engine.cancelled_jobs == before and time.time() < deadline:
         time.sleep(0.05)
     assert engine.cancelled_jobs > before
+
+
+def test_a_batch_failing_midway_neither_redoes_answered_rows_nor_repeats_streamed_text(served, monkeypatch):
+    """The decode fails after the short request was answered and the stream got part of its text:
+    the answered row is not decoded again, the stream fails rather than replaying its text, and
+    the plain long request is retried alone and answered as if alone."""
+    from steer_away import internals
+
+    real_step = internals.forward_step
+    calls = {"n": 0, "armed": False}
+
+    def failing_step(*args, **kwargs):
+        if calls["armed"]:
+            calls["n"] += 1
+            if calls["n"] == 8:  # prefill + 7 steps: the 2-token row has ended, the others are mid-way
+                calls["armed"] = False
+                raise RuntimeError("injected failure")
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(internals, "forward_step", failing_step)
+    engine = served["app"].state.engine
+    before = len(engine.batch_sizes)
+
+    def streamed_text():
+        body = {"messages": PROMPT, "max_tokens": 20, "stream": True, "user": "bob"}
+        pieces, error = [], None
+        with httpx.stream("POST", served["url"] + "/v1/chat/completions", json=body, timeout=60,
+                          headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+            for line in r.iter_lines():
+                if line.startswith("data:") and line != "data: [DONE]":
+                    event = json.loads(line[5:])
+                    if "error" in event:
+                        error = event["error"]
+                    else:
+                        pieces.append(event["choices"][0]["delta"].get("content") or "")
+        return "".join(pieces), error
+
+    calls["armed"] = True
+    with ThreadPoolExecutor(3) as pool:
+        short = pool.submit(post, served, {"messages": PROMPT, "max_tokens": 2, "user": "ann"})
+        long = pool.submit(post, served, {"messages": PROMPT, "max_tokens": 20, "user": "ann"})
+        stream = pool.submit(streamed_text)
+        short_r, long_r, (text, error) = short.result(), long.result(), stream.result()
+    assert max(engine.batch_sizes[before:]) == 3  # all three were in the failing batch
+    assert short_r.status_code == 200 and short_r.json()["choices"][0]["message"]["content"] == \
+        expected(served, "ann", tokens=2)
+    assert long_r.status_code == 200 and long_r.json()["choices"][0]["message"]["content"] == \
+        expected(served, "ann", tokens=20)
+    full = expected(served, "bob", tokens=20)
+    assert error is not None and error["code"] == 500
+    assert full.startswith(text.strip()) and len(text) < len(full)  # a prefix, never repeated
+    assert engine.batch_sizes[before:].count(1) == 1  # only the plain long request was rerun

@@ -79,6 +79,8 @@ class Job:
     future: asyncio.Future[Any]
     prompt_tokens: int = 0
     cancelled: threading.Event = field(default_factory=threading.Event)  # set when the client has left
+    answered: bool = False  # the worker has sent the result (set by the worker thread only)
+    streamed: bool = False  # the worker has sent part of the text to the stream
 
     def batch_key(self) -> tuple[object, ...]:
         return self.method, self.sampling

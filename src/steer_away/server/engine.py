@@ -161,11 +161,14 @@ class BatchingEngine:
             self._decode(batch)
         except Exception:  # isolate the failing request: rerun each alone
             log.exception("a batch of %d failed; retrying its requests one by one", len(batch))
-            pending = [job for job in batch if not job.future.done()]
-            if len(pending) == 1:
-                self._fail(pending[0], APIError(500, "generation failed for this request", "server_error"))
-                return
+            # Rows already answered or abandoned are done; a stream that already got part of its text
+            # cannot be replayed without sending that part twice, so it fails; the rest run alone.
+            pending = [job for job in batch if not job.answered and not job.cancelled.is_set()]
+            retry = [job for job in pending if len(batch) > 1 and not job.streamed]
             for job in pending:
+                if job not in retry:
+                    self._fail(job, APIError(500, "generation failed for this request", "server_error"))
+            for job in retry:
                 try:
                     self._decode([job])
                 except APIError as err:
@@ -198,6 +201,7 @@ class BatchingEngine:
         def finish(i: int, reason: str) -> None:
             ended[i] = True
             job = batch[i]
+            job.answered = True
             if job.cancelled.is_set():
                 return
             ids = produced[i]
@@ -228,6 +232,7 @@ class BatchingEngine:
                     if len(text) > len(sent[i]) and not text.endswith("\ufffd"):
                         job.loop.call_soon_threadsafe(job.stream.put_nowait, text[len(sent[i]):])
                         sent[i] = text
+                        job.streamed = True
                 if len(produced[i]) >= job.max_tokens:
                     finish(i, "length")
             return ended
