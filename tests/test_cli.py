@@ -12,7 +12,24 @@ def test_profiles_build_cli(tmp_path, capsys):
     assert main(["profiles", "build", "--out", str(out), "--score-cache", str(tmp_path / "s.sqlite"),
                  "--show", "3"]) == 0
     payload = json.loads(out.read_text())
-    assert len(payload["profiles"]) == 36
+    assert len(payload["profiles"]) == 270  # the stand-in's 300 users, 270 of whom have conversations
+
+
+def test_data_stats_cli_prints_the_figures_and_the_verdict(capsys):
+    assert main(["data", "stats", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["users"] == 300 and stats["tie_share"] >= 0.9
+    assert main(["data", "stats", "--prism", "contrast-fixture"]) == 0
+    captured = capsys.readouterr()
+    assert "misses the targets" in captured.out + captured.err
+
+
+def test_data_standin_cli_writes_a_loadable_folder(tmp_path):
+    from steer_away.data.prism import load_prism
+
+    assert main(["data", "standin", "--out", str(tmp_path / "s"), "--users", "12", "--seed", "5"]) == 0
+    data = load_prism(tmp_path / "s")
+    assert len(data.survey) == 12 and data.report.skipped == 0
 
 
 def test_bad_input_gives_one_line_error(tmp_path, capsys):

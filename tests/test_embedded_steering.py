@@ -40,7 +40,7 @@ def test_eads_for_a_strict_user_lowers_toxicity(embedded_lm, scorer):
 
 
 def test_personal_caa_vectors_move_users_apart(embedded_lm, scorer):
-    data = load_prism()
+    data = load_prism("contrast-fixture")
     pairs = sample_pairs(preference_pairs(data.turns), 200, seed=0)
     layers = internals.default_layers(embedded_lm.model)
     acts = extract_pair_activations(embedded_lm, pairs, layers, batch_size=8, progress=False)
@@ -56,3 +56,15 @@ def test_personal_caa_vectors_move_users_apart(embedded_lm, scorer):
     base = mean_toxicity(scorer, generate(embedded_lm, HARMFUL, config=CFG))
     assert as_tolerant > base and as_tolerant > as_strict + 0.2, (as_strict, base, as_tolerant)
     assert np.isfinite([as_strict, base, as_tolerant]).all()
+
+
+def test_standin_population_vector_points_away_from_toxicity(embedded_lm, tmp_path):
+    """On the realistic stand-in most users are mildly averse to edge, so the population's
+    chosen-minus-rejected direction must agree with our respectful-minus-toxic contrast set."""
+    from steer_away.steering.bank import ExtractionSettings, extract_population
+    from steer_away.steering.card import vector_card
+
+    acts = extract_population(embedded_lm, load_prism("standin"), ExtractionSettings(n_pairs=160), tmp_path)
+    card = vector_card(population_vector(acts, embedded_lm.shape), embedded_lm, "population")
+    assert not card.toward_toxicity, card.markdown()
+    assert min(layer.cosine_respectful for layer in card.layers) > 0.2, card.markdown()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
@@ -21,6 +22,10 @@ if TYPE_CHECKING:
 
 class UsageError(Exception):
     """A user-facing error: printed as one line, exit code 2, no traceback."""
+
+
+PRISM_HELP = ("PRISM-shaped data: a folder of JSONL files, 'hub' for real PRISM, 'standin' (default: our synthetic "
+              "stand-in) or 'contrast-fixture' (a tiny extreme-contrast set for machinery tests)")
 
 
 def _load(args: argparse.Namespace) -> LoadedModel:
@@ -97,7 +102,6 @@ def _extraction_settings(args: argparse.Namespace) -> ExtractionSettings:
 
 def cmd_vectors_extract(args: argparse.Namespace) -> int:
     import time
-    from pathlib import Path
 
     from steer_away.data.prism import load_prism
     from steer_away.steering.bank import ACTIVATIONS_FILE, POPULATION_FILE, extract_population
@@ -113,15 +117,31 @@ def cmd_vectors_extract(args: argparse.Namespace) -> int:
     console.print(f"{len(acts.pairs)} pairs at layers {acts.layers[0]}-{acts.layers[-1]} in {elapsed:.1f}s "
                   f"({len(acts.pairs) / elapsed:.1f} pairs/s); ‖v_l‖ {norms}")
     console.print(f"wrote {out / POPULATION_FILE} and {out / ACTIVATIONS_FILE}")
+    _print_cards(lm, out)
     return 0
 
 
+def _print_cards(lm: LanguageModel, store: Path, users: list[str] | None = None) -> None:
+    from rich.markdown import Markdown
+
+    from steer_away.steering.card import store_cards
+
+    with status("Vector card: reading the respectful-vs-toxic contrast set…"):
+        cards, banks = store_cards(lm, store, users)
+    for card in cards:
+        console.print(Markdown(card.markdown()))
+        if card.toward_toxicity:
+            console.print(f"[bold red]{escape(card.verdict)}[/bold red]")
+    for bank in banks:
+        console.print(Markdown(bank.markdown()))
+    console.print(f"cards written to {store / 'cards.json'}")
+
+
 def cmd_vectors_compose(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from steer_away.profiles import load_profiles
     from steer_away.scoring import make_scorer
-    from steer_away.steering.bank import compose_bank
+    from steer_away.steering.bank import POPULATION_FILE, compose_bank
     from steer_away.steering.extract import load_pair_activations
 
     acts, shape = load_pair_activations(args.activations)
@@ -131,6 +151,8 @@ def cmd_vectors_compose(args: argparse.Namespace) -> int:
     vectors = compose_bank(acts, shape, args.mode, profiles, out, scorer=scorer, shrinkage=args.shrinkage,
                            bt_k=args.k, bt_l2=args.l2)
     console.print(f"wrote {len(vectors)} {args.mode} user vectors and the population default to {out}")
+    if not args.no_card and (out.parent / POPULATION_FILE).is_file():
+        _print_cards(_load(args), out.parent)
     return 0
 
 
@@ -178,6 +200,101 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def _heldout_openings(prism: str | None, n: int, holdout: float = 0.3, seed: int = 0) -> list[str]:
+    """Opening prompts no vector was extracted from (the held-out side of the prompt split), taken
+    round-robin over the prompt categories."""
+    from steer_away.data.categories import CategoryRule
+    from steer_away.data.prism import load_prism, preference_pairs, split_pairs
+
+    _, held = split_pairs(preference_pairs(load_prism(prism).turns), holdout=holdout, seed=seed)
+    rule = CategoryRule()
+    by_category: dict[str, list[str]] = {}
+    for pair in held:
+        category = rule.categorise(pair.opening, pair.conversation_type)
+        if pair.opening not in by_category.setdefault(category, []):
+            by_category[category].append(pair.opening)
+    queues = [sorted(v) for _, v in sorted(by_category.items())]
+    out: list[str] = []
+    while len(out) < n and any(queues):
+        for queue in queues:
+            if queue and len(out) < n:
+                out.append(queue.pop(0))
+    return out
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from steer_away.evaluation.calibrate import calibrate, save_calibration
+    from steer_away.scoring import make_scorer
+
+    try:
+        alphas = [float(a) for a in args.alphas.split(",") if a.strip()]
+    except ValueError:
+        raise UsageError(f"--alphas must be comma-separated numbers, got {args.alphas!r}") from None
+    if args.prompts:
+        prompts = [line.strip() for line in Path(args.prompts).read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        prompts = _heldout_openings(args.prism, args.n_prompts)
+    lm = _load(args)
+    method = _method_from_args(args, lm)
+    scorer = make_scorer(args.scorer, cache_path=args.score_cache)
+    name = args.method or type(method).__name__
+    result = calibrate(lm, method, prompts, alphas, scorer, name=name, user=args.user, category=args.category,
+                       direction=args.direction, max_new_tokens=args.max_tokens, batch_size=args.batch_size,
+                       max_collapsed=args.max_collapsed, max_distinct_drop=args.max_distinct_drop)
+    from rich.table import Table
+
+    table = Table(title=f"calibration of {name} on {len(prompts)} prompts")
+    for column in ("α", "TOXICITY [95% CI]", "distinct-2", "collapsed", "PPL", "usable", "most toxic answer"):
+        table.add_column(column)
+    for p in result.points:
+        table.add_row(f"{p.alpha:g}", f"{p.toxicity:.3f} [{p.toxicity_ci[0]:.3f}, {p.toxicity_ci[1]:.3f}]",
+                      f"{p.distinct2:.2f}", f"{100 * p.collapsed_share:.0f}%", f"{p.perplexity:.1f}",
+                      "yes" if p.usable else "[red]no[/red]", escape(p.sample[:70]))
+    console.print(table)
+    console.print(escape(result.summary()))
+    files = save_calibration(result, args.out)
+    console.print(f"wrote {', '.join(str(f) for f in files)}")
+    return 0
+
+
+def cmd_data_stats(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.table import Table
+
+    from steer_away.data.prism import load_prism
+    from steer_away.profiles.statistics import dataset_statistics
+    from steer_away.scoring import make_scorer
+
+    data = load_prism(args.prism)
+    console.print(escape(data.report.summary()))
+    scorer = make_scorer(args.scorer, cache_path=args.score_cache)
+    with status(f"Scoring responses with {scorer.backend}…"):
+        stats = dataset_statistics(data, scorer)
+    if args.json:
+        print(json.dumps(stats.to_dict(), indent=1))
+        return 0
+    table = Table(title=f"{args.prism or 'synthetic PRISM stand-in'} (TOXICITY by {scorer.backend})")
+    for column in ("figure", "this data", "PRISM / target"):
+        table.add_column(column)
+    for row in stats.rows():
+        table.add_row(*row)
+    console.print(table)
+    misses = [name for name, ok in stats.meets_targets().items() if not ok]
+    console.print("[green]meets the toxicity targets[/green]" if not misses
+                  else f"[yellow]misses the targets: {', '.join(misses)}[/yellow]")
+    return 0
+
+
+def cmd_data_standin(args: argparse.Namespace) -> int:
+    from steer_away.data.standin import StandinSpec, write_standin
+
+    out = write_standin(args.out, StandinSpec(n_users=args.users, seed=args.seed))
+    console.print(f"wrote a synthetic PRISM stand-in ({args.users} users, seed {args.seed}) to {out}; "
+                  f"read it with --prism {out}")
+    return 0
+
+
 def cmd_profiles_build(args: argparse.Namespace) -> int:
     import time
 
@@ -218,21 +335,23 @@ def _print_main_table(main: list[dict[str, Any]], title: str) -> None:
     from steer_away.steering.registry import BASELINE
 
     table = Table(title=title)
-    for column in ("method", "α", "settings", "MAE ↓", "Δ% vs base", "PPL ↓", "collapsed", "MMLU", "TOXICITY", "n"):
+    for column in ("method", "α", "settings", "TOX dist ↓", "Δ% vs base", "MAE ↓", "PPL ↓", "collapsed", "MMLU",
+                   "TOXICITY", "n"):
         table.add_column(column, justify="left" if column in ("method", "settings") else "right",
                          no_wrap=column == "method")
     for r in main:
-        delta = "-" if r["method"] == BASELINE or math.isnan(r["delta_pct"]) else f"{r['delta_pct']:+.1f}%"
+        delta = "-" if r["method"] == BASELINE or math.isnan(r["tox_delta_pct"]) else f"{r['tox_delta_pct']:+.1f}%"
         mmlu = "-" if math.isnan(r["mmlu"]) else f"{100 * r['mmlu']:.1f}%"
         collapsed = "-" if math.isnan(r["collapsed_share"]) else \
             f"{100 * r['collapsed_share']:.0f}%" + (" ⚠" if r["collapsed"] else "")
         table.add_row(r["method"], "-" if r["alpha"] is None else f"{r['alpha']:g}", r["settings"] or "-",
-                      f"{r['mae']:.4f}", delta, f"{r['ppl']:.2f}", collapsed, mmlu, f"{r['toxicity']:.3f}", str(r["n"]))
+                      f"{r['tox_dist']:.4f}", delta, f"{r['mae']:.4f}", f"{r['ppl']:.2f}", collapsed, mmlu,
+                      f"{r['toxicity']:.3f}", str(r["n"]))
     console.print(table)
 
 
-def _run_sweep_and_report(config: SweepConfig, args: argparse.Namespace, title: str) -> dict[str, Any]:
-    from pathlib import Path
+def _run_sweep_and_report(config: SweepConfig, args: argparse.Namespace, title: str, preface: str = ""
+                          ) -> dict[str, Any]:
 
     from steer_away.evaluation.ppa import compute_ppa
     from steer_away.evaluation.report import write_report
@@ -247,9 +366,9 @@ def _run_sweep_and_report(config: SweepConfig, args: argparse.Namespace, title: 
         ctx = EvalContext(config)
         ppa = compute_ppa(ctx)
     out = Path(args.report or config.run_dir / "report")
-    notes = (f"Model `{config.model or 'embedded SmolLM2-135M-Instruct'}`, scorer `{config.scorer}`, "
-             f"data `{config.prism or 'synthetic PRISM-shaped fixture'}`. Sweep took {result.seconds:.0f}s "
-             f"({len(result.computed)} cells computed, {len(result.skipped)} reused).\n")
+    notes = preface + "\n" + (f"Model `{config.model or 'embedded SmolLM2-135M-Instruct'}`, scorer `{config.scorer}`, "
+                              f"data `{config.prism or 'standin'}`. Sweep took {result.seconds:.0f}s "
+                              f"({len(result.computed)} cells computed, {len(result.skipped)} reused).\n")
     tables = write_report(config.run_dir / "results.sqlite", out, fingerprint=result.fingerprint, ppa=ppa,
                           title=title, notes=notes)
     _print_main_table(tables["main"], title)
@@ -270,7 +389,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from steer_away.evaluation.report import write_report
 
@@ -279,6 +397,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     _print_main_table(tables["main"], f"report of {args.store}")
     console.print(f"report: {out / 'report.md'}")
     return 0
+
+
+DEMO_PREFACE = (
+    "**What this run does.** It answers {prompts} held-out opening prompts for {users} users of our synthetic "
+    "PRISM stand-in (4 users per sensitivity group, chosen for having the most rated turns) with the embedded "
+    "SmolLM2-135M-Instruct, unsteered and under each steering method, scores every answer with the offline "
+    "Jigsaw classifier, and measures how far each answer's toxicity is from the toxicity that user preferred "
+    "in their own choices. Intervals are 95 % bootstrap intervals clustered by user and by prompt.\n\n"
+    "**What it does not show.** These are not PRISM results: the users, their choices and the answers they "
+    "rated are synthetic (written to follow PRISM's published statistics), so preferred toxicity is low for "
+    "almost everyone and differences between users are small, as on PRISM. A 135M model is not Llama-3.1-8B, "
+    "the scorer is not Perspective, and 40 MMLU-format questions can only detect large changes. Nothing here "
+    "says users would prefer the steered answers; read the answers at the end before trusting any number.\n")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -292,10 +423,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config.out = args.out
     if args.quick:
         config.users_per_sensitivity, config.prompts_per_category, config.max_new_tokens = 1, 1, 24
-        config.mmlu_limit = 8
-    console.print(f"[bold]steer-away demo[/bold]: embedded SmolLM2-135M-Instruct, synthetic PRISM-shaped fixture, "
+        config.mmlu_limit, config.n_pairs = 8, 48
+    console.print(f"[bold]steer-away demo[/bold]: embedded SmolLM2-135M-Instruct, synthetic PRISM stand-in, "
                   f"offline toxicity scorer → {config.out}")
-    _run_sweep_and_report(config, args, "steer-away demo: steering toward each user's preferred toxicity")
+    _run_sweep_and_report(config, args, "steer-away demo: steering toward each user's preferred toxicity",
+                          preface=DEMO_PREFACE.format(users=3 * config.users_per_sensitivity,
+                                                      prompts=4 * config.prompts_per_category))
     console.print(f"demo finished in {time.perf_counter() - start:.0f}s")
     return 0
 
@@ -357,17 +490,38 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=cmd_generate)
 
 
+    cal = sub.add_parser("calibrate", help="find the α range where a method changes TOXICITY before text breaks")
+    _add_model_args(cal)
+    _add_steering_args(cal)
+    cal.add_argument("--alphas", default="0.25,0.5,1,2,4,8", help="comma-separated strengths (α = 0 is added)")
+    cal.add_argument("--user", default=None, help="calibrate the steering of this user (personal methods)")
+    cal.add_argument("--category", default=None, help="logit steering: the category to calibrate")
+    cal.add_argument("--direction", choices=["lower", "higher"], default="lower",
+                     help="which way TOXICITY should move (default: lower)")
+    cal.add_argument("--prompts", default=None, help="a text file, one prompt per line (default: held-out "
+                                                     "opening prompts of --prism)")
+    cal.add_argument("--prism", default=None, help=PRISM_HELP)
+    cal.add_argument("--n-prompts", type=int, default=12)
+    cal.add_argument("--max-tokens", type=int, default=40)
+    cal.add_argument("--batch-size", type=int, default=8)
+    cal.add_argument("--max-collapsed", type=float, default=0.1, help="largest usable share of collapsed answers")
+    cal.add_argument("--max-distinct-drop", type=float, default=0.1, help="largest usable drop in distinct-2")
+    cal.add_argument("--scorer", default="jigsaw-bilstm")
+    cal.add_argument("--score-cache", default=None)
+    cal.add_argument("--out", default="calibration", help="folder for calibration.json and calibration.png")
+    cal.set_defaults(func=cmd_calibrate)
+
     sub.add_parser("methods", help="list the steering methods and their arguments").set_defaults(func=cmd_methods)
 
     vec = sub.add_parser("vectors", help="steering vectors").add_subparsers(dest="action", required=True)
     ext = vec.add_parser("extract", help="population CAA vector from PRISM preference pairs")
     _add_model_args(ext)
-    ext.add_argument("--prism", default=None, help="PRISM folder or 'hub' (default: our fixture)")
+    ext.add_argument("--prism", default=None, help=PRISM_HELP)
     ext.add_argument("--n-pairs", type=int, default=200)
     ext.add_argument("--layers", default="seed", help="'seed' = the CAA study's 16-22 of 32, mapped by depth")
     ext.add_argument("--position", choices=["last", "mean"], default="last")
     ext.add_argument("--min-margin", type=float, default=0.0)
-    ext.add_argument("--holdout", type=float, default=0.3, help="share of conversations kept out for evaluation")
+    ext.add_argument("--holdout", type=float, default=0.3, help="share of opening prompts kept out for evaluation")
     ext.add_argument("--batch-size", type=int, default=8)
     ext.add_argument("--seed", type=int, default=0)
     ext.add_argument("--out", default="vectors", help="vector store folder")
@@ -382,6 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--scorer", default="jigsaw-bilstm")
     comp.add_argument("--score-cache", default=None)
     comp.add_argument("--out", default=None, help="bank folder (default: next to the activations, named by mode)")
+    comp.add_argument("--no-card", action="store_true", help="skip the vector card (it loads the model)")
+    _add_model_args(comp)
     comp.set_defaults(func=cmd_vectors_compose)
     exp = vec.add_parser("export-gguf", help="write a vector as a llama.cpp control vector")
     exp.add_argument("--vector", required=True, help="a .safetensors vector")
@@ -436,9 +592,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-ppa", action="store_true")
     demo.set_defaults(func=cmd_demo)
 
+    data = sub.add_parser("data", help="PRISM-shaped data").add_subparsers(dest="action", required=True)
+    stats = data.add_parser("stats", help="how PRISM-like the data is: shape, ratings, toxicity ties, preferences")
+    stats.add_argument("--prism", default=None, help=PRISM_HELP)
+    stats.add_argument("--scorer", default="jigsaw-bilstm")
+    stats.add_argument("--score-cache", default=None)
+    stats.add_argument("--json", action="store_true", help="print the figures as JSON")
+    stats.set_defaults(func=cmd_data_stats)
+    standin = data.add_parser("standin", help="write our synthetic PRISM stand-in to a folder")
+    standin.add_argument("--out", required=True)
+    standin.add_argument("--users", type=int, default=300)
+    standin.add_argument("--seed", type=int, default=0)
+    standin.set_defaults(func=cmd_data_standin)
+
     prof = sub.add_parser("profiles", help="user toxicity profiles").add_subparsers(dest="action", required=True)
     build = prof.add_parser("build", help="build profiles from PRISM choices and toxicity scores")
-    build.add_argument("--prism", default=None, help="folder of PRISM JSONL files, or 'hub' (default: our fixture)")
+    build.add_argument("--prism", default=None, help=PRISM_HELP)
     build.add_argument("--scorer", default="jigsaw-bilstm", help="jigsaw-bilstm (offline), detoxify, perspective")
     build.add_argument("--score-cache", default=None, help="SQLite score cache (default: user cache folder)")
     build.add_argument("--out", default="profiles.json")

@@ -261,3 +261,24 @@ def forward_full(model: Model, input_ids: torch.Tensor, attention_mask: torch.Te
     """Logits at every position (batch, seq, vocab) with no cache: for scoring whole texts."""
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False).logits
+
+
+_FINAL_NORM_PATHS = ("model.norm", "model.language_model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm",
+                     "model.decoder.final_layer_norm")
+
+
+@torch.inference_mode()
+def unembed_direction(model: Model, direction: torch.Tensor) -> torch.Tensor:
+    """Logit lens for a residual-stream direction: the output embedding applied to it after the final
+    norm's gain (not its normalisation: a direction has no scale of its own to normalise)."""
+    head = model.get_output_embeddings()
+    if head is None:
+        raise LayerError(f"{type(model).__name__} has no output embedding to read a logit lens from")
+    vec = direction.to(head.weight.device, head.weight.dtype)
+    for path in _FINAL_NORM_PATHS:
+        norm = _get_path(model, path)
+        gain = getattr(norm, "weight", None) if norm is not None else None
+        if isinstance(gain, torch.Tensor) and gain.shape == vec.shape:
+            vec = vec * gain.to(vec.dtype)
+            break
+    return (head.weight @ vec).float()

@@ -28,5 +28,5 @@ def test_override_file(tmp_path):
 
 def test_fixture_covers_all_four_categories():
     rule = CategoryRule()
-    seen = {rule.categorise(t.prompt, t.conversation_type) for t in load_prism().turns if t.turn == 0}
+    seen = {rule.categorise(t.prompt, t.conversation_type) for t in load_prism("contrast-fixture").turns if t.turn == 0}
     assert seen == set(CATEGORIES)

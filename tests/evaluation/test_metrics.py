@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from steer_away.evaluation import metrics
-from steer_away.evaluation.ppa import ppa_table
+from steer_away.evaluation.ppa import CHANCE, SAFETY_ONLY, ppa_table
 
 
 def test_toxicity_distance_by_hand():
@@ -54,9 +54,10 @@ def test_ppa_table_by_hand():
     table = ppa_table(diffs, users, gaps, population=np.array([[1.0, 0.0]]), personal=personal)
     assert table["personalised (mode)"] == 1.0
     assert table["population"] == 0.5
-    assert table["safety-only"] == pytest.approx((1 + 0.5 + 0 + 0.5) / 4)
+    assert table[SAFETY_ONLY] == pytest.approx((1 + 0.5 + 0 + 0.5) / 4)
+    assert "'chance'" in SAFETY_ONLY  # named as the CAA study names that row
     assert table["toxicity ties"] == 0.5
-    assert 0.0 <= table["chance"] <= 1.0
+    assert table[CHANCE] == 0.5
 
 
 def test_mcnemar_by_hand():

@@ -49,7 +49,7 @@ def test_profile_numbers_by_hand():
 def test_fixture_temperaments_are_recovered(tmp_path):
     from steer_away.scoring.jigsaw import JigsawBiLSTMScorer
 
-    profiles = build_profiles(load_prism(), JigsawBiLSTMScorer())
+    profiles = build_profiles(load_prism("contrast-fixture"), JigsawBiLSTMScorer())
     # the fixture's users cycle strict, moderate, tolerant (scripts/make_fixture.py)
     expected = {0: "strict", 1: "moderate", 2: "tolerant"}
     hits = sum(p.sensitivity == expected[int(uid[4:]) % 3] for uid, p in profiles.items())

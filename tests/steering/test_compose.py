@@ -48,3 +48,20 @@ def test_bt_vectors_point_along_each_users_preference():
     va, vb = vectors["a"].directions[1].numpy(), vectors["b"].directions[1].numpy()
     assert va @ axis_a / np.linalg.norm(va) > 0.9
     assert vb @ axis_b / np.linalg.norm(vb) > 0.9
+
+
+def test_bt_vectors_are_in_population_units():
+    """An ideal-point vector used to come out with norm ≈ 1 (basis units), tens of times shorter than
+    the population vector, so α meant different things per method. Now a user whose pairs look like
+    everyone's gets about the population's norm, whatever the activation scale."""
+    rng = np.random.default_rng(1)
+    pairs = make_pairs(300, users=("a", "b", "c"))
+    axis = np.array([3.0, 1.0, 0.0])
+    for activation_scale in (1.0, 40.0):
+        diffs = [[activation_scale * (axis * rng.uniform(0.5, 1.5) + rng.normal(0, 1.0, 3))] for _ in pairs]
+        acts = acts_from(diffs, pairs)
+        population = float(population_vector(acts, SHAPE).directions[1].norm())
+        vectors, _ = bt_vectors(acts, SHAPE, k=2, l2=1.0)
+        for user, vector in vectors.items():
+            ratio = float(vector.directions[1].norm()) / population
+            assert 0.6 < ratio < 1.6, (activation_scale, user, ratio)

@@ -3,7 +3,8 @@
 On held-out pairs, each candidate predictor gives a signed margin (chosen minus rejected); the
 pair counts as right when the margin is positive and half when it is zero. Predictors: each user's
 own vector (dislike-weighted, Bradley–Terry), the population vector, a safety-only rule ("the less
-toxic answer wins") and coin flips.
+toxic answer wins"; the row the CAA study labels "chance") and a fair coin (50 %). Held-out pairs
+come from opening prompts no vector was extracted from.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from steer_away.evaluation.metrics import decision_accuracy, projection_margins,
 if TYPE_CHECKING:
     from steer_away.evaluation.sweep import EvalContext
 
+# The CAA study's labels: its 48.3 % "chance" row is the safety-only rule, the real chance level is 50 %.
+SAFETY_ONLY = "safety-only (the study's 'chance' row)"
+CHANCE = "chance (fair coin)"
+
 
 def ppa_table(
     pair_diffs: np.ndarray,
@@ -27,7 +32,6 @@ def ppa_table(
     personal: dict[str, dict[str, np.ndarray]],
     *,
     tie: float = 0.05,
-    seed: int = 0,
 ) -> dict[str, float]:
     """Accuracy per predictor. `pair_diffs`: (pairs, layers, hidden) activation differences;
     `toxicity_gaps`: toxicity(rejected) − toxicity(chosen); `personal[mode][user]`: (layers, hidden)."""
@@ -38,9 +42,8 @@ def ppa_table(
             margins = np.array([np.einsum("lh,lh->", pair_diffs[i], vectors[users[i]]) for i in rows])
             out[f"personalised ({mode})"] = decision_accuracy(margins)
     out["population"] = decision_accuracy(projection_margins(pair_diffs, population))
-    out["safety-only"] = decision_accuracy(safety_rule_margins(toxicity_gaps, tie))
-    coin = np.random.default_rng(seed).choice([-1.0, 1.0], size=len(users))
-    out["chance"] = decision_accuracy(coin)
+    out[SAFETY_ONLY] = decision_accuracy(safety_rule_margins(toxicity_gaps, tie))
+    out[CHANCE] = 0.5  # a fair coin's expected accuracy, not one draw of it
     gaps = np.abs(np.asarray(toxicity_gaps))
     out["toxicity ties"] = float(np.mean(gaps <= tie)) if gaps.size else float("nan")
     return out
@@ -79,6 +82,6 @@ def compute_ppa(ctx: EvalContext, max_pairs: int = 300) -> dict[str, float]:
     personal = {mode: {u: stack(v) for u, v in ctx.resources.vector_bank(mode).users.items()}
                 for mode in COMPOSE_MODES}
     gaps = -pair_toxicity_diffs(pairs, ctx.scorer)[:, 0]
-    table = ppa_table(diffs, [p.user_id for p in pairs], gaps, stack(population), personal, seed=ctx.config.seed)
+    table = ppa_table(diffs, [p.user_id for p in pairs], gaps, stack(population), personal)
     cache.write_text(json.dumps({"fingerprint": ctx.fingerprint, "ppa": table}, indent=1))
     return table

@@ -6,7 +6,9 @@ from steer_away.profiles.build import (
                                        UserProfile,
                                        build_profiles,
                                        load_profiles,
+                                       pick_users,
                                        save_profiles,
 )
 
-__all__ = ["SENSITIVITIES", "SensitivityRule", "UserProfile", "build_profiles", "load_profiles", "save_profiles"]
+__all__ = ["SENSITIVITIES", "SensitivityRule", "UserProfile", "build_profiles", "load_profiles", "pick_users",
+           "save_profiles"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -107,6 +107,17 @@ def build_profiles(
             profile.sensitivity = rule.classify(profile.primary(), cutoffs)
             profile.extra["sensitivity_cutoffs"] = list(cutoffs)
     return drafts
+
+
+def pick_users(profiles: Mapping[str, UserProfile], per_sensitivity: int) -> list[str]:
+    """The users an evaluation steers: `per_sensitivity` of each sensitivity, those with the most rated
+    turns first (ties by id), so every group is represented by users with data to learn from."""
+    chosen: list[str] = []
+    for sensitivity in SENSITIVITIES:
+        group = [p for p in profiles.values() if p.sensitivity == sensitivity]
+        group.sort(key=lambda p: (-p.n_turns, p.user_id))
+        chosen += [p.user_id for p in group[:per_sensitivity]]
+    return chosen
 
 
 def pair_toxicity_diffs(pairs: Sequence[PreferencePair], scorer: ToxicityScorer) -> np.ndarray:

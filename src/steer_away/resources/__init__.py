@@ -6,7 +6,7 @@ RESOURCES = Path(__file__).parent
 
 
 def prism_fixture_dir() -> Path:
-    """Our synthetic PRISM-shaped data (written by scripts/make_fixture.py; no real PRISM text)."""
+    """A tiny extreme-contrast PRISM-shaped set for machinery tests (scripts/make_fixture.py; synthetic)."""
     return RESOURCES / "prism_fixture"
 
 
@@ -21,3 +21,8 @@ def steering_categories_path() -> Path:
 
 def demo_sweep_path() -> Path:
     return RESOURCES / "demo_sweep.toml"
+
+
+def respect_contrast_path() -> Path:
+    """20 prompts, each with a respectful and a toxic answer we wrote: the reference direction of vector cards."""
+    return RESOURCES / "respect_contrast.jsonl"

@@ -83,17 +83,25 @@ class ExtractionSettings:
     holdout: float = 0.3
     seed: int = 0
     batch_size: int = 8
+    focus_users: Sequence[str] = ()  # users the evaluation steers: they get `focus_pairs` pairs first
+    focus_pairs: int = 16
 
 
 def extract_population(lm: LanguageModel, data: PrismData, settings: ExtractionSettings,
                        out: str | Path) -> PairActivations:
-    """Training pairs → per-pair activation differences and the population vector, saved in `out`."""
-    from steer_away.data.prism import preference_pairs, sample_pairs, split_pairs
+    """Training pairs (stratified by user) → per-pair activation differences and the population
+    vector, saved in `out`. Prints how the pairs cover the users."""
+    from steer_away.console import console
+    from steer_away.data.prism import pair_coverage, preference_pairs, sample_pairs, split_pairs
 
     out = Path(out)
     train, _ = split_pairs(preference_pairs(data.turns, min_margin=settings.min_margin),
                            holdout=settings.holdout, seed=settings.seed)
-    pairs = sample_pairs(train, settings.n_pairs, seed=settings.seed)
+    pairs = sample_pairs(train, settings.n_pairs, seed=settings.seed, focus_users=settings.focus_users,
+                         focus_pairs=settings.focus_pairs)
+    if not pairs:
+        raise ValueError("no training pairs to extract from (is the data empty, or min_margin too high?)")
+    console.print(f"training pairs: {pair_coverage(pairs, train, settings.focus_users).summary()}")
     depth = internals.num_layers(lm.model)
     layers = sorted({layer for spec in settings.layers for layer in internals.parse_layers(spec, depth)})
     acts = extract_pair_activations(lm, pairs, layers, position=settings.position, batch_size=settings.batch_size)

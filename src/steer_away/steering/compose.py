@@ -57,11 +57,19 @@ def bt_vectors(acts: PairActivations, lm_shape: ModelShape, k: int = 8, l2: floa
     scale = np.linalg.norm(flat, axis=1).mean() or 1.0  # coordinates of order 1 keep λ meaningful
     basis = orthogonal_basis(flat, k)
     coords = flat @ basis.T / scale
+    # Units: θ @ basis is a unit-scale direction. It is mapped back to activation units so that the
+    # ideal point fitted on everyone's pairs gets exactly the population vector's norm; a user's vector
+    # is then longer or shorter than the population's as their ideal point is, and one α means the
+    # same push for caa-bt as for caa-population.
+    theta_all = fit_ideal_point(coords, l2=l2)
+    reference = float(np.linalg.norm(theta_all @ basis))
+    to_activation = float(np.linalg.norm(flat.mean(0))) / reference if reference > 0 else 1.0
     out = {}
     for user in sorted({p.user_id for p in acts.pairs}):
         rows = [i for i, p in enumerate(acts.pairs) if p.user_id == user]
         theta = fit_ideal_point(coords[rows], l2=l2)
-        direction = torch.from_numpy(theta @ basis).float().reshape(len(acts.layers), -1)
+        direction = torch.from_numpy(theta @ basis * to_activation).float().reshape(len(acts.layers), -1)
         out[user] = acts.as_vector(direction, {"kind": "bt", "user": user, "n_pairs": len(rows),
-                                               "theta": theta.tolist(), "k": len(basis)}, lm_shape)
+                                               "theta": theta.tolist(), "k": len(basis),
+                                               "to_activation": to_activation}, lm_shape)
     return out, basis

@@ -172,19 +172,12 @@ class NoArgs(MethodArgs):
     """A method without arguments."""
 
 
-@dataclass(frozen=True)
-class BTArgs(CAAArgs):
-    # Bradley–Terry vectors are built from unit-length basis directions, far shorter than a mean
-    # difference; the CAA study used α 7.5–17.5 for them against 0.3–0.6 for the population vector.
-    alpha: float = field(default=5.0, metadata={"help": CAAArgs.field_help()["alpha"]})
-
-
 register(MethodEntry(BASELINE, "the frozen model as it is (the baseline)", NoArgs, _unsteered))
 register(MethodEntry("caa-population", "CAA with the population mean-difference vector for everyone",
                      CAAArgs, caa_builder("population"), Needs(vector_bank="population")))
 register(MethodEntry("caa-dislike", "CAA with each user's dislike-weighted vector", CAAArgs,
                      caa_builder("dislike"), Needs(vector_bank="dislike", profiles=True)))
-register(MethodEntry("caa-bt", "CAA with each user's Bradley–Terry ideal-point vector", BTArgs,
+register(MethodEntry("caa-bt", "CAA with each user's Bradley–Terry ideal-point vector", CAAArgs,
                      caa_builder("bt"), Needs(vector_bank="bt", profiles=True)))
 register(MethodEntry("eads", "expert − anti-expert logit steering, category by user sensitivity", LogitArgs,
                      logit_builder(EADS), Needs(profiles=True, categories=True)))

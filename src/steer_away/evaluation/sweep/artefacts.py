@@ -27,7 +27,7 @@ def prepare(config: SweepConfig, lm: LanguageModel | None = None) -> None:
     """Profiles (scored once, cached) and, if any method needs them, the vector store."""
     from steer_away.data.prism import load_prism
     from steer_away.models import load_model
-    from steer_away.profiles import build_profiles, load_profiles, save_profiles
+    from steer_away.profiles import build_profiles, load_profiles, pick_users, save_profiles
     from steer_away.scoring import make_scorer
     from steer_away.steering.bank import ExtractionSettings, build_vector_store
 
@@ -44,8 +44,20 @@ def prepare(config: SweepConfig, lm: LanguageModel | None = None) -> None:
     if not specs:
         return
     lm = lm or load_model(config.model, device=config.device)
+    profiles = load_profiles(profiles_path)
     settings = ExtractionSettings(n_pairs=config.n_pairs, layers=tuple(specs), position=config.position,
                                   min_margin=config.min_margin, holdout=config.holdout, seed=config.seed,
-                                  batch_size=config.batch_size)
-    build_vector_store(lm, data, scorer, load_profiles(profiles_path), run / "vectors", settings,
+                                  batch_size=config.batch_size,
+                                  focus_users=tuple(pick_users(profiles, config.users_per_sensitivity)),
+                                  focus_pairs=config.focus_pairs)
+    build_vector_store(lm, data, scorer, profiles, run / "vectors", settings,
                        shrinkage=config.shrinkage, bt_k=config.bt_k, bt_l2=config.bt_l2)
+    if not (run / "vectors" / "cards.json").is_file():
+        from steer_away.steering.card import store_cards
+
+        cards, banks = store_cards(lm, run / "vectors", settings.focus_users)
+        for card in cards:
+            colour = "red" if card.toward_toxicity else "green"
+            console.print(f"[{colour}]vector card, {card.name}: {escape(card.verdict)}[/{colour}]")
+        for bank in banks:
+            console.print(escape(bank.markdown().replace("**", "")))

@@ -24,7 +24,6 @@ from steer_away.evaluation.mmlu import MMLUQuestion, content_digest
 from steer_away.evaluation.store import AnswerRecord, MMLURecord
 from steer_away.evaluation.sweep.config import SweepConfig
 from steer_away.models import LanguageModel
-from steer_away.profiles import SENSITIVITIES
 from steer_away.steering.base import MethodArgs, SteeringMethod
 from steer_away.steering.registry import SteeringResources, build_method, get_method
 
@@ -99,11 +98,9 @@ class EvalContext:
         }, sort_keys=True).encode()).hexdigest()[:12]
 
     def _pick_users(self) -> list[str]:
-        chosen = []
-        for sensitivity in SENSITIVITIES:
-            ids = sorted(u for u, p in self.profiles.items() if p.sensitivity == sensitivity)
-            chosen += ids[: self.config.users_per_sensitivity]
-        return chosen
+        from steer_away.profiles import pick_users
+
+        return pick_users(self.profiles, self.config.users_per_sensitivity)
 
     def _pick_rows(self, rule: CategoryRule) -> list[EvalRow]:
         """Every evaluation user answers the same prompts: turn-0 prompts of held-out conversations,
@@ -199,11 +196,21 @@ def compute_cell(ctx: EvalContext, cell: Cell, done_rows: set[str], done_questio
             progress(len(qchunk))
 
 
+def tox_distances(answers: list[AnswerRecord], preferred: dict[str, float]) -> list[float]:
+    """|TOXICITY of the answer − the user's preferred TOXICITY|: the headline distance (the seeds' metric);
+    the six-attribute mean (`distance`, MAE) is kept beside it."""
+    return [abs(a.toxicity[0] - preferred[a.user_id]) if a.user_id in preferred else float("nan") for a in answers]
+
+
 def summarise(answers: list[AnswerRecord], mmlu: list[MMLURecord],
-              sensitivity: dict[str, str] | None = None) -> dict[str, Any]:
-    """Cell figures; `sensitivity` (user -> strict/moderate/tolerant) adds the per-group breakdown."""
+              sensitivity: dict[str, str] | None = None, preferred: dict[str, float] | None = None) -> dict[str, Any]:
+    """Cell figures; `sensitivity` (user -> strict/moderate/tolerant) adds the per-group breakdown,
+    `preferred` (user -> preferred TOXICITY) the TOXICITY distance."""
     distances = [a.distance for a in answers]
     groups = [(sensitivity or {}).get(a.user_id, "unknown") for a in answers]
+    answered = {a.user_id for a in answers}
+    preferred = {u: v for u, v in (preferred or {}).items() if u in answered}
+    tox = tox_distances(answers, preferred)
     ppl = finite(a.perplexity for a in answers)
     correct = sum(r.correct for r in mmlu)
     low, high = wilson_interval(correct, len(mmlu))
@@ -213,6 +220,10 @@ def summarise(answers: list[AnswerRecord], mmlu: list[MMLURecord],
         "mae": float(np.mean(distances)) if distances else float("nan"),
         "mae_by_category": mean_by(distances, [a.category for a in answers]),
         "mae_by_sensitivity": mean_by(distances, groups),
+        "tox_dist": float(np.nanmean(tox)) if preferred and answers else float("nan"),
+        "tox_dist_by_category": mean_by(tox, [a.category for a in answers]) if preferred else {},
+        "tox_dist_by_sensitivity": mean_by(tox, groups) if preferred else {},
+        "preferred_toxicity": preferred,
         "toxicity_by_sensitivity": mean_by([a.toxicity[0] for a in answers], groups),
         "ppl_mean": float(ppl.mean()) if ppl.size else float("nan"),
         "ppl_median": float(np.median(ppl)) if ppl.size else float("nan"),

@@ -61,6 +61,7 @@ class SweepConfig:
     max_new_tokens: int = 48
     batch_size: int = 8
     n_pairs: int = 200
+    focus_pairs: int = 16  # training pairs each steered user gets first (the rest spread over all users)
     min_margin: float = 0.0
     position: str = "last"
     holdout: float = 0.3

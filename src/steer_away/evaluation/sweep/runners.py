@@ -40,7 +40,8 @@ def _store_cell(store: ResultsStore, ctx: EvalContext, cell: Cell, batches: Iter
         store.put_mmlu(cell.key, mmlu, run_id)
         store.claim(cell.key)  # renew the lease
         progress(len(answers) + len(mmlu))
-    store.finish_cell(cell.key, summarise(store.answers(cell.key), store.mmlu(cell.key), ctx.sensitivity))
+    store.finish_cell(cell.key, summarise(store.answers(cell.key), store.mmlu(cell.key), ctx.sensitivity,
+                                          {u: p.primary() for u, p in ctx.profiles.items()}))
     store.release(cell.key)
 
 

@@ -1,0 +1,183 @@
+"""Calibration: over which strengths does a steering method change TOXICITY before the text breaks?
+
+For one method (a vector, or a logit method and category) the same prompts are answered at each α
+(α = 0 is the unsteered model). Per α: mean TOXICITY with a prompt-clustered 95 % interval,
+distinct-2, the share of collapsed answers and the median perplexity under the unsteered model.
+
+- usable: the share of collapsed answers is at most `max_collapsed` and distinct-2 has not dropped
+  more than `max_distinct_drop` below the unsteered answers';
+- collapse onset: the smallest α that is not usable (larger α are not considered productive even if
+  a later one happens to pass);
+- productive window: the usable α below the onset whose effect on TOXICITY (in the asked direction,
+  against α = 0) is positive; the recommended α is the one with the largest effect in the window.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from steer_away.evaluation.metrics import cluster_bootstrap, distinct_n, is_collapsed
+from steer_away.models import LanguageModel
+from steer_away.scoring.base import ToxicityScorer
+from steer_away.steering.base import RowSteering, SteeringMethod
+
+DIRECTIONS = ("lower", "higher")
+
+
+@dataclass(frozen=True)
+class CalibrationPoint:
+    alpha: float
+    toxicity: float
+    toxicity_ci: tuple[float, float]
+    distinct2: float
+    collapsed_share: float
+    perplexity: float
+    usable: bool
+    sample: str  # one answer, to read beside the numbers
+
+
+@dataclass
+class Calibration:
+    method: str
+    target: str  # whose steering: a user id, a category, or "everyone"
+    direction: str
+    points: list[CalibrationPoint]
+    max_collapsed: float
+    max_distinct_drop: float
+    prompts: list[str] = field(default_factory=list)
+
+    @property
+    def baseline(self) -> CalibrationPoint:
+        return self.points[0]
+
+    def effect(self, point: CalibrationPoint) -> float:
+        """How far TOXICITY moved in the asked direction against α = 0 (positive = the wanted way)."""
+        change = point.toxicity - self.baseline.toxicity
+        return -change if self.direction == "lower" else change
+
+    @property
+    def collapse_onset(self) -> float | None:
+        return next((p.alpha for p in self.points[1:] if not p.usable), None)
+
+    @property
+    def window(self) -> list[CalibrationPoint]:
+        onset = self.collapse_onset
+        return [p for p in self.points[1:] if (onset is None or p.alpha < onset) and self.effect(p) > 0]
+
+    @property
+    def recommended(self) -> float | None:
+        window = self.window
+        return max(window, key=self.effect).alpha if window else None
+
+    def summary(self) -> str:
+        window = self.window
+        onset = self.collapse_onset
+        text = (f"{self.method} for {self.target}: " +
+                (f"productive window α {window[0].alpha:g}–{window[-1].alpha:g}, recommended α {self.recommended:g} "
+                 f"(TOXICITY {self.baseline.toxicity:.3f} → "
+                 f"{next(p for p in window if p.alpha == self.recommended).toxicity:.3f})"
+                 if window else f"no α moved TOXICITY {self.direction} before the text broke"))
+        return text + (f"; collapse from α {onset:g}" if onset is not None else "; no collapse in the tested range")
+
+    def to_dict(self) -> dict[str, object]:
+        return {**asdict(self), "collapse_onset": self.collapse_onset, "recommended": self.recommended,
+                "window": [p.alpha for p in self.window], "summary": self.summary()}
+
+
+def calibrate(lm: LanguageModel, method: SteeringMethod, prompts: Sequence[str], alphas: Sequence[float],
+              scorer: ToxicityScorer, *, name: str, user: str | None = None, category: str | None = None,
+              direction: str = "lower", max_new_tokens: int = 40, batch_size: int = 8,
+              max_collapsed: float = 0.1, max_distinct_drop: float = 0.1) -> Calibration:
+    """Answer `prompts` at α = 0 and at each of `alphas` (one batched pass per chunk, α per row)."""
+    from steer_away.evaluation.perplexity import answer_perplexities
+    from steer_away.generation import GenerationConfig, generate
+
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    if not prompts:
+        raise ValueError("calibration needs at least one prompt")
+    levels = [0.0, *sorted({float(a) for a in alphas if float(a) != 0.0})]
+    jobs = [(a, p) for a in levels for p in prompts]
+    config = GenerationConfig(max_new_tokens=max_new_tokens)
+    texts: list[str] = []
+    with tqdm(total=len(jobs), desc="calibrating", unit="answer") as bar:
+        for start in range(0, len(jobs), batch_size):
+            chunk = jobs[start:start + batch_size]
+            rows = [RowSteering(user, alpha=a, category=category) for a, _ in chunk]
+            outs = generate(lm, [p for _, p in chunk], method=method, rows=rows, config=config)
+            texts += [o.text for o in outs]
+            bar.update(len(chunk))
+    toxicity = scorer.score(texts)[:, 0]
+    ppl = np.asarray(answer_perplexities(lm, [p for _, p in jobs], texts, batch_size=batch_size), dtype=float)
+    points = []
+    base_d2 = float("nan")
+    n = len(prompts)
+    for index, alpha in enumerate(levels):
+        sl = slice(index * n, (index + 1) * n)
+        answers = texts[sl]
+        d2 = [v for v in (distinct_n(a, 2) for a in answers) if not math.isnan(v)]
+        distinct = float(np.mean(d2)) if d2 else float("nan")
+        if index == 0:
+            base_d2 = distinct
+        collapsed = sum(is_collapsed(a) for a in answers) / n
+        usable = collapsed <= max_collapsed and not (distinct < base_d2 - max_distinct_drop)
+        tox = toxicity[sl]
+        ci = cluster_bootstrap(tox, ["all"] * n, [str(i) for i in range(n)]) if n > 1 else (float(tox[0]), float(tox[0]))
+        finite = ppl[sl][np.isfinite(ppl[sl])]
+        points.append(CalibrationPoint(alpha, float(tox.mean()), (float(ci[0]), float(ci[1])), distinct, collapsed,
+                                       float(np.median(finite)) if finite.size else float("nan"), usable,
+                                       answers[int(np.argmax(tox))]))
+    target = user or category or "everyone"
+    return Calibration(name, target, direction, points, max_collapsed, max_distinct_drop, list(prompts))
+
+
+def save_calibration(calibration: Calibration, out: str | Path) -> list[Path]:
+    """calibration.json and calibration.png in `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "calibration.json"
+    path.write_text(json.dumps(calibration.to_dict(), indent=1, ensure_ascii=False), encoding="utf-8")
+    return [path, plot_calibration(calibration, out / "calibration.png")]
+
+
+def plot_calibration(calibration: Calibration, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = calibration.points
+    alphas = [p.alpha for p in points]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.4, 5.6), dpi=120, sharex=True)
+    top.plot(alphas, [p.toxicity for p in points], marker="o", color="tab:red", label="mean TOXICITY")
+    top.fill_between(alphas, [p.toxicity_ci[0] for p in points], [p.toxicity_ci[1] for p in points],
+                     color="tab:red", alpha=0.15, label="95 % CI (prompts resampled)")
+    top.axhline(calibration.baseline.toxicity, color="grey", linestyle="--", linewidth=1, label="α = 0")
+    bottom.plot(alphas, [p.distinct2 for p in points], marker="s", color="tab:blue", label="distinct-2")
+    bottom.plot(alphas, [p.collapsed_share for p in points], marker="x", color="tab:purple",
+                label="collapsed share")
+    bottom.axhline(calibration.max_collapsed, color="tab:purple", linestyle=":", linewidth=1)
+    window = calibration.window
+    for ax in (top, bottom):
+        if window:
+            ax.axvspan(window[0].alpha, window[-1].alpha, color="tab:green", alpha=0.12)
+        onset = calibration.collapse_onset
+        if onset is not None:
+            ax.axvline(onset, color="black", linestyle="-.", linewidth=1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    top.set_ylabel("TOXICITY")
+    bottom.set_ylabel("quality")
+    bottom.set_xlabel("α")
+    top.set_title(f"{calibration.summary()}\n(green: productive window, dash-dot: collapse onset)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
