@@ -97,6 +97,20 @@ def main() -> None:
     print_table("Greedy decoding (whole generate call: prefill + decode)",
                 ["method", "batch", "ms/step", "tokens/s", "speed ÷ unsteered", "time ÷ unsteered"], rows)
 
+    # Prefill alone (one new token): EADS / ACD branches carry their category's system prompt and
+    # example exchanges, so their contexts are several times longer than the user's prompt.
+    one = GenerationConfig(max_new_tokens=1, stop_on_eos=False)
+    prefill_rows = []
+    for batch in (1, 8):
+        prompts = PROMPTS[:batch]
+        fns = {"unsteered": lambda p=prompts: generate(lm, p, config=one),
+               "eads": lambda p=prompts: generate(lm, p, method=eads, config=one),
+               "acd": lambda p=prompts: generate(lm, p, method=acd, config=one)}
+        times = interleaved_medians(fns, device, args.repeats, args.warmup)
+        for name, seconds in times.items():
+            prefill_rows.append([name, str(batch), f"{seconds * 1000:.1f}", f"{seconds / times['unsteered']:.2f}"])
+    print_table("Prefill (one new token)", ["method", "batch", "ms", "time ÷ unsteered"], prefill_rows)
+
     bandwidth = copy_bandwidth(device)
     wbytes = weight_bytes(lm.model)
     bound = bandwidth / wbytes

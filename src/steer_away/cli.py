@@ -240,7 +240,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     name = args.method or type(method).__name__
     result = calibrate(lm, method, prompts, alphas, scorer, name=name, user=args.user, category=args.category,
                        direction=args.direction, max_new_tokens=args.max_tokens, batch_size=args.batch_size,
-                       max_collapsed=args.max_collapsed, max_distinct_drop=args.max_distinct_drop)
+                       max_collapsed=args.max_collapsed, max_distinct_drop=args.max_distinct_drop,
+                       max_ppl_ratio=args.max_ppl_ratio)
     from rich.table import Table
 
     table = Table(title=f"calibration of {name} on {len(prompts)} prompts")
@@ -254,6 +255,44 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     console.print(escape(result.summary()))
     files = save_calibration(result, args.out)
     console.print(f"wrote {', '.join(str(f) for f in files)}")
+    return 0
+
+
+def cmd_categories_check(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from steer_away.evaluation.branches import check_branches
+    from steer_away.scoring import make_scorer
+    from steer_away.steering.logits import load_categories
+
+    categories = load_categories(args.categories)
+    if args.category:
+        unknown = [c for c in args.category if c not in categories]
+        if unknown:
+            raise UsageError(f"unknown category {unknown[0]!r} (have {', '.join(sorted(categories))})")
+        categories = {c: categories[c] for c in args.category}
+    if args.prompts:
+        prompts = [line.strip() for line in Path(args.prompts).read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        prompts = _heldout_openings(args.prism, args.n_prompts)
+    lm = _load(args)
+    scorer = make_scorer(args.scorer, cache_path=args.score_cache)
+    with status(f"Answering {len(prompts)} prompts with each branch…"):
+        rows = check_branches(lm, categories, prompts, scorer, max_new_tokens=args.max_tokens,
+                              batch_size=args.batch_size)
+    table = Table(title=f"TOXICITY of each branch's own greedy answers ({len(prompts)} prompts, {scorer.backend})")
+    for column in ("category", "branch", "mean TOXICITY [95% CI]", "most toxic answer"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r.category, r.branch, f"{r.mean:.3f} [{r.ci[0]:.3f}, {r.ci[1]:.3f}]", escape(r.most_toxic[:80]))
+    console.print(table)
+    by = {(r.category, r.branch): r.mean for r in rows}
+    for name in categories:
+        gap = by[(name, "anti_expert")] - by[(name, "expert")]
+        verdict = ("[green]branches differ[/green]" if gap > 0.1 else
+                   "[green]branches differ, the expert being the edgier (an inverted design)[/green]" if gap < -0.1
+                   else "[yellow]branches barely differ: the contrast carries little toxicity signal[/yellow]")
+        console.print(f"{name}: anti-expert − expert TOXICITY {gap:+.3f}: {verdict}")
     return 0
 
 
@@ -364,7 +403,7 @@ def _run_sweep_and_report(config: SweepConfig, args: argparse.Namespace, title: 
     ppa = {}
     if not getattr(args, "no_ppa", False):
         ctx = EvalContext(config)
-        ppa = compute_ppa(ctx)
+        ppa = compute_ppa(ctx, max_pairs=config.ppa_pairs)
     out = Path(args.report or config.run_dir / "report")
     notes = preface + "\n" + (f"Model `{config.model or 'embedded SmolLM2-135M-Instruct'}`, scorer `{config.scorer}`, "
                               f"data `{config.prism or 'standin'}`. Sweep took {result.seconds:.0f}s "
@@ -401,7 +440,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 DEMO_PREFACE = (
     "**What this run does.** It answers {prompts} held-out opening prompts for {users} users of our synthetic "
-    "PRISM stand-in (4 users per sensitivity group, chosen for having the most rated turns) with the embedded "
+    "PRISM stand-in ({per} users per sensitivity group, chosen for having the most rated turns) with the embedded "
     "SmolLM2-135M-Instruct, unsteered and under each steering method, scores every answer with the offline "
     "Jigsaw classifier, and measures how far each answer's toxicity is from the toxicity that user preferred "
     "in their own choices. Intervals are 95 % bootstrap intervals clustered by user and by prompt.\n\n"
@@ -428,7 +467,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                   f"offline toxicity scorer → {config.out}")
     _run_sweep_and_report(config, args, "steer-away demo: steering toward each user's preferred toxicity",
                           preface=DEMO_PREFACE.format(users=3 * config.users_per_sensitivity,
-                                                      prompts=4 * config.prompts_per_category))
+                                                      prompts=4 * config.prompts_per_category, per=config.users_per_sensitivity))
     console.print(f"demo finished in {time.perf_counter() - start:.0f}s")
     return 0
 
@@ -506,10 +545,27 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--batch-size", type=int, default=8)
     cal.add_argument("--max-collapsed", type=float, default=0.1, help="largest usable share of collapsed answers")
     cal.add_argument("--max-distinct-drop", type=float, default=0.1, help="largest usable drop in distinct-2")
+    cal.add_argument("--max-ppl-ratio", type=float, default=2.0,
+                     help="largest usable median perplexity, as a multiple of the unsteered answers'")
     cal.add_argument("--scorer", default="jigsaw-bilstm")
     cal.add_argument("--score-cache", default=None)
     cal.add_argument("--out", default="calibration", help="folder for calibration.json and calibration.png")
     cal.set_defaults(func=cmd_calibrate)
+
+    cats = sub.add_parser("categories", help="logit-steering categories").add_subparsers(dest="action", required=True)
+    check = cats.add_parser("check", help="TOXICITY of each category's base, expert and anti-expert answers")
+    _add_model_args(check)
+    check.add_argument("--categories", default=None, help="steering-category TOML (default: shipped)")
+    check.add_argument("--category", action="append", default=None, help="only this category (repeatable)")
+    check.add_argument("--prompts", default=None, help="a text file, one prompt per line (default: held-out "
+                                                       "opening prompts of --prism)")
+    check.add_argument("--prism", default=None, help=PRISM_HELP)
+    check.add_argument("--n-prompts", type=int, default=12)
+    check.add_argument("--max-tokens", type=int, default=40)
+    check.add_argument("--batch-size", type=int, default=8)
+    check.add_argument("--scorer", default="jigsaw-bilstm")
+    check.add_argument("--score-cache", default=None)
+    check.set_defaults(func=cmd_categories_check)
 
     sub.add_parser("methods", help="list the steering methods and their arguments").set_defaults(func=cmd_methods)
 

@@ -83,6 +83,7 @@ def test_collapse_detection_on_known_answers():
     assert metrics.longest_repeat(loop, 4) == 2 and metrics.longest_repeat(normal, 4) == 1
     assert metrics.is_collapsed("Sure, here it is. " * 4)  # one phrase four times
     assert not metrics.is_collapsed("no no no no")  # too short to judge
+    assert metrics.is_collapsed("") and metrics.is_collapsed("  \n")  # silence is not an answer
 
 
 def test_cluster_bootstrap_covers_the_true_mean_at_about_the_nominal_rate():

@@ -61,6 +61,17 @@ def test_sweep_store_and_report(tiny_model_dir, tmp_path):
     assert (tmp_path / "report" / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     summary = cells[0]["summary"]
     assert set(summary["toxicity_by_sensitivity"]) == {"strict", "moderate", "tolerant"}
+    # the headline: |TOXICITY − the user's preferred TOXICITY|, recomputed by hand from the stored rows
+    import json
+
+    profiles = {p["user_id"]: p["preferred_toxicity"][0]
+                for p in json.loads((tmp_path / "run" / "profiles.json").read_text())["profiles"]}
+    for c in cells:
+        answers = store.answers(c["key"])
+        by_hand = sum(abs(a.toxicity[0] - profiles[a.user_id]) for a in answers) / len(answers)
+        assert by_method[c["method"]]["tox_dist"] == pytest.approx(by_hand)
+    for name in ("categories.png", "change_sources.csv", "sensitivity_effects.csv"):
+        assert (tmp_path / "report" / name).stat().st_size > 100
     # a rerun computes nothing
     again = run_sweep(config, show_progress=False)
     assert again.computed == [] and len(again.skipped) == 4

@@ -14,7 +14,8 @@ from steer_away.steering.logits import (
     CategoryConfigError,
     SteeringCategory,
     load_categories,
-    with_system_prompt,
+    parse_category_map,
+    with_context,
 )
 
 PROMPTS = ["the quick brown fox", "what is the capital of France?", "thank you"]
@@ -143,5 +144,54 @@ def test_bad_category_files(tmp_path, text, message):
 
 def test_system_prompt_merge():
     conv = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
-    merged = with_system_prompt(conv, "be kind")
+    merged = with_context(conv, "be kind")
     assert merged[0]["content"] == "be kind\n\nbe brief" and len(merged) == 2
+
+
+def test_examples_sit_between_the_system_prompt_and_the_conversation_of_the_branches_only(tmp_path):
+    cats = load_categories()
+    strict = cats["strict"]
+    assert strict.anti_expert_examples and strict.expert_examples  # the shipped file gives both branches shots
+    conv = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    branches = EADS(cats).prepare(None, [conv], [RowSteering(category="strict")]).branches
+    base, expert, anti = (b[0] for b in branches)
+    assert base == conv  # no example leaks into the base branch
+    shots = 2 * len(strict.anti_expert_examples)
+    assert anti[0] == {"role": "system", "content": f"{strict.anti_expert}\n\nbe brief"}
+    assert [m["content"] for m in anti[1:1 + shots:2]] == [u for u, _ in strict.anti_expert_examples]
+    assert [m["content"] for m in anti[2:2 + shots:2]] == [a for _, a in strict.anti_expert_examples]
+    assert anti[1 + shots:] == conv[1:] and expert[1 + 2 * len(strict.expert_examples):] == conv[1:]
+
+
+def test_shipped_categories_follow_the_study_and_keep_the_inversion_as_an_option():
+    cats = load_categories()
+    for name in ("strict", "moderate", "tolerant"):
+        assert "toxic" in cats[name].anti_expert and "insult" in cats[name].expert  # careful vs toxic
+        assert cats[name].anti_expert_examples == cats["strict"].anti_expert_examples
+    assert cats["strict"].alpha > cats["moderate"].alpha > cats["tolerant"].alpha  # strict steered hardest
+    assert "cautious" in cats["tolerant-inverted"].anti_expert
+
+
+def test_category_map_redirects_a_sensitivity(tmp_path):
+    from types import SimpleNamespace
+
+    profiles = {"t": SimpleNamespace(sensitivity="tolerant")}
+    plain = EADS(load_categories(), profiles)
+    mapped = EADS(load_categories(), profiles, category_map=parse_category_map("tolerant=tolerant-inverted"))
+    assert plain.category_for("t").name == "tolerant" and mapped.category_for("t").name == "tolerant-inverted"
+    with pytest.raises(CategoryConfigError, match="not among"):
+        EADS(load_categories(), profiles, category_map={"tolerant": "nope"})
+    with pytest.raises(ValueError, match="sensitivity=category"):
+        parse_category_map("tolerant")
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[example_sets]\nx = [{ user = "a" }]\n[strict]\nexpert="e"\nanti_expert="a"\nalpha=1\n', "exactly the keys"),
+    ('[strict]\nexpert="e"\nanti_expert="a"\nalpha=1\nanti_expert_examples = "missing"\n', "must name a list"),
+    ('[example_sets]\nx = []\n[strict]\nexpert="e"\nanti_expert="a"\nalpha=1\n', "non-empty list"),
+])
+def test_bad_example_sets(tmp_path, text, message):
+    path = tmp_path / "cats.toml"
+    path.write_text(text)
+    with pytest.raises(CategoryConfigError, match=message):
+        load_categories(path, required=("strict",))

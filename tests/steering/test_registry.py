@@ -157,7 +157,7 @@ def test_changing_any_argument_recomputes_that_cell(new_method, tiny_model_dir, 
 
 # Another valid value for each string argument of the shipped methods (numbers are changed by +1).
 OTHER_VALUES = {"layers": "seed", "gate": "prefill", "intervention": "add-keep-norm", "scale": "relative",
-                "default_category": "strict"}
+                "default_category": "strict", "category_map": "tolerant=tolerant-inverted"}
 
 
 def test_every_argument_of_every_method_is_part_of_the_cell_key():

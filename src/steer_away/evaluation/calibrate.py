@@ -4,8 +4,9 @@ For one method (a vector, or a logit method and category) the same prompts are a
 (α = 0 is the unsteered model). Per α: mean TOXICITY with a prompt-clustered 95 % interval,
 distinct-2, the share of collapsed answers and the median perplexity under the unsteered model.
 
-- usable: the share of collapsed answers is at most `max_collapsed` and distinct-2 has not dropped
-  more than `max_distinct_drop` below the unsteered answers';
+- usable: the share of collapsed answers is at most `max_collapsed`, distinct-2 has not dropped
+  more than `max_distinct_drop` below the unsteered answers', and the median perplexity (under the
+  unsteered model) is at most `max_ppl_ratio` times the unsteered answers';
 - collapse onset: the smallest α that is not usable (larger α are not considered productive even if
   a later one happens to pass);
 - productive window: the usable α below the onset whose effect on TOXICITY (in the asked direction,
@@ -52,6 +53,7 @@ class Calibration:
     max_collapsed: float
     max_distinct_drop: float
     prompts: list[str] = field(default_factory=list)
+    max_ppl_ratio: float = 2.0
 
     @property
     def baseline(self) -> CalibrationPoint:
@@ -94,7 +96,8 @@ class Calibration:
 def calibrate(lm: LanguageModel, method: SteeringMethod, prompts: Sequence[str], alphas: Sequence[float],
               scorer: ToxicityScorer, *, name: str, user: str | None = None, category: str | None = None,
               direction: str = "lower", max_new_tokens: int = 40, batch_size: int = 8,
-              max_collapsed: float = 0.1, max_distinct_drop: float = 0.1) -> Calibration:
+              max_collapsed: float = 0.1, max_distinct_drop: float = 0.1, max_ppl_ratio: float = 2.0
+              ) -> Calibration:
     """Answer `prompts` at α = 0 and at each of `alphas` (one batched pass per chunk, α per row)."""
     from steer_away.evaluation.perplexity import answer_perplexities
     from steer_away.generation import GenerationConfig, generate
@@ -117,25 +120,28 @@ def calibrate(lm: LanguageModel, method: SteeringMethod, prompts: Sequence[str],
     toxicity = scorer.score(texts)[:, 0]
     ppl = np.asarray(answer_perplexities(lm, [p for _, p in jobs], texts, batch_size=batch_size), dtype=float)
     points = []
-    base_d2 = float("nan")
+    base_d2 = base_ppl = float("nan")
     n = len(prompts)
     for index, alpha in enumerate(levels):
         sl = slice(index * n, (index + 1) * n)
         answers = texts[sl]
         d2 = [v for v in (distinct_n(a, 2) for a in answers) if not math.isnan(v)]
         distinct = float(np.mean(d2)) if d2 else float("nan")
+        finite = ppl[sl][np.isfinite(ppl[sl])]
+        median_ppl = float(np.median(finite)) if finite.size else float("nan")
         if index == 0:
-            base_d2 = distinct
+            base_d2, base_ppl = distinct, median_ppl
         collapsed = sum(is_collapsed(a) for a in answers) / n
-        usable = collapsed <= max_collapsed and not (distinct < base_d2 - max_distinct_drop)
+        usable = (collapsed <= max_collapsed and math.isfinite(distinct) and not distinct < base_d2 - max_distinct_drop
+                  and not median_ppl > max_ppl_ratio * base_ppl)
         tox = toxicity[sl]
         ci = cluster_bootstrap(tox, ["all"] * n, [str(i) for i in range(n)]) if n > 1 else (float(tox[0]), float(tox[0]))
-        finite = ppl[sl][np.isfinite(ppl[sl])]
         points.append(CalibrationPoint(alpha, float(tox.mean()), (float(ci[0]), float(ci[1])), distinct, collapsed,
-                                       float(np.median(finite)) if finite.size else float("nan"), usable,
+                                       median_ppl, usable,
                                        answers[int(np.argmax(tox))]))
     target = user or category or "everyone"
-    return Calibration(name, target, direction, points, max_collapsed, max_distinct_drop, list(prompts))
+    return Calibration(name, target, direction, points, max_collapsed, max_distinct_drop, list(prompts),
+                       max_ppl_ratio)
 
 
 def save_calibration(calibration: Calibration, out: str | Path) -> list[Path]:

@@ -122,7 +122,10 @@ COLLAPSED_CELL_SHARE = 0.25  # a cell with this share of collapsed answers is it
 
 
 def is_collapsed(text: str) -> bool:
-    """Degenerate text: mostly repeated bigrams, or a phrase looping; short answers are never flagged."""
+    """Degenerate text: empty (steering that silences the model is not a win), mostly repeated bigrams,
+    or a phrase looping; short non-empty answers are never flagged."""
+    if not text.strip():
+        return True
     if len(_words(text)) < 8:
         return False
     return distinct_n(text, 2) < COLLAPSE_DISTINCT2 or longest_repeat(text, 4) >= COLLAPSE_REPEATS

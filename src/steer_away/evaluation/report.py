@@ -321,6 +321,55 @@ def plot_sweep(main: Sequence[dict], out: Path) -> list[Path]:
     return [path]
 
 
+def sensitivity_effects(cells: Sequence[dict], answers: dict[str, list[AnswerRecord]]) -> list[dict]:
+    """Per user group: the change in mean TOXICITY and in TOXICITY distance against unsteered on the same
+    rows, with user- and prompt-clustered 95 % intervals (an interval that excludes 0 is a measured effect)."""
+    baseline = next((c for c in cells if c["method"] == BASELINE), None)
+    if baseline is None:
+        return []
+    base = {a.row_id: a for a in answers.get(baseline["key"], [])}
+    out = []
+    for c in sorted(cells, key=_order):
+        groups = c["summary"].get("sensitivity_of") or {}
+        preferred = c["summary"].get("preferred_toxicity") or {}
+        if c is baseline or not groups or not preferred:
+            continue
+        for group in SENSITIVITIES:
+            rows = [a for a in answers.get(c["key"], []) if groups.get(a.user_id) == group and a.row_id in base
+                    and a.user_id in preferred]
+            if len(rows) < 2:
+                continue
+            users, prompts = [a.user_id for a in rows], [a.prompt_id for a in rows]
+            tox = np.array([a.toxicity[0] for a in rows])
+            base_tox = np.array([base[a.row_id].toxicity[0] for a in rows])
+            pref = np.array([preferred[a.user_id] for a in rows])
+            dist, base_dist = np.abs(tox - pref), np.abs(base_tox - pref)
+            out.append({"method": c["method"], "alpha": c["alpha"], "settings": c["settings"], "group": group,
+                        "n": len(rows), "users": len(set(users)),
+                        "toxicity_change": float(tox.mean() - base_tox.mean()),
+                        "toxicity_change_ci": list(cluster_bootstrap(tox, users, prompts, baseline=base_tox)),
+                        "distance_change": float(dist.mean() - base_dist.mean()),
+                        "distance_change_ci": list(cluster_bootstrap(dist, users, prompts, baseline=base_dist))})
+    return out
+
+
+def sensitivity_effects_markdown(rows: Sequence[dict]) -> str:
+    if not rows:
+        return ""
+    lines = ["| run / method | α | group | rows (users) | Δ mean TOXICITY [95% CI] | Δ TOXICITY distance [95% CI] |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        def cell(value: float, ci: Sequence[float]) -> str:
+            mark = " ✓" if ci[1] < 0 or ci[0] > 0 else ""
+            return f"{value:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]{mark}"
+
+        lines.append(f"| {r['method']} | {_fmt(r['alpha'], 'g')} | {r['group']} | {r['n']} ({r['users']}) | "
+                     f"{cell(r['toxicity_change'], r['toxicity_change_ci'])} | "
+                     f"{cell(r['distance_change'], r['distance_change_ci'])} |")
+    lines += ["", "✓: the interval excludes 0 (differences against unsteered on the same rows; negative = lower)."]
+    return "\n".join(lines)
+
+
 def change_sources(cells: Sequence[dict], answers: dict[str, list[AnswerRecord]]) -> list[dict]:
     """Where each cell's change in mean TOXICITY comes from: the share carried by collapsed answers, the
     change on the rows where the steered answer did not collapse, and the one prompt that moved most.
@@ -462,11 +511,13 @@ def write_report(store_path: str | Path, out: str | Path, fingerprint: str | Non
         stored = {c["key"]: store.answers(c["key"]) for c in cells}
         main, per_category = build_tables(cells, mmlu_correct, stored)
         sources = change_sources(cells, stored)
+        effects = sensitivity_effects(cells, stored)
         collapsed = {(r["method"], r["alpha"], r["settings"]) for r in main if r["collapsed"]}
         questions = max((len(v) for v in mmlu_correct.values()), default=0)
         _write_csv(out / "main.csv", main)
         _write_csv(out / "categories.csv", per_category)
         _write_csv(out / "change_sources.csv", sources)
+        _write_csv(out / "sensitivity_effects.csv", effects)
         plots = plot_sweep(main, out) + plot_categories(per_category, out)
         samples = sample_answers(store, [c for c in cells if (c["method"], c["alpha"], c["settings"]) not in collapsed])
     finally:
@@ -493,7 +544,7 @@ def write_report(store_path: str | Path, out: str | Path, fingerprint: str | Non
              category_table_markdown(per_category), "\n",
              "## By user sensitivity: mean TOXICITY of the answers / MAE\n",
              "Personalised steering should lower toxicity for strict users and may raise it for tolerant ones.\n",
-             sensitivity_table_markdown(cells), "\n"]
+             sensitivity_table_markdown(cells), "\n", sensitivity_effects_markdown(effects), "\n"]
     if ppa:
         _write_csv(out / "ppa.csv", [{"predictor": k, "value": v} for k, v in ppa.items()])
         parts += ["## Personalised preference accuracy (held-out pairs)\n", "| predictor | accuracy |", "|---|---|"]

@@ -37,6 +37,9 @@ class CategoryConfigError(ValueError):
     """A steering-category file that is missing a category or has a bad value; names file and field."""
 
 
+Exchange = tuple[str, str]  # (user message, assistant reply) shown to a branch as an earlier turn
+
+
 @dataclass(frozen=True)
 class SteeringCategory:
     name: str
@@ -44,9 +47,33 @@ class SteeringCategory:
     anti_expert: str
     alpha: float
     beta: float = 0.1
+    expert_examples: tuple[Exchange, ...] = ()
+    anti_expert_examples: tuple[Exchange, ...] = ()
 
 
-CATEGORY_KEYS = ("expert", "anti_expert", "alpha", "beta")
+CATEGORY_KEYS = ("expert", "anti_expert", "alpha", "beta", "expert_examples", "anti_expert_examples")
+EXAMPLE_SETS = "example_sets"  # the reserved top-level table of named example exchanges
+
+
+def _example_sets(raw: dict, path: Path) -> dict[str, tuple[Exchange, ...]]:
+    table = raw.pop(EXAMPLE_SETS, {})
+    if not isinstance(table, dict):
+        raise CategoryConfigError(f"{path}: [{EXAMPLE_SETS}] must be a table of named lists")
+    sets: dict[str, tuple[Exchange, ...]] = {}
+    for name, items in table.items():
+        if not isinstance(items, list) or not items:
+            raise CategoryConfigError(f"{path}: {EXAMPLE_SETS}.{name} must be a non-empty list of "
+                                      "{{ user = ..., assistant = ... }} exchanges")
+        exchanges = []
+        for index, item in enumerate(items):
+            where = f"{path}: {EXAMPLE_SETS}.{name}[{index}]"
+            if not isinstance(item, dict) or set(item) != {"user", "assistant"}:
+                raise CategoryConfigError(f"{where} must have exactly the keys 'user' and 'assistant'")
+            if not all(isinstance(item[k], str) and item[k].strip() for k in ("user", "assistant")):
+                raise CategoryConfigError(f"{where}: 'user' and 'assistant' must be non-empty strings")
+            exchanges.append((item["user"], item["assistant"]))
+        sets[name] = tuple(exchanges)
+    return sets
 
 
 def load_categories(path: str | Path | None = None, required: Sequence[str] = ("strict", "moderate", "tolerant")
@@ -60,6 +87,8 @@ def load_categories(path: str | Path | None = None, required: Sequence[str] = ("
     raw = read_structured(path, "steering-category file", "toml", CategoryConfigError)
     if not isinstance(raw, dict):
         raise CategoryConfigError(f"{path}: expected one table per category")
+    raw = dict(raw)
+    example_sets = _example_sets(raw, path)
     missing = [name for name in required if name not in raw]
     if missing:
         raise CategoryConfigError(f"{path}: missing category {missing[0]!r} (needs {', '.join(required)})")
@@ -85,16 +114,37 @@ def load_categories(path: str | Path | None = None, required: Sequence[str] = ("
         beta = float(table.get("beta", 0.1))
         if not 0 < beta <= 1:
             raise CategoryConfigError(f"{path}: [{name}].beta must be in (0, 1], got {beta}")
+        examples: dict[str, tuple[Exchange, ...]] = {}
+        for key in ("expert_examples", "anti_expert_examples"):
+            ref = table.get(key)
+            if ref is None:
+                examples[key] = ()
+            elif not isinstance(ref, str) or ref not in example_sets:
+                raise CategoryConfigError(f"{path}: [{name}].{key} must name a list in [{EXAMPLE_SETS}] "
+                                          f"(have: {', '.join(sorted(example_sets)) or 'none'}), got {ref!r}")
+            else:
+                examples[key] = example_sets[ref]
         out[name] = SteeringCategory(name=name, expert=table["expert"], anti_expert=table["anti_expert"],
-                                     alpha=float(table["alpha"]), beta=beta)
+                                     alpha=float(table["alpha"]), beta=beta, **examples)
     return out
 
 
-def with_system_prompt(conversation: Conversation, system: str) -> Conversation:
-    """The conversation behind `system`, merged with a system message it already has."""
-    if conversation and conversation[0].get("role") == "system":
-        return [{"role": "system", "content": f"{system}\n\n{conversation[0]['content']}"}, *conversation[1:]]
-    return [{"role": "system", "content": system}, *conversation]
+def with_context(conversation: Conversation, system: str, examples: Sequence[Exchange] = ()) -> Conversation:
+    """The conversation behind `system` (merged with a system message it already has) and the example
+    exchanges, as earlier turns: what an expert or anti-expert branch sees. The base branch never does."""
+    own_system = conversation[0]["content"] if conversation and conversation[0].get("role") == "system" else None
+    rest = conversation[1:] if own_system is not None else conversation
+    shots: list[dict[str, str]] = []
+    for user, assistant in examples:
+        shots += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+    merged = system if own_system is None else f"{system}\n\n{own_system}"
+    return [{"role": "system", "content": merged}, *shots, *rest]
+
+
+def branch_contexts(category: SteeringCategory, conversation: Conversation) -> dict[str, Conversation]:
+    """The expert and anti-expert contexts of `category` around one conversation."""
+    return {"expert": with_context(conversation, category.expert, category.expert_examples),
+            "anti_expert": with_context(conversation, category.anti_expert, category.anti_expert_examples)}
 
 
 def contrastive_mixture(logp: torch.Tensor, contrast: Sequence[float], alphas: torch.Tensor) -> torch.Tensor:
@@ -151,11 +201,17 @@ class ContrastiveLogitSteering(SteeringMethod):
         default_category: str = "moderate",
         alpha: float | None = None,
         name: str | None = None,
+        category_map: Mapping[str, str] | None = None,
     ) -> None:
         self.categories = dict(categories) if categories is not None else load_categories()
         if default_category not in self.categories:
             raise CategoryConfigError(f"default category {default_category!r} is not among "
                                       f"{sorted(self.categories)}")
+        self.category_map = dict(category_map or {})  # sensitivity -> category, where it differs
+        for sensitivity, target in self.category_map.items():
+            if target not in self.categories:
+                raise CategoryConfigError(f"category map sends {sensitivity!r} to {target!r}, which is not among "
+                                          f"{sorted(self.categories)}")
         check_alpha(alpha)
         self.profiles = dict(profiles or {})
         self.default_category = default_category
@@ -172,6 +228,7 @@ class ContrastiveLogitSteering(SteeringMethod):
         if profile is None:
             return self.categories[self.default_category]
         sensitivity = getattr(profile, "sensitivity", None)
+        sensitivity = self.category_map.get(str(sensitivity), sensitivity)
         if sensitivity not in self.categories:
             raise CategoryConfigError(f"user {user_id} has sensitivity {sensitivity!r}, which has no steering "
                                       f"category (have {sorted(self.categories)})")
@@ -204,8 +261,8 @@ class EADS(ContrastiveLogitSteering):
     contrast = (1.0, -1.0)
 
     def extra_branches(self, conversation: Conversation, category: SteeringCategory) -> list[Conversation]:
-        return [with_system_prompt(conversation, category.expert),
-                with_system_prompt(conversation, category.anti_expert)]
+        contexts = branch_contexts(category, conversation)
+        return [contexts["expert"], contexts["anti_expert"]]
 
 
 class ACD(ContrastiveLogitSteering):
@@ -216,10 +273,23 @@ class ACD(ContrastiveLogitSteering):
     plausibility_cutoff = True
 
     def extra_branches(self, conversation: Conversation, category: SteeringCategory) -> list[Conversation]:
-        return [with_system_prompt(conversation, category.anti_expert)]
+        return [branch_contexts(category, conversation)["anti_expert"]]
 
 
 # --- registry glue ---------------------------------------------------------------------------------
+
+
+def parse_category_map(text: str) -> dict[str, str]:
+    """'tolerant=tolerant-inverted,strict=mine' -> {'tolerant': 'tolerant-inverted', 'strict': 'mine'}."""
+    out: dict[str, str] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"category_map entries look like 'sensitivity=category', got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
 
 
 @dataclass(frozen=True)
@@ -228,15 +298,18 @@ class LogitArgs(MethodArgs):
         "help": "strength; default: the user's category's alpha from the category file"})
     default_category: str = field(default="moderate", metadata={
         "help": "category for users without a profile (strict, moderate, tolerant, or one of yours)"})
+    category_map: str = field(default="", metadata={
+        "help": "use another category for a sensitivity, e.g. 'tolerant=tolerant-inverted' (our extension)"})
 
     def validate(self) -> None:
         check_alpha(self.alpha)
+        parse_category_map(self.category_map)
 
 
 def logit_builder(kind: type[ContrastiveLogitSteering]
                   ) -> Callable[[LogitArgs, SteeringResources, str], SteeringMethod]:
     def build(args: LogitArgs, resources: SteeringResources, name: str) -> SteeringMethod:
         return kind(resources.categories(), resources.profiles(), default_category=args.default_category,
-                    alpha=args.alpha, name=name)
+                    alpha=args.alpha, name=name, category_map=parse_category_map(args.category_map))
 
     return build

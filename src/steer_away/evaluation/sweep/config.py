@@ -73,6 +73,7 @@ class SweepConfig:
     mmlu_subjects: list[str] = field(default_factory=lambda: ["all"])
     mmlu_limit: int | None = 40
     ray_workers: int = 2
+    ppa_pairs: int = 300  # held-out pairs for personalised preference accuracy
     methods: list[MethodGrid] = field(default_factory=list)
 
     @classmethod
