@@ -31,6 +31,13 @@ def render_chat(tokenizer: Any, conversation: Conversation) -> str:
     return "\n".join(lines) + "\nAssistant:"
 
 
+def render_prefix(tokenizer: Any, messages: Conversation) -> str:
+    """The text the leading `messages` of a longer conversation render to (no generation prompt)."""
+    if getattr(tokenizer, "chat_template", None):
+        return str(tokenizer.apply_chat_template(messages, add_generation_prompt=False, tokenize=False))
+    return "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in messages)
+
+
 def encode(lm: LanguageModel, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded token ids and attention mask, on the model's device."""
     batch = lm.tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)

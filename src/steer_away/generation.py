@@ -8,6 +8,7 @@ picked token is fed to every branch of its row.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ import torch
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
 from steer_away import internals
-from steer_away.chat import Conversation, as_conversation, encode, render_chat
+from steer_away.chat import Conversation, as_conversation, encode, render_chat, render_prefix
 from steer_away.models import LanguageModel
 from steer_away.steering.base import PreparedBatch, RowSteering, SteeringMethod, Unsteered
 
@@ -79,6 +80,77 @@ def _pick(scores: torch.Tensor, config: GenerationConfig, processors: LogitsProc
     return torch.multinomial(probs, 1, generator=generators).squeeze(-1)
 
 
+_PREFIX_KV: OrderedDict[tuple[int, str], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+_PREFIX_KV_SIZE = 16  # shared prefixes kept (a category's expert and anti-expert contexts: a few MiB each)
+
+
+def _shared_kv(lm: LanguageModel, text: str, ids: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    key = (id(lm.model), text)
+    if key in _PREFIX_KV:
+        _PREFIX_KV.move_to_end(key)
+        return _PREFIX_KV[key]
+    kv = internals.prefix_kv(lm.model, torch.tensor([ids], device=lm.device))
+    _PREFIX_KV[key] = kv
+    while len(_PREFIX_KV) > _PREFIX_KV_SIZE:
+        _PREFIX_KV.popitem(last=False)
+    return kv
+
+
+def encode_prepared(lm: LanguageModel, prepared: PreparedBatch, texts: Sequence[str]
+                    ) -> tuple[torch.Tensor, torch.Tensor, object]:
+    """Token ids to feed, the attention mask and a KV cache for a prepared batch's texts.
+
+    Rows whose branch declares a shared prefix (a category's system prompt and example exchanges)
+    start from that prefix's keys and values, computed once and kept, and feed only the rest of
+    their text: the rows become [padding][prefix][padding][own tokens], with the padding masked and
+    positions following the mask, so every row sees exactly the tokens it would see unshared. A row
+    whose text does not split cleanly at the prefix (tokens merging across the boundary) is fed whole.
+    """
+    flat = [p for branch in (prepared.prefixes or []) for p in branch]
+    if not flat or all(p is None for p in flat):
+        ids, mask = encode(lm, texts)
+        return ids, mask, internals.new_kv_cache(lm.model)
+    tok = lm.tokenizer
+    prefix_ids: list[list[int]] = []
+    own_ids: list[list[int]] = []
+    shared: list[list[tuple[torch.Tensor, torch.Tensor]] | None] = []
+    for text, messages in zip(texts, flat):
+        whole = tok(text, add_special_tokens=False)["input_ids"]
+        head = render_prefix(tok, messages) if messages else ""
+        if head and text.startswith(head):
+            first = tok(head, add_special_tokens=False)["input_ids"]
+            if whole[:len(first)] == first and len(first) < len(whole):
+                prefix_ids.append(first)
+                own_ids.append(whole[len(first):])
+                shared.append(_shared_kv(lm, head, first))
+                continue
+        prefix_ids.append([])
+        own_ids.append(whole)
+        shared.append(None)
+    width_p = max(len(p) for p in prefix_ids)
+    width_s = max(len(o) for o in own_ids)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    rows = len(texts)
+    ids = torch.full((rows, width_s), pad, dtype=torch.long)
+    mask = torch.zeros((rows, width_p + width_s), dtype=torch.long)
+    for r, (p, o) in enumerate(zip(prefix_ids, own_ids)):
+        ids[r, width_s - len(o):] = torch.tensor(o)
+        mask[r, width_p - len(p):width_p] = 1
+        mask[r, width_p + width_s - len(o):] = 1
+    reference = next(kv for kv in shared if kv is not None)
+    layers = []
+    for index, (keys, values) in enumerate(reference):
+        k = keys.new_zeros((rows, keys.shape[1], width_p, keys.shape[3]))
+        v = values.new_zeros((rows, values.shape[1], width_p, values.shape[3]))
+        for r, kv in enumerate(shared):
+            if kv is not None:
+                length = kv[index][0].shape[2]
+                k[r, :, width_p - length:] = kv[index][0][0]
+                v[r, :, width_p - length:] = kv[index][1][0]
+        layers.append((k, v))
+    return ids.to(lm.device), mask.to(lm.device), internals.kv_cache_from(lm.model, layers)
+
+
 def _prepare(lm: LanguageModel, prompts: Sequence[str | Conversation], method: SteeringMethod | None,
              rows: Sequence[RowSteering] | None, answer_prefix: str = "") -> tuple[PreparedBatch, list[str]]:
     conversations = [as_conversation(p) for p in prompts]
@@ -112,7 +184,7 @@ def generate(
         return []
     prepared, texts = _prepare(lm, prompts, method, rows)
     batch = len(prompts)
-    input_ids, mask = encode(lm, texts)
+    input_ids, mask, cache = encode_prepared(lm, prepared, texts)
     prompt_lengths = mask[:batch].sum(-1).tolist()
     stops = torch.tensor(stop_token_ids(lm), device=lm.device)
     pad = lm.tokenizer.pad_token_id
@@ -124,7 +196,6 @@ def generate(
     elif config.do_sample and config.seed is not None:
         generators = torch.Generator(device=lm.device).manual_seed(config.seed)
     processors = config.score_processors()
-    cache = internals.new_kv_cache(lm.model)
     done = torch.zeros(batch, dtype=torch.bool, device=lm.device)
     stopped = torch.zeros(batch, dtype=torch.bool, device=lm.device)
     cancelled = torch.zeros(batch, dtype=torch.bool, device=lm.device)
@@ -177,9 +248,9 @@ def _next_token_logits(lm: LanguageModel, prompts: Sequence[str | Conversation],
                        rows: Sequence[RowSteering] | None, answer_prefix: str) -> tuple[PreparedBatch, torch.Tensor]:
     """The prepared batch and every branch's next-token logits, (branches, batch, vocab)."""
     prepared, texts = _prepare(lm, prompts, method, rows, answer_prefix)
-    input_ids, mask = encode(lm, texts)
+    input_ids, mask, cache = encode_prepared(lm, prepared, texts)
     with prepared.scope():
-        logits = internals.forward_step(lm.model, input_ids, mask, internals.new_kv_cache(lm.model))
+        logits = internals.forward_step(lm.model, input_ids, mask, cache)
     return prepared, logits.view(prepared.num_branches, len(prompts), -1).float()
 
 

@@ -257,6 +257,23 @@ def forward_step(
     return out.logits[:, -1, :]
 
 
+def prefix_kv(model: Model, input_ids: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every layer's keys and values for one unpadded token sequence (1, len), to reuse as a shared prefix."""
+    cache = new_kv_cache(model)
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None, :]
+    model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), position_ids=positions,
+          past_key_values=cache, use_cache=True, logits_to_keep=1)
+    return [(layer.keys, layer.values) for layer in cache.layers]  # type: ignore[attr-defined]
+
+
+def kv_cache_from(model: Model, layers: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> object:
+    """A KV cache holding the given per-layer (keys, values), (batch, kv heads, len, head dim) each."""
+    cache = new_kv_cache(model)
+    for index, (keys, values) in enumerate(layers):
+        cache.update(keys, values, index)  # type: ignore[attr-defined]
+    return cache
+
+
 def forward_full(model: Model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Logits at every position (batch, seq, vocab) with no cache: for scoring whole texts."""
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)

@@ -26,7 +26,10 @@ def test_perplexity_matches_a_manual_computation(tiny_lm):
 
 def test_fixture_and_loader_errors(tmp_path):
     questions = load_mmlu()
-    assert len(questions) == 40 and all(len(q.choices) == 4 for q in questions)
+    assert len(questions) == 160 and all(len(q.choices) == 4 for q in questions)
+    assert len({q.question_id for q in questions}) == 160 and len({q.question for q in questions}) == 160
+    assert all(len(set(q.choices)) == 4 for q in questions)
+    assert [sum(q.answer == k for q in questions[:40]) for k in range(4)] == [10] * 4  # the first 40 balance too
     assert load_mmlu(limit=5)[4].question_id == questions[4].question_id
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"id": "q1", "question": "x?", "choices": ["a", "b"], "answer": 0}) + "\n")
@@ -72,7 +75,7 @@ def test_plausibility_cut_off_never_erases_the_letters(tiny_lm):
 def test_a_model_that_always_says_c_scores_the_keys_share_of_c(tiny_lm):
     questions = load_mmlu()
     share_c = sum(q.answer == 2 for q in questions) / len(questions)
-    assert share_c == 0.25  # the shipped key is balanced: 10 questions per letter
+    assert share_c == 0.25  # the shipped key is balanced: 40 questions per letter
     c = letter_token_ids(tiny_lm.tokenizer)[2]
     bias = torch.zeros(tiny_lm.model.lm_head.out_features)
     bias[c] = 1e4

@@ -195,3 +195,37 @@ def test_bad_example_sets(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(CategoryConfigError, match=message):
         load_categories(path, required=("strict",))
+
+
+class _Unshared(EADS):
+    """EADS with prefix sharing turned off: every branch row fed whole."""
+
+    def prepare(self, lm, conversations, rows):
+        prepared = super().prepare(lm, conversations, rows)
+        prepared.prefixes = None
+        return prepared
+
+
+def test_shared_prefix_keys_and_values_change_nothing(tiny_lm):
+    from steer_away.generation import candidate_scores, encode_prepared
+
+    shots = (("the quick brown fox", "thank you for the kind answer"), ("what is the capital of France?", "Paris"))
+    cats = {name: SteeringCategory(name, f"be {name} and polite", "shut up idiot", alpha=1.5, beta=0.1,
+                                   expert_examples=shots, anti_expert_examples=shots[::-1])
+            for name in ("strict", "moderate", "tolerant")}
+    rows = [RowSteering(category=c) for c in ("strict", "moderate", "strict")]
+    prompts = ["thank you", [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}],
+               "the quick brown fox jumps over the lazy dog and then"]
+    from steer_away.generation import _prepare
+
+    prepared, texts = _prepare(tiny_lm, ["thank you"], EADS(cats), rows[:1])
+    ids, mask, _ = encode_prepared(tiny_lm, prepared, texts)
+    assert ids.shape[1] < mask.shape[1]  # the branch rows fed only their own tokens
+    cfg = GenerationConfig(max_new_tokens=12, stop_on_eos=False)
+    shared = generate(tiny_lm, prompts, method=EADS(cats), rows=rows, config=cfg)
+    whole = generate(tiny_lm, prompts, method=_Unshared(cats), rows=rows, config=cfg)
+    assert [g.token_ids for g in shared] == [g.token_ids for g in whole]
+    letters = [5, 6, 7, 8]
+    a, _ = candidate_scores(tiny_lm, prompts, letters, EADS(cats), rows)
+    b, _ = candidate_scores(tiny_lm, prompts, letters, _Unshared(cats), rows)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

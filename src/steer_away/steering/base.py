@@ -40,8 +40,13 @@ class RowSteering:
 class PreparedBatch:
     """Branches, hook scope and logit rule for one batch; the default is the unsteered model."""
 
-    def __init__(self, branches: list[list[Conversation]]) -> None:
+    def __init__(self, branches: list[list[Conversation]],
+                 prefixes: list[list[Conversation | None]] | None = None) -> None:
         self.branches = branches
+        # Per branch and row, the leading messages (system prompt, example exchanges) that many rows
+        # share and that do not depend on the steering: their keys and values are computed once and
+        # reused (generation.py). None: nothing to share. Only for branches run without hooks.
+        self.prefixes = prefixes
 
     @property
     def num_branches(self) -> int:

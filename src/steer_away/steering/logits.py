@@ -141,6 +141,11 @@ def with_context(conversation: Conversation, system: str, examples: Sequence[Exc
     return [{"role": "system", "content": merged}, *shots, *rest]
 
 
+def _own_turns(conversation: Conversation) -> int:
+    """How many messages of a branch context are the conversation's own (after the shared prefix)."""
+    return len(conversation) - (1 if conversation and conversation[0].get("role") == "system" else 0)
+
+
 def branch_contexts(category: SteeringCategory, conversation: Conversation) -> dict[str, Conversation]:
     """The expert and anti-expert contexts of `category` around one conversation."""
     return {"expert": with_context(conversation, category.expert, category.expert_examples),
@@ -168,8 +173,8 @@ def plausible_only(scores: torch.Tensor, base: torch.Tensor, log_betas: torch.Te
 
 class _ContrastiveBatch(PreparedBatch):
     def __init__(self, branches: list[list[Conversation]], contrast: Sequence[float], alphas: torch.Tensor,
-                 log_betas: torch.Tensor | None) -> None:
-        super().__init__(branches)
+                 log_betas: torch.Tensor | None, prefixes: list[list[Conversation | None]] | None = None) -> None:
+        super().__init__(branches, prefixes)
         self.contrast = tuple(contrast)
         self.alphas = alphas[:, None]  # (batch, 1)
         self.log_betas = log_betas[:, None] if log_betas is not None else None
@@ -250,8 +255,13 @@ class ContrastiveLogitSteering(SteeringMethod):
             alphas.append(alpha)
         extra = [self.extra_branches(c, cat) for c, cat in zip(conversations, cats)]
         branches = [list(conversations)] + [[row[i] for row in extra] for i in range(len(self.contrast))]
+        # Each extra branch's context starts with its category's system prompt and example exchanges,
+        # the same for every row of that category: encoded once, shared by all of them.
+        prefixes: list[list[Conversation | None]] = [[None] * len(conversations)]
+        for branch in branches[1:]:
+            prefixes.append([context[:len(context) - _own_turns(conv)] for context, conv in zip(branch, conversations)])
         log_betas = torch.tensor([math.log(c.beta) for c in cats]) if self.plausibility_cutoff else None
-        return _ContrastiveBatch(branches, self.contrast, torch.tensor(alphas), log_betas)
+        return _ContrastiveBatch(branches, self.contrast, torch.tensor(alphas), log_betas, prefixes)
 
 
 class EADS(ContrastiveLogitSteering):
