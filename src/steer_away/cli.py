@@ -245,10 +245,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title=f"calibration of {name} on {len(prompts)} prompts")
-    for column in ("α", "TOXICITY [95% CI]", "distinct-2", "collapsed", "PPL", "usable", "most toxic answer"):
+    for column in ("α", "TOXICITY [95% CI]", "Δ vs α=0 [paired 95% CI]", "distinct-2", "collapsed", "PPL", "usable",
+                   "most toxic answer"):
         table.add_column(column)
     for p in result.points:
         table.add_row(f"{p.alpha:g}", f"{p.toxicity:.3f} [{p.toxicity_ci[0]:.3f}, {p.toxicity_ci[1]:.3f}]",
+                      f"{p.change:+.3f} [{p.change_ci[0]:+.3f}, {p.change_ci[1]:+.3f}]",
                       f"{p.distinct2:.2f}", f"{100 * p.collapsed_share:.0f}%", f"{p.perplexity:.1f}",
                       "yes" if p.usable else "[red]no[/red]", escape(p.sample[:70]))
     console.print(table)

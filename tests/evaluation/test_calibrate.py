@@ -38,6 +38,9 @@ def test_calibrate_runs_every_alpha_and_writes_json_and_plot(tiny_lm, tmp_path):
                     max_new_tokens=6, batch_size=4)
     assert [p.alpha for p in cal.points] == [0.0, 0.5, 8.0]  # α = 0 added, duplicates dropped, sorted
     assert all(0.0 <= p.toxicity <= 1.0 and p.toxicity_ci[0] <= p.toxicity <= p.toxicity_ci[1] for p in cal.points)
+    for p in cal.points[1:]:  # the paired change is the difference of the means, inside its own interval
+        assert p.change == pytest.approx(p.toxicity - cal.points[0].toxicity)
+        assert p.change_ci[0] - 1e-9 <= p.change <= p.change_ci[1] + 1e-9
     files = save_calibration(cal, tmp_path)
     saved = json.loads(files[0].read_text())
     assert saved["summary"] == cal.summary() and len(saved["points"]) == 3

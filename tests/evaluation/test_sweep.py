@@ -168,3 +168,20 @@ def test_ray_backend_gives_the_same_table(tiny_model_dir, tmp_path):
 def test_bad_configs(raw, message):
     with pytest.raises(SweepConfigError, match=message):
         SweepConfig.from_dict(raw, "sweep.toml")
+
+
+def test_alpha_from_a_calibration_file(tmp_path):
+    import json
+
+    (tmp_path / "cal").mkdir()
+    (tmp_path / "cal" / "calibration.json").write_text(json.dumps({"recommended": 0.75, "summary": "ok"}))
+    (tmp_path / "none.json").write_text(json.dumps({"recommended": None, "summary": "no α moved TOXICITY"}))
+    raw = {"sweep": {"name": "t"}, "methods": [{"name": "caa-population", "alpha": ["cal/calibration.json", 0.25]}]}
+    config = SweepConfig.from_dict(raw, str(tmp_path / "sweep.toml"))
+    assert [a.alpha for a in config.methods[0].expand()] == [0.75, 0.25]
+    raw["methods"][0]["alpha"] = "none.json"
+    with pytest.raises(SweepConfigError, match="recommends no α .no α moved TOXICITY"):
+        SweepConfig.from_dict(raw, str(tmp_path / "sweep.toml"))
+    raw["methods"][0]["alpha"] = "missing.json"
+    with pytest.raises(SweepConfigError, match="cannot read the calibration"):
+        SweepConfig.from_dict(raw, str(tmp_path / "sweep.toml"))

@@ -42,6 +42,8 @@ class CalibrationPoint:
     perplexity: float
     usable: bool
     sample: str  # one answer, to read beside the numbers
+    change: float = 0.0  # mean TOXICITY minus α = 0's on the same prompts
+    change_ci: tuple[float, float] = (0.0, 0.0)  # paired, prompts resampled
 
 
 @dataclass
@@ -135,10 +137,14 @@ def calibrate(lm: LanguageModel, method: SteeringMethod, prompts: Sequence[str],
         usable = (collapsed <= max_collapsed and math.isfinite(distinct) and not distinct < base_d2 - max_distinct_drop
                   and not median_ppl > max_ppl_ratio * base_ppl)
         tox = toxicity[sl]
-        ci = cluster_bootstrap(tox, ["all"] * n, [str(i) for i in range(n)]) if n > 1 else (float(tox[0]), float(tox[0]))
+        ids = [str(i) for i in range(n)]
+        ci = cluster_bootstrap(tox, ["all"] * n, ids) if n > 1 else (float(tox[0]), float(tox[0]))
+        base_tox = toxicity[:n]
+        change = float(tox.mean() - base_tox.mean())
+        change_ci = cluster_bootstrap(tox, ["all"] * n, ids, baseline=base_tox) if n > 1 and index else (change, change)
         points.append(CalibrationPoint(alpha, float(tox.mean()), (float(ci[0]), float(ci[1])), distinct, collapsed,
-                                       median_ppl, usable,
-                                       answers[int(np.argmax(tox))]))
+                                       median_ppl, usable, answers[int(np.argmax(tox))], change,
+                                       (float(change_ci[0]), float(change_ci[1]))))
     target = user or category or "everyone"
     return Calibration(name, target, direction, points, max_collapsed, max_distinct_drop, list(prompts),
                        max_ppl_ratio)

@@ -7,6 +7,7 @@
     name = ...                  # a registered method (`steer-away methods` lists them)
     alpha = [0.5, 1.0]          # a list is an axis of the grid
     gate = "prefill"            # a single value is fixed
+    alpha = "calibration/calibration.json"   # the α `steer-away calibrate` recommended
 
 Every key of a `[[methods]]` table other than `name` must be an argument of that method; the
 values are checked by the method's own argument dataclass when the config is read.
@@ -27,6 +28,22 @@ from steer_away.steering.registry import UnknownMethodError, get_method
 
 class SweepConfigError(ValueError):
     """A sweep config with an unknown key or a bad value; names the file and the key."""
+
+
+def calibrated_alpha(path: str, base: Path, where: str) -> float:
+    """The recommended α of a `steer-away calibrate` result (a path relative to the config's folder)."""
+    import json
+
+    file = Path(path) if Path(path).is_absolute() else base / path
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise SweepConfigError(f"{where}: cannot read the calibration {file} ({err})") from None
+    value = raw.get("recommended") if isinstance(raw, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        summary = raw.get("summary", "") if isinstance(raw, dict) else ""
+        raise SweepConfigError(f"{where}: {file} recommends no α ({summary or 'not a calibration file'})")
+    return float(value)
 
 
 @dataclass
@@ -94,6 +111,9 @@ class SweepConfig:
             if not isinstance(name, str):
                 raise SweepConfigError(f"{where}.name is missing")
             axes = {k: (list(v) if isinstance(v, list) else [v]) for k, v in item.items()}
+            if "alpha" in axes:
+                axes["alpha"] = [calibrated_alpha(v, Path(source).parent, f"{where}.alpha")
+                                 if isinstance(v, str) and v.endswith(".json") else v for v in axes["alpha"]]
             for key, values in axes.items():
                 if not values:
                     raise SweepConfigError(f"{where}.{key} is an empty list")
