@@ -449,8 +449,19 @@ DEMO_PREFACE = (
     "**What it does not show.** These are not PRISM results: the users, their choices and the answers they "
     "rated are synthetic (written to follow PRISM's published statistics), so preferred toxicity is low for "
     "almost everyone and differences between users are small, as on PRISM. A 135M model is not Llama-3.1-8B, "
-    "the scorer is not Perspective, and 40 MMLU-format questions can only detect large changes. Nothing here "
+    "the scorer is not Perspective, and {questions} MMLU-format questions can only detect changes of "
+    "{detectable} points or more. Nothing here "
     "says users would prefer the steered answers; read the answers at the end before trusting any number.\n")
+
+
+def _demo_preface(config: SweepConfig) -> str:
+    from steer_away.evaluation.metrics import smallest_detectable_change
+    from steer_away.evaluation.mmlu import load_mmlu
+
+    questions = len(load_mmlu(None, limit=config.mmlu_limit)) if config.mmlu == "fixture" else config.mmlu_limit or 0
+    return DEMO_PREFACE.format(users=3 * config.users_per_sensitivity, prompts=4 * config.prompts_per_category,
+                               per=config.users_per_sensitivity, questions=questions,
+                               detectable=f"{100 * smallest_detectable_change(questions):.0f}" if questions else "-")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -468,8 +479,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.print(f"[bold]steer-away demo[/bold]: embedded SmolLM2-135M-Instruct, synthetic PRISM stand-in, "
                   f"offline toxicity scorer → {config.out}")
     _run_sweep_and_report(config, args, "steer-away demo: steering toward each user's preferred toxicity",
-                          preface=DEMO_PREFACE.format(users=3 * config.users_per_sensitivity,
-                                                      prompts=4 * config.prompts_per_category, per=config.users_per_sensitivity))
+                          preface=_demo_preface(config))
     console.print(f"demo finished in {time.perf_counter() - start:.0f}s")
     return 0
 

@@ -11,18 +11,21 @@ from steer_away.steering.activation import ActivationSteering
 from steer_away.steering.vectors import SteeringVector
 
 
-def point(alpha, tox, usable=True, collapsed=0.0):
-    return CalibrationPoint(alpha, tox, (tox - 0.01, tox + 0.01), 0.9, collapsed, 5.0, usable, "text")
+def point(alpha, tox, usable=True, collapsed=0.0, spread=0.01):
+    change = tox - 0.10  # α = 0 sits at 0.10 in these cases
+    return CalibrationPoint(alpha, tox, (tox - 0.01, tox + 0.01), 0.9, collapsed, 5.0, usable, "text", change,
+                            (change - spread, change + spread))
 
 
 def test_window_onset_and_recommendation_by_hand():
-    cal = Calibration("caa", "everyone", "lower", [point(0, 0.10), point(0.5, 0.12), point(1, 0.08), point(2, 0.05),
-                                                   point(4, 0.02, usable=False, collapsed=0.5), point(8, 0.01)],
-                      max_collapsed=0.1, max_distinct_drop=0.1)
+    points = [point(0, 0.10), point(0.5, 0.12), point(1, 0.08), point(1.5, 0.07, spread=0.05), point(2, 0.05),
+              point(3, 0.048), point(4, 0.02, usable=False, collapsed=0.5), point(8, 0.01)]
+    cal = Calibration("caa", "everyone", "lower", points, max_collapsed=0.1, max_distinct_drop=0.1)
     assert cal.collapse_onset == 4  # α 8 passes again, but lies past the onset
-    assert [p.alpha for p in cal.window] == [1, 2]  # α 0.5 moved TOXICITY the wrong way
-    assert cal.recommended == 2
-    assert "window α 1–2" in cal.summary() and "collapse from α 4" in cal.summary()
+    # α 0.5 moved TOXICITY the wrong way; α 1.5's interval includes zero
+    assert [p.alpha for p in cal.window] == [1, 2, 3]
+    assert cal.recommended == 2  # 0.050 is within 90 % of the best drop (0.052), at a gentler α than 3
+    assert "productive α 1, 2, 3" in cal.summary() and "collapse from α 4" in cal.summary()
     higher = Calibration("caa", "u1", "higher", cal.points, 0.1, 0.1)
     assert [p.alpha for p in higher.window] == [0.5] and higher.recommended == 0.5
     nothing = Calibration("caa", "u1", "lower", [point(0, 0.1), point(1, 0.2, usable=False)], 0.1, 0.1)

@@ -9,14 +9,17 @@ distinct-2, the share of collapsed answers and the median perplexity under the u
   unsteered model) is at most `max_ppl_ratio` times the unsteered answers';
 - collapse onset: the smallest α that is not usable (larger α are not considered productive even if
   a later one happens to pass);
-- productive window: the usable α below the onset whose effect on TOXICITY (in the asked direction,
-  against α = 0) is positive; the recommended α is the one with the largest effect in the window.
+- productive window: the usable α below the onset whose change in TOXICITY against α = 0 goes the
+  asked way with a paired interval (prompts resampled) that excludes zero; the recommended α is the
+  smallest one in the window reaching 90 % of the window's largest effect (gentler steering that
+  does nearly as much).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -70,24 +73,34 @@ class Calibration:
     def collapse_onset(self) -> float | None:
         return next((p.alpha for p in self.points[1:] if not p.usable), None)
 
+    def significant(self, point: CalibrationPoint) -> bool:
+        """The change goes the asked way and its paired interval excludes zero."""
+        low, high = point.change_ci
+        return high < 0 if self.direction == "lower" else low > 0
+
     @property
     def window(self) -> list[CalibrationPoint]:
         onset = self.collapse_onset
-        return [p for p in self.points[1:] if (onset is None or p.alpha < onset) and self.effect(p) > 0]
+        return [p for p in self.points[1:] if (onset is None or p.alpha < onset) and self.significant(p)]
 
     @property
     def recommended(self) -> float | None:
         window = self.window
-        return max(window, key=self.effect).alpha if window else None
+        if not window:
+            return None
+        best = max(self.effect(p) for p in window)
+        return min(p.alpha for p in window if self.effect(p) >= 0.9 * best)
 
     def summary(self) -> str:
         window = self.window
         onset = self.collapse_onset
+        chosen = next((p for p in window if p.alpha == self.recommended), None)
         text = (f"{self.method} for {self.target}: " +
-                (f"productive window α {window[0].alpha:g}–{window[-1].alpha:g}, recommended α {self.recommended:g} "
-                 f"(TOXICITY {self.baseline.toxicity:.3f} → "
-                 f"{next(p for p in window if p.alpha == self.recommended).toxicity:.3f})"
-                 if window else f"no α moved TOXICITY {self.direction} before the text broke"))
+                (f"productive α {', '.join(f'{p.alpha:g}' for p in window)}, recommended α {chosen.alpha:g} "
+                 f"(TOXICITY {self.baseline.toxicity:.3f} → {chosen.toxicity:.3f}, change {chosen.change:+.3f} "
+                 f"[{chosen.change_ci[0]:+.3f}, {chosen.change_ci[1]:+.3f}])"
+                 if chosen is not None else
+                 f"no α moved TOXICITY {self.direction} (paired interval excluding 0) before the text broke"))
         return text + (f"; collapse from α {onset:g}" if onset is not None else "; no collapse in the tested range")
 
     def to_dict(self) -> dict[str, object]:
@@ -178,8 +191,8 @@ def plot_calibration(calibration: Calibration, path: Path) -> Path:
     bottom.axhline(calibration.max_collapsed, color="tab:purple", linestyle=":", linewidth=1)
     window = calibration.window
     for ax in (top, bottom):
-        if window:
-            ax.axvspan(window[0].alpha, window[-1].alpha, color="tab:green", alpha=0.12)
+        for p in window:
+            ax.axvline(p.alpha, color="tab:green", alpha=0.35, linewidth=6)
         onset = calibration.collapse_onset
         if onset is not None:
             ax.axvline(onset, color="black", linestyle="-.", linewidth=1)
@@ -188,7 +201,8 @@ def plot_calibration(calibration: Calibration, path: Path) -> Path:
     top.set_ylabel("TOXICITY")
     bottom.set_ylabel("quality")
     bottom.set_xlabel("α")
-    top.set_title(f"{calibration.summary()}\n(green: productive window, dash-dot: collapse onset)", fontsize=8)
+    title = textwrap.fill(calibration.summary(), 95)
+    top.set_title(f"{title}\n(green: productive α, dash-dot: collapse onset)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

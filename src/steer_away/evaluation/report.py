@@ -53,8 +53,15 @@ def _order(cell: dict) -> tuple:
             -math.inf if cell["alpha"] is None else cell["alpha"])
 
 
+def _alpha(row: dict) -> str:
+    """α as shown: a number, '-' for the baseline, 'by category' for logit steering's per-user strength."""
+    if row["alpha"] is None:
+        return "-" if row["method"] == BASELINE else "by category"
+    return f"{row['alpha']:g}"
+
+
 def _label(cell: dict) -> str:
-    return f"{cell['method']} α={_fmt(cell['alpha'], 'g')}" + (f" {cell['settings']}" if cell["settings"] else "")
+    return f"{cell['method']} α={_alpha(cell)}" + (f" {cell['settings']}" if cell["settings"] else "")
 
 
 def paired_mmlu(answers: dict[str, bool], baseline: dict[str, bool]) -> tuple[int, int, float]:
@@ -162,7 +169,7 @@ def sensitivity_table_markdown(cells: Sequence[dict]) -> str:
         s = c["summary"]
         values = [f"{_fmt(s['toxicity_by_sensitivity'].get(g), '.3f')} / {_fmt(s.get(key, {}).get(g))}"
                   for g in groups]
-        lines.append(f"| {c['method']} | {_fmt(c['alpha'], 'g')} | " + " | ".join(values) + " |")
+        lines.append(f"| {c['method']} | {_alpha(c)} | " + " | ".join(values) + " |")
     return "\n".join(lines)
 
 
@@ -179,7 +186,7 @@ def main_table_markdown(main: Sequence[dict]) -> str:
             f"+{r['mmlu_turned_right']} / −{r['mmlu_turned_wrong']}, p={r['mmlu_mcnemar_p']:.2f}"
         delta = _pct(r["delta_pct"]) + _ci(r.get("delta_ci"), "+.0f") if r["method"] != BASELINE else "-"
         tox_delta = _pct(r["tox_delta_pct"]) + _ci(r.get("tox_delta_ci"), "+.0f") if r["method"] != BASELINE else "-"
-        lines.append(f"| {r['method']} | {_fmt(r['alpha'], 'g')} | {r['settings'] or '-'} | "
+        lines.append(f"| {r['method']} | {_alpha(r)} | {r['settings'] or '-'} | "
                      f"{_fmt(r['tox_dist'])}{_ci(r.get('tox_dist_ci'), '.3f')} | {tox_delta} | "
                      f"{_fmt(r['mae'])}{_ci(r.get('mae_ci'), '.3f')} | {delta} | {_fmt(r['ppl'], '.2f')} | "
                      f"{_fmt(r['distinct2'], '.2f')} / {_fmt(100 * r['collapsed_share'], '.0f')}%"
@@ -363,7 +370,7 @@ def sensitivity_effects_markdown(rows: Sequence[dict]) -> str:
             mark = " ✓" if ci[1] < 0 or ci[0] > 0 else ""
             return f"{value:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]{mark}"
 
-        lines.append(f"| {r['method']} | {_fmt(r['alpha'], 'g')} | {r['group']} | {r['n']} ({r['users']}) | "
+        lines.append(f"| {r['method']} | {_alpha(r)} | {r['group']} | {r['n']} ({r['users']}) | "
                      f"{cell(r['toxicity_change'], r['toxicity_change_ci'])} | "
                      f"{cell(r['distance_change'], r['distance_change_ci'])} |")
     lines += ["", "✓: the interval excludes 0 (differences against unsteered on the same rows; negative = lower)."]
@@ -407,6 +414,9 @@ def change_sources(cells: Sequence[dict], answers: dict[str, list[AnswerRecord]]
     return out
 
 
+NET_CHANGE = 0.005  # smallest |Δ mean TOXICITY| whose sources the report splits into shares
+
+
 def _share(value: float) -> str:
     return "-" if not math.isfinite(value) else f"{100 * value + 0.0:.0f}%"
 
@@ -418,10 +428,13 @@ def change_sources_markdown(rows: Sequence[dict]) -> str:
              "non-collapsed rows: steered vs unsteered TOXICITY | prompt that moved most (its share of Δ) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['method']} | {_fmt(r['alpha'], 'g')} | {r['settings'] or '-'} | "
-                     f"{r['toxicity_change']:+.4f} | {_share(r['from_collapsed'])} | "
+        # shares of a net change near zero are ratios of noise: shown only for a change of 0.005 or more
+        net = abs(r["toxicity_change"]) >= NET_CHANGE
+        lines.append(f"| {r['method']} | {_alpha(r)} | {r['settings'] or '-'} | "
+                     f"{r['toxicity_change']:+.4f} | {_share(r['from_collapsed']) if net else 'no net change'} | "
                      f"{_fmt(r['clean_steered'], '.4f')} vs {_fmt(r['clean_unsteered'], '.4f')} "
-                     f"({r['clean_rows']} rows) | “{_quote(r['top_prompt'], 60)}” ({_share(r['top_prompt_share'])}) |")
+                     f"({r['clean_rows']} rows) | “{_quote(r['top_prompt'], 60)}”"
+                     + (f" ({_share(r['top_prompt_share'])})" if net else "") + " |")
     return "\n".join(lines)
 
 
@@ -542,7 +555,7 @@ def write_report(store_path: str | Path, out: str | Path, fingerprint: str | Non
              "intact.\n", change_sources_markdown(sources), "\n",
              "\n## % change in distance by prompt category (negative = closer to the users)\n",
              category_table_markdown(per_category), "\n",
-             "## By user sensitivity: mean TOXICITY of the answers / MAE\n",
+             "## By user sensitivity: mean TOXICITY of the answers / TOXICITY distance\n",
              "Personalised steering should lower toxicity for strict users and may raise it for tolerant ones.\n",
              sensitivity_table_markdown(cells), "\n", sensitivity_effects_markdown(effects), "\n"]
     if ppa:
