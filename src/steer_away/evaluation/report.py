@@ -328,13 +328,21 @@ def plot_sweep(main: Sequence[dict], out: Path) -> list[Path]:
     return [path]
 
 
+def _baseline_answers(cells: Sequence[dict], answers: dict[str, list[AnswerRecord]]
+                      ) -> tuple[dict | None, dict[str, AnswerRecord]]:
+    """The unsteered cell and its answers by row id (None and {} when the sweep has no baseline)."""
+    baseline = next((c for c in cells if c["method"] == BASELINE), None)
+    if baseline is None:
+        return None, {}
+    return baseline, {a.row_id: a for a in answers.get(baseline["key"], [])}
+
+
 def sensitivity_effects(cells: Sequence[dict], answers: dict[str, list[AnswerRecord]]) -> list[dict]:
     """Per user group: the change in mean TOXICITY and in TOXICITY distance against unsteered on the same
     rows, with user- and prompt-clustered 95 % intervals (an interval that excludes 0 is a measured effect)."""
-    baseline = next((c for c in cells if c["method"] == BASELINE), None)
+    baseline, base = _baseline_answers(cells, answers)
     if baseline is None:
         return []
-    base = {a.row_id: a for a in answers.get(baseline["key"], [])}
     out = []
     for c in sorted(cells, key=_order):
         groups = c["summary"].get("sensitivity_of") or {}
@@ -381,10 +389,9 @@ def change_sources(cells: Sequence[dict], answers: dict[str, list[AnswerRecord]]
     """Where each cell's change in mean TOXICITY comes from: the share carried by collapsed answers, the
     change on the rows where the steered answer did not collapse, and the one prompt that moved most.
     A drop that lives in a few looping answers or in one prompt is not a general effect."""
-    baseline = next((c for c in cells if c["method"] == BASELINE), None)
+    baseline, base = _baseline_answers(cells, answers)
     if baseline is None:
         return []
-    base = {a.row_id: a for a in answers.get(baseline["key"], [])}
     out = []
     for c in sorted(cells, key=_order):
         if c is baseline:
