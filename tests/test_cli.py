@@ -112,3 +112,15 @@ def test_generate_refuses_silent_wrong_results(tiny_model_dir, tmp_path, capsys,
                  str(tmp_path / "v.safetensors"), *flags])
     assert code == 2 and message in capsys.readouterr().err
     assert time.perf_counter() - start < 30  # no billion-element layer list
+
+
+def test_categories_check_reads_a_prompt_file(tiny_model_dir, tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("the quick brown fox\n\nthank you\n")
+    assert main(["categories", "check", "--model", str(tiny_model_dir), "--device", "cpu", "--prompts", str(prompts),
+                 "--category", "strict", "--max-tokens", "4", "--score-cache", str(tmp_path / "s.sqlite")]) == 0
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert "2 prompts" in text and "anti_expert" in text and "strict: anti-expert − expert" in text
+    assert main(["categories", "check", "--model", str(tiny_model_dir), "--prompts", str(prompts),
+                 "--category", "nope"]) == 2

@@ -222,6 +222,13 @@ def _heldout_openings(prism: str | None, n: int, holdout: float = 0.3, seed: int
     return out
 
 
+def _prompt_set(args: argparse.Namespace) -> list[str]:
+    """--prompts FILE (one prompt per line), else `--n-prompts` held-out opening prompts of --prism."""
+    if args.prompts:
+        return [line.strip() for line in Path(args.prompts).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return _heldout_openings(args.prism, args.n_prompts)
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from steer_away.evaluation.calibrate import calibrate, save_calibration
     from steer_away.scoring import make_scorer
@@ -230,10 +237,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         alphas = [float(a) for a in args.alphas.split(",") if a.strip()]
     except ValueError:
         raise UsageError(f"--alphas must be comma-separated numbers, got {args.alphas!r}") from None
-    if args.prompts:
-        prompts = [line.strip() for line in Path(args.prompts).read_text(encoding="utf-8").splitlines() if line.strip()]
-    else:
-        prompts = _heldout_openings(args.prism, args.n_prompts)
+    prompts = _prompt_set(args)
     lm = _load(args)
     method = _method_from_args(args, lm)
     scorer = make_scorer(args.scorer, cache_path=args.score_cache)
@@ -273,10 +277,7 @@ def cmd_categories_check(args: argparse.Namespace) -> int:
         if unknown:
             raise UsageError(f"unknown category {unknown[0]!r} (have {', '.join(sorted(categories))})")
         categories = {c: categories[c] for c in args.category}
-    if args.prompts:
-        prompts = [line.strip() for line in Path(args.prompts).read_text(encoding="utf-8").splitlines() if line.strip()]
-    else:
-        prompts = _heldout_openings(args.prism, args.n_prompts)
+    prompts = _prompt_set(args)
     lm = _load(args)
     scorer = make_scorer(args.scorer, cache_path=args.score_cache)
     with status(f"Answering {len(prompts)} prompts with each branch…"):

@@ -115,3 +115,13 @@ def test_cluster_bootstrap_of_a_paired_change():
     assert low == pytest.approx(-50.0) and high == pytest.approx(-50.0)  # every resample halves the mean
     low, high = metrics.cluster_bootstrap(base + 1.0, users, prompts, baseline=base, draws=300)
     assert low == pytest.approx(1.0) and high == pytest.approx(1.0)
+
+
+def test_prompt_bootstrap_is_the_prompt_clustered_interval():
+    values = np.array([0.1, 0.4, 0.2, 0.9, 0.0])
+    assert metrics.prompt_bootstrap(values) == metrics.cluster_bootstrap(values, ["all"] * 5, list("abcde"))
+    base = values - 0.1
+    low, high = metrics.prompt_bootstrap(values, baseline=base)
+    assert low == pytest.approx(0.1) and high == pytest.approx(0.1)  # a constant shift has no spread
+    assert metrics.prompt_bootstrap(np.array([0.3])) == (0.3, 0.3)
+    assert metrics.prompt_bootstrap(np.array([0.3]), baseline=np.array([0.1])) == pytest.approx((0.2, 0.2))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from steer_away.evaluation.metrics import cluster_bootstrap
+from steer_away.evaluation.metrics import prompt_bootstrap
 from steer_away.models import LanguageModel
 from steer_away.scoring.base import ToxicityScorer
 from steer_away.steering.logits import SteeringCategory, branch_contexts
@@ -46,8 +46,7 @@ def check_branches(lm: LanguageModel, categories: Mapping[str, SteeringCategory]
 
     def measured(category: str, branch: str, texts: list[str]) -> BranchToxicity:
         tox = scorer.score(texts)[:, 0]
-        ci = cluster_bootstrap(tox, ["all"] * len(tox), [str(i) for i in range(len(tox))]) if len(tox) > 1 \
-            else (float(tox[0]), float(tox[0]))
+        ci = prompt_bootstrap(tox)
         return BranchToxicity(category, branch, float(np.mean(tox)), (float(ci[0]), float(ci[1])),
                               texts[int(np.argmax(tox))])
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from steer_away.evaluation.metrics import cluster_bootstrap, distinct_n, is_collapsed
+from steer_away.evaluation.metrics import distinct_n, is_collapsed, prompt_bootstrap
 from steer_away.models import LanguageModel
 from steer_away.scoring.base import ToxicityScorer
 from steer_away.steering.base import RowSteering, SteeringMethod
@@ -150,11 +150,10 @@ def calibrate(lm: LanguageModel, method: SteeringMethod, prompts: Sequence[str],
         usable = (collapsed <= max_collapsed and math.isfinite(distinct) and not distinct < base_d2 - max_distinct_drop
                   and not median_ppl > max_ppl_ratio * base_ppl)
         tox = toxicity[sl]
-        ids = [str(i) for i in range(n)]
-        ci = cluster_bootstrap(tox, ["all"] * n, ids) if n > 1 else (float(tox[0]), float(tox[0]))
+        ci = prompt_bootstrap(tox)
         base_tox = toxicity[:n]
         change = float(tox.mean() - base_tox.mean())
-        change_ci = cluster_bootstrap(tox, ["all"] * n, ids, baseline=base_tox) if n > 1 and index else (change, change)
+        change_ci = prompt_bootstrap(tox, baseline=base_tox) if index else (change, change)
         points.append(CalibrationPoint(alpha, float(tox.mean()), (float(ci[0]), float(ci[1])), distinct, collapsed,
                                        median_ppl, usable, answers[int(np.argmax(tox))], change,
                                        (float(change_ci[0]), float(change_ci[1]))))

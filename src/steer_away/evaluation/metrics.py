@@ -131,6 +131,18 @@ def is_collapsed(text: str) -> bool:
     return distinct_n(text, 2) < COLLAPSE_DISTINCT2 or longest_repeat(text, 4) >= COLLAPSE_REPEATS
 
 
+def prompt_bootstrap(values: np.ndarray, *, baseline: np.ndarray | None = None, level: float = 0.95
+                     ) -> tuple[float, float]:
+    """Interval for the mean of one value per prompt (or of its difference from `baseline` on the same
+    prompts), resampling prompts; a single prompt gives the point itself."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        point = float(values.mean() - (np.asarray(baseline).mean() if baseline is not None else 0.0))
+        return point, point
+    return cluster_bootstrap(values, ["all"] * len(values), [str(i) for i in range(len(values))],
+                             baseline=baseline, level=level)
+
+
 def cluster_bootstrap(values: np.ndarray, users: Sequence[str], prompts: Sequence[str], *,
                       baseline: np.ndarray | None = None, relative: bool = False, draws: int = 2000,
                       seed: int = 0, level: float = 0.95) -> tuple[float, float]:
