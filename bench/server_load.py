@@ -1,17 +1,30 @@
-"""Load check of the chat server on loopback: requests/s and latency, batched vs one at a time.
+"""Load check of the chat server on loopback: requests arriving over time, three schedulers.
 
-Starts the real server (uvicorn, in this process) twice on 127.0.0.1 — once with batching
-(max batch 8) and once with max batch 1 — and sends the same fixed number of requests from N
-concurrent clients, each a different user with their own steering vector.
+Requests arrive as a Poisson process at each of several rates (the same seeded arrival times,
+prompts, users and lengths for every scheduler), each a different user with their own steering
+vector, asking for between --min-tokens and --max-tokens tokens, streamed. The real server (uvicorn,
+in this process, on 127.0.0.1) runs three ways:
+
+- continuous: a request joins the running batch at the next decoding step (max 8 requests);
+- static: a batch is decoded to its end before waiting requests start (max 8; the server before
+  continuous batching);
+- one at a time: max batch 1.
+
+For each rate and scheduler: completed requests/s over the span from the first arrival to the last
+completion, time to first token and end-to-end latency (p50 / p95, from the request's arrival),
+and how many requests shared a decoding step on average. Schedulers take turns within a rate.
 """
 
 from __future__ import annotations
 
+import json
+import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -25,26 +38,79 @@ from steer_away.models import load_model
 from steer_away.server import ServerSettings, create_app, serve_in_thread
 from steer_away.steering.vectors import save_bank
 
+SCHEDULERS = {"continuous": ("continuous", 8), "static": ("static", 8), "one at a time": ("continuous", 1)}
 
-def run_load(url: str, clients: int, requests: int, tokens: int) -> tuple[float, list[float]]:
-    def one(i: int) -> float:
-        body = {"messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}], "user": f"u{i % 8}",
-                "max_tokens": tokens}
-        start = time.perf_counter()
-        r = httpx.post(url + "/v1/chat/completions", json=body, timeout=600)
-        r.raise_for_status()
-        return time.perf_counter() - start
 
-    start = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        latencies = list(pool.map(one, range(requests)))
-    return time.perf_counter() - start, latencies
+@dataclass
+class Arrival:
+    at: float  # seconds after the start of the run
+    prompt: str
+    user: str
+    tokens: int
+
+
+@dataclass
+class Outcome:
+    arrived: float
+    first_token: float
+    done: float
+    status: int
+
+
+def arrivals(rate: float, count: int, min_tokens: int, max_tokens: int, seed: int) -> list[Arrival]:
+    rng = random.Random(seed)
+    now, out = 0.0, []
+    for _ in range(count):
+        now += rng.expovariate(rate)
+        out.append(Arrival(now, PROMPTS[rng.randrange(len(PROMPTS))], f"u{rng.randrange(8)}",
+                           rng.randint(min_tokens, max_tokens)))
+    return out
+
+
+def stream_one(url: str, arrival: Arrival, start: float) -> Outcome:
+    time.sleep(max(0.0, start + arrival.at - time.perf_counter()))
+    sent = time.perf_counter()
+    first: float | None = None
+    body = {"messages": [{"role": "user", "content": arrival.prompt}], "user": arrival.user,
+            "max_tokens": arrival.tokens, "stream": True}
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=900) as r:
+        for line in r.iter_lines():
+            if first is None and line.startswith("data:") and line != "data: [DONE]":
+                delta = json.loads(line[5:]).get("choices", [{}])[0].get("delta", {})
+                if delta.get("content"):
+                    first = time.perf_counter()
+        status = r.status_code
+    end = time.perf_counter()
+    return Outcome(sent, first if first is not None else end, end, status)
+
+
+def run_rate(url: str, plan: list[Arrival]) -> list[Outcome]:
+    results: list[Outcome | None] = [None] * len(plan)
+    start = time.perf_counter() + 0.2
+
+    def worker(i: int) -> None:
+        results[i] = stream_one(url, plan[i], start)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(plan))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return [r for r in results if r is not None]
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--rates", default="0.5,1,2", help="arrival rates, requests per second")
+    parser.add_argument("--requests", type=int, default=20, help="requests per rate and scheduler")
+    parser.add_argument("--min-tokens", type=int, default=16)
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     lm = load_model(args.model, device=args.device)
@@ -53,22 +119,43 @@ def main() -> None:
     save_bank(bank, random_vector(lm, 0, layers) * 0.1, {f"u{i}": random_vector(lm, i + 1, layers) * 0.1
                                                           for i in range(8)})
     print(machine_line(lm))
+    servers = {}
+    for label, (scheduler, max_batch) in SCHEDULERS.items():
+        app = create_app(lm, vectors=str(bank), settings=ServerSettings(
+            max_batch=max_batch, scheduler=scheduler, batch_window_s=0.01, max_queue=256))
+        servers[label] = (app, *serve_in_thread(app))
+    for _app, _server, _thread, url in servers.values():  # warm-up
+        run_rate(url, arrivals(50.0, 2, 4, 4, seed=99))
     rows = []
-    for label, max_batch in (("batched (max 8)", 8), ("one at a time", 1)):
-        app = create_app(lm, vectors=str(bank), settings=ServerSettings(max_batch=max_batch, batch_window_s=0.01))
-        server, thread, url = serve_in_thread(app)
-        run_load(url, 2, 2, 4)  # warm-up
-        wall, latencies = run_load(url, args.clients, args.requests, args.tokens)
+    for rate in (float(r) for r in args.rates.split(",")):
+        plan = arrivals(rate, args.requests, args.min_tokens, args.max_tokens, seed=args.seed)
+        for label, (app, _server, _thread, url) in servers.items():
+            engine = app.state.engine
+            mark = engine.steps_run
+            outcomes = run_rate(url, plan)
+            bad = sum(o.status != 200 for o in outcomes)
+            span = max(o.done for o in outcomes) - min(o.arrived for o in outcomes)
+            ttft = [o.first_token - o.arrived for o in outcomes]
+            latency = [o.done - o.arrived for o in outcomes]
+            sizes = engine.step_sizes_since(mark)
+            rows.append([f"{rate:g}", label, f"{(len(outcomes) - bad) / span:.2f}",
+                         f"{statistics.median(ttft):.2f} / {quantile(ttft, 0.95):.2f}",
+                         f"{statistics.median(latency):.2f} / {quantile(latency, 0.95):.2f}",
+                         f"{statistics.mean(sizes):.1f}" if sizes else "-", str(bad)])
+            print("  " + " | ".join(rows[-1]), flush=True)
+    for _app, server, thread, _url in servers.values():
         server.should_exit = True
-        thread.join()
-        q = statistics.quantiles(latencies, n=20)
-        sizes = app.state.engine.batch_sizes
-        rows.append([label, f"{args.requests / wall:.2f}", f"{statistics.median(latencies):.2f}", f"{q[18]:.2f}",
-                     f"{statistics.mean(sizes):.1f}"])
-    print_table(f"{args.requests} requests from {args.clients} concurrent clients (8 users, CAA), "
-                f"{args.tokens} tokens each, loopback",
-                ["server", "requests/s", "p50 latency s", "p95 latency s", "mean batch"], rows)
-    print(f"\nbatched ÷ one-at-a-time throughput: {float(rows[0][1]) / float(rows[1][1]):.2f}×")
+        thread.join(timeout=10)
+    print_table(f"{args.requests} streamed requests per cell, Poisson arrivals, {args.min_tokens}-{args.max_tokens} "
+                "tokens each (uniform), 8 users with their own CAA vector, loopback",
+                ["arrivals/s", "scheduler", "completed/s", "TTFT p50 / p95 s", "latency p50 / p95 s",
+                 "requests per step", "errors"], rows)
+    by = {(r[0], r[1]): r for r in rows}
+    for rate in dict.fromkeys(r[0] for r in rows):
+        cont, stat, one = (by[(rate, s)] for s in SCHEDULERS)
+        print(f"arrivals {rate}/s: continuous ÷ static throughput {float(cont[2]) / float(stat[2]):.2f}×, "
+              f"÷ one at a time {float(cont[2]) / float(one[2]):.2f}×; p95 latency static ÷ continuous "
+              f"{float(stat[4].split(' / ')[1]) / float(cont[4].split(' / ')[1]):.2f}×")
 
 
 if __name__ == "__main__":

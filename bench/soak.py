@@ -180,7 +180,7 @@ def main() -> int:
         "unexpected statuses (5xx etc.)": unexpected,
         "latency p50 / p95 (s, incl. 429 retries)": f"{statistics.median(lat):.2f} / {p95:.2f}" if lat else "-",
         "longest gap between completions (s)": round(max(gaps), 1),
-        "batches decoded": engine.batches_run,
+        "decoding steps": engine.steps_run,
         "requests cancelled by the worker (clients gone)": engine.cancelled_jobs,
         "health after": f"{health.status_code} {json.loads(health.text)['status']}",
         "a fresh request after": after.status_code,

@@ -82,14 +82,14 @@ def test_concurrent_users_each_get_their_own_steering(served):
     users = ["ann", "bob", "stranger", "ann", "bob", "stranger"]
     alphas = [None, None, None, 2.0, -1.0, 0.0]
     engine = served["app"].state.engine
-    before = engine.batches_run
+    mark = engine.steps_run
     with ThreadPoolExecutor(len(users)) as pool:
         futures = [pool.submit(post, served, {"messages": PROMPT, "user": u, "max_tokens": 8,
                                               "steering": {"alpha": a} if a is not None else None})
                    for u, a in zip(users, alphas)]
         answers = [f.result().json()["choices"][0]["message"]["content"] for f in futures]
     assert answers == [expected(served, u, a) for u, a in zip(users, alphas)]
-    assert max(engine.batch_sizes[before:]) > 1  # they really were batched together
+    assert max(engine.step_sizes_since(mark)) > 1  # they really shared decoding steps
 
 
 def test_logit_steering_by_category(served):
@@ -330,11 +330,11 @@ def test_seeded_request_samples_the_same_text_whatever_its_batch(served):
     others = [{"messages": [{"role": "user", "content": "thank you"}], "max_tokens": 8, "temperature": 1.0,
                "seed": s} for s in (1, 2, 3)]
     engine = served["app"].state.engine
-    before = len(engine.batch_sizes)
+    mark = engine.steps_run
     with ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(post, served, b) for b in [*others, body]]
         texts = [f.result().json()["choices"][0]["message"]["content"] for f in futures]
-    assert max(engine.batch_sizes[before:]) > 1
+    assert max(engine.step_sizes_since(mark)) > 1
     assert texts[-1] == alone
 
 
@@ -365,25 +365,54 @@ def slow_decoding(monkeypatch):
     monkeypatch.setattr(internals, "forward_step", slow_step)
 
 
+def first_text(lines):
+    """Read a stream's lines until decoding has produced some text."""
+    for line in lines:
+        if line.startswith("data:") and json.loads(line[5:])["choices"][0]["delta"].get("content"):
+            return
+
+
 def test_disconnected_stream_frees_its_row(served, slow_decoding):
+    """A stream and a plain request decode together; the stream hangs up: its row is gone at the next
+    step while the other request goes on, and answers as if alone."""
     engine = served["app"].state.engine
     before = engine.cancelled_jobs
-    batches = engine.batches_run
-    body = {"messages": PROMPT, "max_tokens": 64, "stream": True}
+    with ThreadPoolExecutor(1) as pool:
+        other = pool.submit(post, served, {"messages": PROMPT, "max_tokens": 40, "user": "ann"})
+        body = {"messages": PROMPT, "max_tokens": 64, "stream": True, "user": "bob"}
+        with httpx.stream("POST", served["url"] + "/v1/chat/completions", json=body, timeout=60,
+                          headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+            first_text(r.iter_lines())
+            assert engine.running() == 2
+        deadline = time.time() + 30
+        while engine.cancelled_jobs == before and time.time() < deadline:
+            time.sleep(0.01)
+        assert engine.cancelled_jobs > before
+        assert not other.done() and engine.running() == 1  # the other request is still decoding, alone
+        answer = other.result().json()["choices"][0]["message"]["content"]
+    assert answer == expected(served, "ann", tokens=40)
+    assert post(served, {"messages": PROMPT, "max_tokens": 2}).status_code == 200
+
+
+def test_a_request_joins_a_running_batch_and_answers_as_if_alone(served, slow_decoding):
+    """While a long stream decodes, a short request arrives: it starts decoding at the next step
+    (not when the stream ends), finishes first, and its answer equals the request run alone."""
+    engine = served["app"].state.engine
+    body = {"messages": PROMPT, "max_tokens": 48, "stream": True, "user": "bob"}
     with httpx.stream("POST", served["url"] + "/v1/chat/completions", json=body, timeout=60,
                       headers={"Authorization": f"Bearer {TOKEN}"}) as r:
-        for line in r.iter_lines():  # hang up once decoding has produced some text
-            if line.startswith("data:") and json.loads(line[5:])["choices"][0]["delta"].get("content"):
-                break
-    deadline = time.time() + 30
-    while engine.cancelled_jobs == before and time.time() < deadline:
-        time.sleep(0.05)
-    assert engine.cancelled_jobs > before
-    deadline = time.time() + 30
-    while engine.batches_run == batches and time.time() < deadline:
-        time.sleep(0.05)
-    assert engine.batches_run > batches  # the batch ended early instead of decoding 64 tokens for no one
-    assert post(served, {"messages": PROMPT, "max_tokens": 2}).status_code == 200
+        lines = r.iter_lines()
+        first_text(lines)
+        mark = engine.steps_run
+        short = post(served, {"messages": PROMPT, "max_tokens": 4, "user": "ann", "steering": {"alpha": 2.0}})
+        steps_taken = engine.steps_run - mark
+        rest = "".join(json.loads(line[5:])["choices"][0]["delta"].get("content") or ""
+                       for line in lines if line.startswith("data:") and line != "data: [DONE]")
+    assert short.status_code == 200
+    assert short.json()["choices"][0]["message"]["content"] == expected(served, "ann", alpha=2.0, tokens=4)
+    assert steps_taken < 20  # answered within a few steps, not after the stream's 48
+    assert rest  # the stream was still going when the short request was answered
+    assert 2 in engine.step_sizes_since(mark)  # they shared steps
 
 
 def test_health_reports_a_stalled_worker(served):
@@ -431,7 +460,7 @@ def test_a_batch_failing_midway_neither_redoes_answered_rows_nor_repeats_streame
 
     monkeypatch.setattr(internals, "forward_step", failing_step)
     engine = served["app"].state.engine
-    before = len(engine.batch_sizes)
+    mark, retried = engine.steps_run, engine.retried_alone
 
     def streamed_text():
         body = {"messages": PROMPT, "max_tokens": 20, "stream": True, "user": "bob"}
@@ -453,7 +482,7 @@ def test_a_batch_failing_midway_neither_redoes_answered_rows_nor_repeats_streame
         long = pool.submit(post, served, {"messages": PROMPT, "max_tokens": 20, "user": "ann"})
         stream = pool.submit(streamed_text)
         short_r, long_r, (text, error) = short.result(), long.result(), stream.result()
-    assert max(engine.batch_sizes[before:]) == 3  # all three were in the failing batch
+    assert max(engine.step_sizes_since(mark)) == 3  # all three shared the failing step
     assert short_r.status_code == 200 and short_r.json()["choices"][0]["message"]["content"] == \
         expected(served, "ann", tokens=2)
     assert long_r.status_code == 200 and long_r.json()["choices"][0]["message"]["content"] == \
@@ -461,4 +490,4 @@ def test_a_batch_failing_midway_neither_redoes_answered_rows_nor_repeats_streame
     full = expected(served, "bob", tokens=20)
     assert error is not None and error["code"] == 500
     assert full.startswith(text.strip()) and len(text) < len(full)  # a prefix, never repeated
-    assert engine.batch_sizes[before:].count(1) == 1  # only the plain long request was rerun
+    assert engine.retried_alone == retried + 1  # only the plain long request was rerun

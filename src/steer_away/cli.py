@@ -485,6 +485,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scheduler_names() -> list[str]:
+    from steer_away.server.engine import SCHEDULERS
+
+    return list(SCHEDULERS)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
 
@@ -493,7 +499,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     lm = _load(args)
     settings = ServerSettings(model_name=args.name, default_method=args.method,
                               api_key=args.api_key or os.environ.get("STEER_AWAY_API_KEY"), max_batch=args.max_batch,
-                              max_queue=args.max_queue, max_tokens_limit=args.max_tokens_limit)
+                              max_queue=args.max_queue, max_tokens_limit=args.max_tokens_limit,
+                              scheduler=args.scheduler)
     console.print(f"serving {lm.model_id} as '{settings.model_name}' on http://{args.host}:{args.port} "
                   f"(auth: {'on' if settings.api_key else 'off'})")
     serve(lm, args.host, args.port, profiles=args.profiles, vectors=args.vectors, categories=args.categories,
@@ -633,7 +640,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "--vectors is given, else the baseline)")
     srv.add_argument("--name", default="steer-away", help="model name the API reports")
     srv.add_argument("--api-key", default=None, help="require this bearer token (or set STEER_AWAY_API_KEY)")
-    srv.add_argument("--max-batch", type=int, default=8)
+    srv.add_argument("--max-batch", type=int, default=8, help="requests decoded together at most")
+    srv.add_argument("--scheduler", choices=_scheduler_names(), default="continuous",
+                     help="continuous: a request joins the running batch at the next step; static: only once "
+                          "the running batch has ended")
     srv.add_argument("--max-queue", type=int, default=64)
     srv.add_argument("--max-tokens-limit", type=int, default=512)
     srv.set_defaults(func=cmd_serve)

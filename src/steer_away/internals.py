@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -119,49 +118,24 @@ def _residual(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
-@dataclass
-class DecodeClock:
-    """Counts forward passes since the last prefill, so hooks can gate on absolute decode steps.
-
-    A forward with an empty KV cache is a prefill (step 0); each later forward is one decode step.
-    This stays right when a cache feeds one token at a time, unlike gating on positions within
-    the current forward.
-    """
-
-    step: int = -1
-
-    def on_forward(self, _module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        cache = kwargs.get("past_key_values")
-        if cache is None or cache.get_seq_length() == 0:
-            self.step = 0
-        else:
-            self.step += 1
-
-
 @contextmanager
 def residual_hooks(
     model: Model,
     edits: dict[int, Callable[[torch.Tensor], None]],
-    active: Callable[[int], bool] | None = None,
 ) -> Iterator[None]:
     """Run `edits[layer](hidden)` in place on each listed layer's residual output, inside the scope.
 
-    `active(step)` decides per forward pass whether the edits apply (step 0 = prefill). Every hook
-    is removed on exit, on error too.
+    Every hook is removed on exit, on error too. Which steps are edited is the caller's business
+    (the decode loop installs a step's edits for that step's forward pass only).
     """
     layers = decoder_layers(model)
     check_layers(list(edits), len(layers))
-    clock = DecodeClock()
     handles = []
     try:
-        if active is not None:
-            base = _get_path(model, "model") or _get_path(model, "transformer") or model
-            handles.append(base.register_forward_pre_hook(clock.on_forward, with_kwargs=True))
         for index, edit in edits.items():
             def hook(_module: torch.nn.Module, _args: tuple[Any, ...], output: Any,
                      edit: Callable[[torch.Tensor], None] = edit) -> None:
-                if active is None or active(clock.step):
-                    edit(_residual(output))
+                edit(_residual(output))
 
             handles.append(layers[index].register_forward_hook(hook))
         yield
@@ -263,6 +237,11 @@ def prefix_kv(model: Model, input_ids: torch.Tensor) -> list[tuple[torch.Tensor,
     positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None, :]
     model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), position_ids=positions,
           past_key_values=cache, use_cache=True, logits_to_keep=1)
+    return kv_layers(cache)
+
+
+def kv_layers(cache: object) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every layer's (keys, values) in a KV cache, (batch, kv heads, len, head dim) each."""
     return [(layer.keys, layer.values) for layer in cache.layers]  # type: ignore[attr-defined]
 
 

@@ -44,10 +44,10 @@ def test_hooks_removed_after_an_exception_inside_the_scope(tiny_lm):
     plain = next_token_scores(tiny_lm, PROMPTS)
     prepared = ActivationSteering(random_vector(1), alpha=2.0, gate="prefill").prepare(
         tiny_lm, [[{"role": "user", "content": p}] for p in PROMPTS], [RowSteering()] * 3)
-    with pytest.raises(KeyError), prepared.scope():
+    with pytest.raises(KeyError), prepared.scope(tiny_lm.model):
         raise KeyError("inside")
     torch.testing.assert_close(next_token_scores(tiny_lm, PROMPTS), plain, rtol=0, atol=0)
-    assert not tiny_lm.model.model._forward_pre_hooks
+    assert not any(layer._forward_hooks for layer in internals.decoder_layers(tiny_lm.model))
 
 
 def test_prefill_gate_equals_steered_prefill_then_plain_decoding(tiny_lm):
@@ -106,7 +106,7 @@ def test_norm_preserving_keeps_hidden_norm(tiny_lm):
     with torch.inference_mode():
         with internals.record_residuals(tiny_lm.model, [1]) as before:
             tiny_lm.model(ids)
-        with prepared.scope(), internals.record_residuals(tiny_lm.model, [1]) as after:
+        with prepared.scope(tiny_lm.model), internals.record_residuals(tiny_lm.model, [1]) as after:
             tiny_lm.model(ids)
     torch.testing.assert_close(after[1].norm(dim=-1), before[1].norm(dim=-1), rtol=1e-4, atol=1e-4)
     assert not torch.allclose(after[1], before[1])
@@ -121,7 +121,7 @@ def test_ablation_removes_the_component_along_the_vector(tiny_lm):
     with torch.inference_mode():
         with internals.record_residuals(tiny_lm.model, [1]) as before:
             tiny_lm.model(ids)
-        with prepared.scope(), internals.record_residuals(tiny_lm.model, [1]) as after:
+        with prepared.scope(tiny_lm.model), internals.record_residuals(tiny_lm.model, [1]) as after:
             tiny_lm.model(ids)
     unit = vec.directions[1] / vec.directions[1].norm()
     assert float((before[1][0] @ unit).abs().max()) > 1e-2  # there was a component to remove

@@ -87,11 +87,11 @@ def test_branch_prompts_follow_each_users_category(tiny_lm):
 def test_acd_never_emits_a_token_the_base_finds_implausible(tiny_lm, monkeypatch, sample):
     from steer_away.steering import logits as module
 
-    seen = []
+    seen: dict[int, list[torch.Tensor]] = {}  # per request (its prepared batch), the base's log-probs per step
     original = module._ContrastiveBatch.combine
 
     def spy(self, logits):
-        seen.append(torch.log_softmax(logits[0].float(), -1))
+        seen.setdefault(id(self), []).append(torch.log_softmax(logits[0].float(), -1))
         return original(self, logits)
 
     monkeypatch.setattr(module._ContrastiveBatch, "combine", spy)
@@ -99,9 +99,10 @@ def test_acd_never_emits_a_token_the_base_finds_implausible(tiny_lm, monkeypatch
     cfg = GenerationConfig(max_new_tokens=12, do_sample=sample, temperature=2.0, seed=1)
     outs = generate(tiny_lm, PROMPTS, method=method, rows=[RowSteering("s")] * 3, config=cfg)
     checked = 0
-    for row, out in enumerate(outs):
+    assert len(seen) == len(PROMPTS)
+    for out, steps in zip(outs, seen.values()):  # requests are first combined in prompt order
         for step, tok in enumerate(out.token_ids):
-            base = seen[step][row]
+            base = steps[step][0]
             assert base[tok] >= base.max() + math.log(0.1) - 1e-6
             checked += 1
     assert checked > 10

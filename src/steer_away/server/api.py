@@ -20,7 +20,8 @@ class ServerSettings:
     default_method: str | None = None  # None: a per-user vector method when vectors are given, else the baseline
     api_key: str | None = None
     max_batch: int = 8
-    batch_window_s: float = 0.02  # how long the worker waits for more requests to join a batch
+    batch_window_s: float = 0.02  # with nothing running, how long the worker waits for company for the first request
+    scheduler: str = "continuous"  # when waiting requests join: "continuous" (any step) or "static" (an emptied batch)
     max_queue: int = 64
     max_tokens_limit: int = 512
     max_messages: int = 64
@@ -81,9 +82,6 @@ class Job:
     cancelled: threading.Event = field(default_factory=threading.Event)  # set when the client has left
     answered: bool = False  # the worker has sent the result (set by the worker thread only)
     streamed: bool = False  # the worker has sent part of the text to the stream
-
-    def batch_key(self) -> tuple[object, ...]:
-        return self.method, self.sampling
 
 
 SEED_LIMIT = 2**63  # torch generators take seeds below this

@@ -5,10 +5,12 @@ vector, and an optional `steering` object ({"method", "alpha", "category"}, sent
 client as `extra_body`) overrides them. Unknown users get the population default: the population
 vector for CAA and the default category for logit steering.
 
-Requests that arrive together are decoded as one batch (each row with its own user's steering) by
-a single worker thread that owns the model (engine.py). The queue is bounded (429 when full); a
+Requests are decoded by a single worker thread that owns the model (engine.py), with continuous
+batching: each request joins the running batch at the next step and leaves the step it ends, each
+row with its own user's steering. The queue is bounded (429 when full); a
 request that fails is retried alone so it cannot take others in its batch down with it; profiles
-and vectors reload on SIGHUP or `POST /admin/reload` between batches, without dropping requests.
+and vectors reload on SIGHUP or `POST /admin/reload` without dropping requests (running ones finish
+with the set they started with).
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ def create_app(lm: LanguageModel, *, profiles: str | None = None, vectors: str |
         alive, idle = engine.alive()
         stalled = not alive or idle > settings.stall_after_s
         body = {"status": "stalled" if stalled else "ok", "worker_alive": alive,
-                "seconds_since_progress": round(idle, 1), "queued": engine.waiting(), "batches": engine.batches_run,
+                "seconds_since_progress": round(idle, 1), "queued": engine.waiting(),
+                "running": engine.running(), "steps": engine.steps_run,
                 "methods": sorted(served.methods), "default_method": served.default,
                 "unavailable": served.unavailable, "users": len(served.profiles), "loaded_at": served.loaded_at}
         return JSONResponse(body, status_code=503 if stalled else 200)

@@ -1,9 +1,14 @@
-"""The serving engine: one worker thread owns the model and decodes compatible requests as a batch.
+"""The serving engine: one worker thread owns the model and runs the decode loop (continuous batching).
+
+Requests join the running batch at step boundaries (a scheduler decides how many may join), each
+with its own user's steering, method and sampling settings; a request leaves the step it ends,
+and a client that disconnects frees its row at the next step. The offline `generate` runs the
+same loop (decoding.py), so a greedy answer is the same whether it ran alone, in a batch, or
+joined one mid-flight.
 
 Steering methods are built from the registry over one set of shared resources; a reload builds a
-whole new set and swaps it in with one assignment, so a batch sees the old set or the new, never a
-mix. Jobs that cannot join the current batch wait in the worker's own list, never back in the
-shared queue: the worker is the queue's only consumer and must never block on it.
+whole new set and swaps it in with one assignment; each request is bound to the set it was
+admitted under. The worker is the queue's only consumer and never blocks on it while rows decode.
 """
 
 from __future__ import annotations
@@ -13,16 +18,41 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
+from collections.abc import Callable
 from typing import Any
 
-from steer_away.generation import GenerationConfig, generate, stop_token_ids
+import torch
+
+from steer_away.decoding import DecodeLoop, DecodeRequest, GenerationConfig
 from steer_away.models import LanguageModel
 from steer_away.server.api import APIError, Job, ServerSettings
 from steer_away.steering.base import SteeringMethod
 from steer_away.steering.registry import BASELINE, SteeringResources, build_method, get_method, method_names
 
 log = logging.getLogger("steer_away.server")
+
+Scheduler = Callable[[int, int], int]  # (requests in the loop, max batch) -> how many waiting ones may join now
+
+
+def continuous(running: int, max_batch: int) -> int:
+    """Join at any step boundary while a slot is free."""
+    return max_batch - running
+
+
+def static(running: int, max_batch: int) -> int:
+    """Join only when the running batch has ended: a batch is decoded to its end before the next
+    starts (how the server worked before continuous batching; kept to compare against)."""
+    return max_batch if running == 0 else 0
+
+
+SCHEDULERS: dict[str, Scheduler] = {"continuous": continuous, "static": static}
+
+
+def scheduler_named(name: str) -> Scheduler:
+    try:
+        return SCHEDULERS[name]
+    except KeyError:
+        raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}") from None
 
 
 class ServedMethods:
@@ -79,20 +109,31 @@ class ServedMethods:
                 for name in method_names()}
 
 
+class _Served:
+    """A job admitted to the loop, and what its stream has been sent so far."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.sent = ""
+
+
 class BatchingEngine:
-    """One worker thread owns the model: it drains the queue into compatible batches and decodes them."""
+    """One worker thread owns the model: it admits queued requests into the decode loop and steps it."""
 
     def __init__(self, lm: LanguageModel, served: ServedMethods, settings: ServerSettings) -> None:
         self.lm, self.served, self.settings = lm, served, settings
+        self.scheduler = scheduler_named(settings.scheduler)
         self.queue: queue.Queue[Job] = queue.Queue(maxsize=settings.max_queue)
-        self._held: deque[Job] = deque()  # jobs taken off the queue that await a compatible batch
-        self.batches_run = 0
-        self.batch_sizes: list[int] = []
+        self.loop = DecodeLoop(lm)
+        self._jobs: dict[DecodeRequest, _Served] = {}
+        self.steps_run = 0
+        self._sizes: list[int] = []  # requests in each step, the last 10,000
+        self._sizes_offset = 0
+        self.retried_alone = 0  # requests rerun on their own after a step they shared failed
         self.last_progress = time.monotonic()
         self.cancelled_jobs = 0  # requests dropped or stopped because their client left
-        self._stops = set(stop_token_ids(lm))
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="steer-away-engine", daemon=True)
+        self._thread = threading.Thread(target=self._work, name="steer-away-engine", daemon=True)
         self._thread.start()
 
     def submit(self, job: Job) -> None:
@@ -102,148 +143,182 @@ class BatchingEngine:
             raise APIError(429, "server is busy: request queue is full, retry later", "rate_limit_error") from None
 
     def waiting(self) -> int:
-        return self.queue.qsize() + len(self._held)
+        return self.queue.qsize()
+
+    def running(self) -> int:
+        return len(self._jobs)
+
+    def step_sizes_since(self, mark: int) -> list[int]:
+        """How many requests shared each step since step `mark` (a value of `steps_run`)."""
+        return self._sizes[max(0, mark - self._sizes_offset):]
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def _next(self, timeout: float) -> Job | None:
-        if self._held:
-            return self._held.popleft()
-        try:
-            return self.queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
-
     def alive(self) -> tuple[bool, float]:
         """(worker thread alive, seconds since it last made progress: a decoding step or an idle poll)."""
         return self._thread.is_alive(), time.monotonic() - self.last_progress
 
-    def _collect(self) -> list[Job]:
-        first = self._next(0.1)
+    # -- the worker --
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            self._admit()
+            if not self.loop.idle:
+                self._step()
+
+    def _take(self, block: bool, timeout: float) -> Job | None:
+        try:
+            return self.queue.get(timeout=timeout) if block else self.queue.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _admit(self) -> None:
+        """Move waiting requests into the loop, as many as the scheduler lets join now. With nothing
+        running, wait a little for the first one and a batch window for company."""
+        room = self.scheduler(len(self.loop), self.settings.max_batch)
+        if room <= 0:
+            return
+        idle = self.loop.idle
+        first = self._take(idle, 0.1)
         self.last_progress = time.monotonic()
         if first is None:
-            return []
-        batch = [first]
-        # held jobs first (they waited longest), then whatever arrives within the batch window
-        for job in list(self._held):
-            if len(batch) >= self.settings.max_batch:
-                break
-            if job.batch_key() == first.batch_key():
-                self._held.remove(job)
-                batch.append(job)
-        deadline = time.perf_counter() + self.settings.batch_window_s
-        while len(batch) < self.settings.max_batch:
+            return
+        jobs = [first]
+        deadline = time.perf_counter() + (self.settings.batch_window_s if idle else 0.0)
+        while len(jobs) < room:
             remaining = deadline - time.perf_counter()
-            if remaining <= 0:
+            job = self._take(remaining > 0, max(remaining, 0.0))
+            if job is None:
                 break
+            jobs.append(job)
+        for job in jobs:
+            if job.cancelled.is_set():  # the client left while it was queued
+                self.cancelled_jobs += 1
+                continue
+            request = None
             try:
-                job = self.queue.get(timeout=remaining)
-            except queue.Empty:
-                break
-            if job.batch_key() == first.batch_key():
-                batch.append(job)
-            else:
-                self._held.append(job)
-        left = [job for job in batch if job.cancelled.is_set()]  # clients that left while queued
-        self.cancelled_jobs += len(left)
-        return [job for job in batch if not job.cancelled.is_set()]
+                request = self._request(job)
+                self.loop.add(request)  # the method prepares the request here: a bad category fails it alone
+            except Exception as err:
+                self._jobs.pop(request, None)  # type: ignore[arg-type]
+                self._fail(job, _as_api_error(err, job))
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            batch = self._collect()
-            if batch:
-                self._run(batch)
+    def _request(self, job: Job) -> DecodeRequest:
+        method = self.served.methods.get(job.method)  # one read: a reload in between cannot mix two sets
+        if method is None:
+            raise APIError(400, f"steering method '{job.method}' is not available on this server",
+                           param="steering.method")
+        do_sample, temperature, top_p = job.sampling
+        generator = None
+        if do_sample and job.seed is not None:
+            generator = torch.Generator(device=self.lm.device).manual_seed(job.seed)
+        served = _Served(job)
+        request = DecodeRequest(job.messages, method, job.row,
+                                GenerationConfig(max_new_tokens=job.max_tokens, do_sample=do_sample,
+                                                 temperature=temperature, top_p=top_p),
+                                generator=generator, on_token=lambda _token: self._stream(served, request))
+        self._jobs[request] = served
+        return request
 
-    def _run(self, batch: list[Job]) -> None:
+    def _step(self) -> None:
+        for request, served in self._jobs.items():
+            if served.job.cancelled.is_set():
+                self.loop.cancel(request)
+        size = len(self.loop)
         try:
-            self._decode(batch)
-        except Exception:  # isolate the failing request: rerun each alone
-            log.exception("a batch of %d failed; retrying its requests one by one", len(batch))
-            # Rows already answered or abandoned are done; a stream that already got part of its text
-            # cannot be replayed without sending that part twice, so it fails; the rest run alone.
-            pending = [job for job in batch if not job.answered and not job.cancelled.is_set()]
-            retry = [job for job in pending if len(batch) > 1 and not job.streamed]
-            for job in pending:
-                if job not in retry:
-                    self._fail(job, APIError(500, "generation failed for this request", "server_error"))
-            for job in retry:
-                try:
-                    self._decode([job])
-                except APIError as err:
-                    self._fail(job, err)
-                except Exception as err:
-                    log.exception("request for user %s failed", job.row.user_id)
-                    self._fail(job, APIError(500, f"generation failed: {type(err).__name__}: {err}", "server_error"))
+            ended = self.loop.step()
+        except Exception:
+            self._recover()
+            return
+        self.last_progress = time.monotonic()
+        self.steps_run += 1
+        self._sizes.append(size)
+        if len(self._sizes) > 10_000:
+            self._sizes_offset += 5_000
+            del self._sizes[:5_000]
+        for request in ended:
+            self._deliver(request)
+
+    def _deliver(self, request: DecodeRequest) -> None:
+        served = self._jobs.pop(request, None)
+        if served is None:
+            return
+        job = served.job
+        job.answered = True
+        if request.finish_reason == "cancelled" or job.cancelled.is_set():
+            self.cancelled_jobs += 1
+            return
+        text = self.lm.tokenizer.decode(request.tokens, skip_special_tokens=True)
+        if job.stream is not None:
+            if len(text) > len(served.sent):
+                job.loop.call_soon_threadsafe(job.stream.put_nowait, text[len(served.sent):])
+            job.loop.call_soon_threadsafe(job.stream.put_nowait, None)
+        payload = {"text": text.strip(), "finish_reason": request.finish_reason or "length",
+                   "prompt_tokens": job.prompt_tokens, "completion_tokens": len(request.tokens)}
+        job.loop.call_soon_threadsafe(_settle, job.future, payload)
+
+    def _stream(self, served: _Served, request: DecodeRequest) -> None:
+        job = served.job
+        if job.stream is None or job.cancelled.is_set():
+            return
+        text = self.lm.tokenizer.decode(request.tokens, skip_special_tokens=True)
+        if len(text) > len(served.sent) and not text.endswith("\ufffd"):  # never half a character
+            job.loop.call_soon_threadsafe(job.stream.put_nowait, text[len(served.sent):])
+            served.sent = text
+            job.streamed = True
+
+    def _recover(self) -> None:
+        """A step failed: isolate the failing request. Rows already answered or abandoned are done;
+        a stream that already got part of its text cannot be replayed without sending that part
+        twice, so it fails; every other request is rerun on its own, in a loop of its own."""
+        jobs = list(self._jobs.values())
+        log.exception("a decoding step over %d requests failed; retrying them one by one", len(jobs))
+        self._jobs.clear()
+        self.loop = DecodeLoop(self.lm)
+        for served in jobs:
+            job = served.job
+            if job.answered or job.cancelled.is_set():
+                continue
+            if len(jobs) == 1 or job.streamed:
+                self._fail(job, APIError(500, "generation failed for this request", "server_error"))
+                continue
+            self.retried_alone += 1
+            alone = DecodeLoop(self.lm)
+            retry = None
+            try:
+                retry = self._request(job)
+                alone.add(retry)
+                while not alone.idle:
+                    if job.cancelled.is_set():
+                        alone.cancel(retry)
+                    for ended in alone.step():
+                        self._deliver(ended)
+                    self.last_progress = time.monotonic()
+            except APIError as err:
+                self._jobs.pop(retry, None)  # type: ignore[arg-type]
+                self._fail(job, err)
+            except Exception as err:
+                log.exception("request for user %s failed", job.row.user_id)
+                self._jobs.pop(retry, None)  # type: ignore[arg-type]
+                self._fail(job, APIError(500, f"generation failed: {type(err).__name__}: {err}", "server_error"))
 
     def _fail(self, job: Job, err: APIError) -> None:
+        job.answered = True
         job.loop.call_soon_threadsafe(_settle, job.future, err)
         if job.stream is not None:
             job.loop.call_soon_threadsafe(job.stream.put_nowait, None)
 
-    def _decode(self, batch: list[Job]) -> None:
-        """Decode a batch; each row's answer is sent the step it ends, and rows whose client left
-        stop at the next step, so a short request never waits for a long batch-mate."""
-        served = self.served.methods  # one read: a reload in between cannot mix two sets
-        name = batch[0].method
-        if name not in served:
-            raise APIError(400, f"steering method '{name}' is not available on this server",
-                           param="steering.method")
-        do_sample, temperature, top_p = batch[0].sampling
-        config = GenerationConfig(max_new_tokens=max(j.max_tokens for j in batch), do_sample=do_sample,
-                                  temperature=temperature, top_p=top_p)
-        tokenizer = self.lm.tokenizer
-        produced: list[list[int]] = [[] for _ in batch]
-        sent: list[str] = ["" for _ in batch]
-        ended = [False] * len(batch)
 
-        def finish(i: int, reason: str) -> None:
-            ended[i] = True
-            job = batch[i]
-            job.answered = True
-            if job.cancelled.is_set():
-                return
-            ids = produced[i]
-            if job.stream is not None:
-                final = tokenizer.decode(ids, skip_special_tokens=True)
-                if len(final) > len(sent[i]):
-                    job.loop.call_soon_threadsafe(job.stream.put_nowait, final[len(sent[i]):])
-                job.loop.call_soon_threadsafe(job.stream.put_nowait, None)
-            payload = {"text": tokenizer.decode(ids, skip_special_tokens=True).strip(), "finish_reason": reason,
-                       "prompt_tokens": job.prompt_tokens, "completion_tokens": len(ids)}
-            job.loop.call_soon_threadsafe(_settle, job.future, payload)
-
-        def on_step(tokens: list[int], finished: list[bool]) -> list[bool]:
-            self.last_progress = time.monotonic()
-            for i, job in enumerate(batch):
-                if ended[i]:
-                    continue
-                if job.cancelled.is_set():
-                    ended[i] = True
-                    self.cancelled_jobs += 1
-                    continue
-                if tokens[i] in self._stops:
-                    finish(i, "stop")
-                    continue
-                produced[i].append(tokens[i])
-                if job.stream is not None:
-                    text = tokenizer.decode(produced[i], skip_special_tokens=True)
-                    if len(text) > len(sent[i]) and not text.endswith("\ufffd"):
-                        job.loop.call_soon_threadsafe(job.stream.put_nowait, text[len(sent[i]):])
-                        sent[i] = text
-                        job.streamed = True
-                if len(produced[i]) >= job.max_tokens:
-                    finish(i, "length")
-            return ended
-
-        self.batch_sizes.append(len(batch))  # before decoding: answers are delivered as each row ends
-        generate(self.lm, [j.messages for j in batch], method=served[name], rows=[j.row for j in batch],
-                 config=config, on_step=on_step, seeds=[j.seed for j in batch] if do_sample else None)
-        for i in range(len(batch)):
-            if not ended[i]:
-                finish(i, "length")
-        self.batches_run += 1
+def _as_api_error(err: Exception, job: Job) -> APIError:
+    """What a client is told when its request could not join: its own fault (400) or ours (500)."""
+    if isinstance(err, APIError):
+        return err
+    if isinstance(err, (OSError, ValueError)):
+        return APIError(400, str(err), param="steering")
+    log.exception("request for user %s could not be prepared", job.row.user_id, exc_info=err)
+    return APIError(500, f"generation failed: {type(err).__name__}: {err}", "server_error")
 
 
 def _settle(future: asyncio.Future[Any], value: object) -> None:

@@ -9,7 +9,6 @@ and step, with no allocation and no Python loop over rows. What the edit does wi
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +16,14 @@ import torch
 
 from steer_away import internals
 from steer_away.chat import Conversation
-from steer_away.steering.base import MethodArgs, PreparedBatch, RowSteering, SteeringMethod, check_alpha
+from steer_away.steering.base import (
+    MethodArgs,
+    PreparedBatch,
+    ResidualEdits,
+    RowSteering,
+    SteeringMethod,
+    check_alpha,
+)
 from steer_away.steering.interventions import Intervention, add, intervention_named
 from steer_away.steering.vectors import SteeringVector
 
@@ -46,18 +52,6 @@ def gate_function(gate: Gate) -> Callable[[int], bool] | None:
         return lambda step: step == 0
     limit = int(gate)
     return lambda step: step < limit
-
-
-class _ActivationBatch(PreparedBatch):
-    def __init__(self, lm: LanguageModel, conversations: list[Conversation], deltas: dict[int, torch.Tensor],
-                 gate: Gate, intervention: Intervention) -> None:
-        super().__init__([conversations])
-        self._model = lm.model
-        self._edits = {layer: intervention(delta) for layer, delta in deltas.items()}
-        self._active = gate_function(gate)
-
-    def scope(self) -> AbstractContextManager[object]:
-        return internals.residual_hooks(self._model, self._edits, active=self._active)
 
 
 class ActivationSteering(SteeringMethod):
@@ -111,7 +105,8 @@ class ActivationSteering(SteeringMethod):
             stack = torch.stack([v.directions.get(layer, zero) if v is not None else zero for v in chosen])
             delta = (alphas[:, None] * stack)[:, None, :]
             deltas[layer] = delta.to(device=lm.device, dtype=lm.dtype)
-        return _ActivationBatch(lm, list(conversations), deltas, self.gate, self.intervention)
+        return PreparedBatch([list(conversations)], edits=ResidualEdits(deltas, self.intervention,
+                                                                         gate_function(self.gate)))
 
 
 # --- registry glue: the arguments CAA takes and how it is built from shared resources ----------

@@ -15,7 +15,7 @@ import math
 import types
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -37,12 +37,24 @@ class RowSteering:
     category: str | None = None
 
 
+@dataclass(frozen=True)
+class ResidualEdits:
+    """What a batch does to the residual stream, as data: the decode loop stacks many requests'
+    edits into one tensor per layer, so requests of different methods can share a forward pass."""
+
+    deltas: dict[int, torch.Tensor]  # layer -> (rows, 1, hidden), α·v per row (branch-major, as `branches`)
+    intervention: Callable[[torch.Tensor], Callable[[torch.Tensor], None]]  # see interventions.py
+    gate: Callable[[int], bool] | None = None  # which of a request's own steps (0: prefill) are edited; None: all
+
+
 class PreparedBatch:
-    """Branches, hook scope and logit rule for one batch; the default is the unsteered model."""
+    """Branches, residual edits and logit rule for one batch; the default is the unsteered model."""
 
     def __init__(self, branches: list[list[Conversation]],
-                 prefixes: list[list[Conversation | None]] | None = None) -> None:
+                 prefixes: list[list[Conversation | None]] | None = None,
+                 edits: ResidualEdits | None = None) -> None:
         self.branches = branches
+        self.edits = edits
         # Per branch and row, the leading messages (system prompt, example exchanges) that many rows
         # share and that do not depend on the steering: their keys and values are computed once and
         # reused (generation.py). None: nothing to share. Only for branches run without hooks.
@@ -52,8 +64,15 @@ class PreparedBatch:
     def num_branches(self) -> int:
         return len(self.branches)
 
-    def scope(self) -> AbstractContextManager[object]:
-        return nullcontext()
+    def scope(self, model: object) -> AbstractContextManager[object]:
+        """The edits installed on `model` for forward passes over this batch alone (scoring; the
+        decode loop installs merged edits itself). Removed on exit, on error too."""
+        if self.edits is None:
+            return nullcontext()
+        from steer_away import internals
+
+        return internals.residual_hooks(model, {layer: self.edits.intervention(delta)
+                                                for layer, delta in self.edits.deltas.items()})
 
     def combine(self, logits: torch.Tensor) -> torch.Tensor:
         """(branches, batch, vocab) next-token logits -> (batch, vocab) scores to decode from."""

@@ -1,0 +1,137 @@
+"""The decode loop: requests that join mid-flight, leave early, or mix methods answer as if alone."""
+
+import torch
+
+from steer_away import internals
+from steer_away.decoding import DecodeLoop, DecodeRequest, GenerationConfig
+from steer_away.generation import generate
+from steer_away.profiles.build import UserProfile
+from steer_away.steering.activation import ActivationSteering
+from steer_away.steering.base import RowSteering, Unsteered
+from steer_away.steering.logits import ACD, EADS, SteeringCategory
+from steer_away.steering.vectors import SteeringVector
+
+LONG = GenerationConfig(max_new_tokens=24, stop_on_eos=False)
+SHORT = GenerationConfig(max_new_tokens=6, stop_on_eos=False)
+PROMPTS = ["the quick brown fox", "what is the capital of France?", "thank you",
+           "please be respectful and careful with everyone you meet today and every day after"]
+CATS = {
+    "strict": SteeringCategory("strict", "please be polite and careful", "shut up idiot", alpha=2.0, beta=0.1,
+                               expert_examples=(("thank you", "kind and careful"),)),
+    "moderate": SteeringCategory("moderate", "be helpful", "stupid opinion", alpha=1.0, beta=0.2),
+    "tolerant": SteeringCategory("tolerant", "the lazy dog", "kind and careful", alpha=0.5, beta=0.05),
+}
+PROFILES = {"s": UserProfile("s", ["TOXICITY"], [0.1], [0.2], 0.1, None, "strict", [0.0], 1, 1)}
+
+
+def vector(seed, layers=(1, 2)):
+    g = torch.Generator().manual_seed(seed)
+    return SteeringVector({l: torch.randn(32, generator=g) * 3 for l in layers}, "tiny-random-llama", 32, 4)
+
+
+CAA = ActivationSteering({"ann": vector(1), "bob": vector(2, layers=(2, 3))}, alpha=1.5, default=vector(0))
+GATED = ActivationSteering(vector(3), alpha=2.0, gate=3)
+
+
+def alone(lm, prompt, method=None, row=None, config=LONG):
+    return generate(lm, [prompt], method=method, rows=[row or RowSteering()], config=config)[0].token_ids
+
+
+def cache_rows(loop):
+    return internals.kv_layers(loop._cache)[0][0].shape[0] if loop._cache is not None else 0
+
+
+def test_a_request_joining_mid_flight_starts_at_once_and_answers_as_if_alone(tiny_lm):
+    loop = DecodeLoop(tiny_lm)
+    first = loop.add(DecodeRequest(PROMPTS[0], CAA, RowSteering("ann"), LONG))
+    for _ in range(5):
+        loop.step()
+    late = loop.add(DecodeRequest(PROMPTS[3], CAA, RowSteering("bob"), SHORT))
+    finished_at = {}
+    while not loop.idle:
+        for request in loop.step():
+            finished_at[id(request)] = (loop.steps, len(request.tokens))
+    assert late.joined_at == 5 and first.joined_at == 0
+    # the late request decoded while the first was still running, and ended long before it
+    assert finished_at[id(late)][0] < finished_at[id(first)][0]
+    assert late.tokens == alone(tiny_lm, PROMPTS[3], CAA, RowSteering("bob"), SHORT)
+    assert first.tokens == alone(tiny_lm, PROMPTS[0], CAA, RowSteering("ann"))
+
+
+def test_every_method_shares_steps_with_every_other(tiny_lm):
+    """Unsteered, per-user CAA, gated CAA (its own step clock), EADS and ACD rows join at different
+    steps of one loop; each answer equals the request run alone."""
+    plan = [  # (step to join at, prompt, method, row)
+        (0, PROMPTS[0], None, RowSteering()),
+        (0, PROMPTS[1], EADS(CATS, PROFILES), RowSteering("s")),
+        (2, PROMPTS[2], GATED, RowSteering()),
+        (3, PROMPTS[3], ACD(CATS, PROFILES, alpha=3.0), RowSteering("t")),
+        (4, PROMPTS[1], CAA, RowSteering("bob", alpha=-1.0)),
+        (9, PROMPTS[2], EADS(CATS, PROFILES), RowSteering(category="tolerant")),
+    ]
+    loop = DecodeLoop(tiny_lm)
+    requests = []
+    widest = 0
+    for step in range(40):
+        for when, prompt, method, row in plan:
+            if when == step:
+                requests.append(loop.add(DecodeRequest(prompt, method or Unsteered(), row, LONG)))
+        if loop.idle and len(requests) == len(plan):
+            break
+        loop.step()
+        widest = max(widest, len(loop.active))
+    assert widest >= 4  # they really shared steps
+    for (_, prompt, method, row), request in zip(plan, requests):
+        assert request.tokens == alone(tiny_lm, prompt, method, row), request.method.name
+
+
+def test_a_cancelled_request_frees_its_rows_at_the_next_step(tiny_lm):
+    loop = DecodeLoop(tiny_lm)
+    keep = loop.add(DecodeRequest(PROMPTS[0], EADS(CATS, PROFILES), RowSteering("s"), LONG))
+    leave = loop.add(DecodeRequest(PROMPTS[3], EADS(CATS, PROFILES), RowSteering("s"), LONG))
+    loop.step()
+    loop.step()
+    assert cache_rows(loop) == 6  # three branches each
+    loop.cancel(leave)
+    ended = loop.step()
+    assert ended == [leave] and leave.finish_reason == "cancelled" and len(leave.tokens) == 2
+    assert loop.active == [keep] and cache_rows(loop) == 3
+    loop.run()
+    assert keep.tokens == alone(tiny_lm, PROMPTS[0], EADS(CATS, PROFILES), RowSteering("s"))
+
+
+def test_a_long_prompt_leaving_takes_its_padding_with_it(tiny_lm):
+    loop = DecodeLoop(tiny_lm)
+    short = loop.add(DecodeRequest(PROMPTS[2], config=LONG))
+    loop.add(DecodeRequest(PROMPTS[3], config=GenerationConfig(max_new_tokens=3)))
+    loop.step()
+    padded = loop._mask.shape[1]
+    while len(loop.active) == 2:
+        loop.step()
+    assert loop._mask.shape[1] < padded - 5 and bool(loop._mask.all())  # only the short row's own tokens
+    loop.run()
+    assert short.tokens == alone(tiny_lm, PROMPTS[2])
+
+
+def test_a_method_that_cannot_serve_a_request_fails_it_on_joining(tiny_lm):
+    loop = DecodeLoop(tiny_lm)
+    try:
+        loop.add(DecodeRequest(PROMPTS[0], EADS(CATS, PROFILES), RowSteering(category="nope"), LONG))
+    except ValueError as err:
+        assert "nope" in str(err)
+    else:
+        raise AssertionError("an unknown category was accepted")
+    assert loop.idle
+
+
+def test_seeded_sampling_does_not_depend_on_company(tiny_lm):
+    cfg = GenerationConfig(max_new_tokens=10, do_sample=True, temperature=1.5)
+    solo = DecodeLoop(tiny_lm)
+    a = solo.add(DecodeRequest(PROMPTS[1], config=cfg, generator=torch.Generator().manual_seed(7)))
+    solo.run()
+    busy = DecodeLoop(tiny_lm)
+    busy.add(DecodeRequest(PROMPTS[0], config=cfg, generator=torch.Generator().manual_seed(1)))
+    busy.step()
+    b = busy.add(DecodeRequest(PROMPTS[1], config=cfg, generator=torch.Generator().manual_seed(7)))
+    busy.run()
+    assert a.tokens == b.tokens and len(a.tokens) > 0
