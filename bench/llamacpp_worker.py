@@ -2,6 +2,7 @@
 with llama.cpp's Python binding, optionally under a control vector, for the interop and speed checks.
 
     python llamacpp_worker.py JOB.json OUT.json
+    python llamacpp_worker.py --serve      # one JSON request per stdin line, one JSON answer per stdout line
 
 JOB: {"model": path, "threads": n, "n_ctx": n, "prompts": [[token ids]...], "texts": [str...],
       "runs": [{"name": str, "cvec": path or null, "strength": float, "tokens": n, "repeats": n}]}
@@ -41,15 +42,44 @@ def control_buffer(path: str, n_layer: int, n_embd: int, strength: float) -> np.
 
 
 def greedy(llm: llama_cpp.Llama, prompt: list[int], tokens: int) -> tuple[list[int], float]:
+    """`tokens` greedy tokens: one prefill and tokens - 1 one-token steps (what steer-away runs), timed whole."""
     llm.reset()
+    start = time.perf_counter()
     llm.eval(prompt)
     out: list[int] = []
-    start = time.perf_counter()
-    for _ in range(tokens):
+    for i in range(tokens):
         token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
         out.append(token)
-        llm.eval([token])
+        if i < tokens - 1:
+            llm.eval([token])
     return out, time.perf_counter() - start
+
+
+def set_control(llm: llama_cpp.Llama, path: str | None, strength: float) -> None:
+    n_layer, n_embd = llama_cpp.llama_model_n_layer(llm.model), llm.n_embd()
+    if not path:
+        llama_cpp.llama_set_adapter_cvec(llm._ctx.ctx, None, 0, n_embd, -1, -1)
+        return
+    buffer = control_buffer(path, n_layer, n_embd, strength)
+    pointer = buffer.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+    if llama_cpp.llama_set_adapter_cvec(llm._ctx.ctx, pointer, buffer.size, n_embd, 1, n_layer - 1) != 0:
+        raise SystemExit(f"llama.cpp refused the control vector {path}")
+
+
+def serve() -> None:
+    """Requests {"model", "threads", "cvec", "strength", "prompt", "tokens"}; one Llama per model, kept."""
+    models: dict[str, llama_cpp.Llama] = {}
+    for line in sys.stdin:
+        request = json.loads(line)
+        path = request["model"]
+        if path not in models:
+            threads = request.get("threads", 2)
+            models[path] = llama_cpp.Llama(model_path=path, n_ctx=2048, n_threads=threads, n_threads_batch=threads,
+                                           logits_all=True, verbose=False, seed=0)
+        llm = models[path]
+        set_control(llm, request.get("cvec"), float(request.get("strength", 1.0)))
+        tokens, seconds = greedy(llm, request["prompt"], int(request["tokens"]))
+        print(json.dumps({"tokens": tokens, "seconds": seconds}), flush=True)
 
 
 def main() -> None:
@@ -58,18 +88,11 @@ def main() -> None:
     llm = llama_cpp.Llama(model_path=job["model"], n_ctx=job.get("n_ctx", 2048), n_threads=job.get("threads", 2),
                           n_threads_batch=job.get("threads", 2), logits_all=True, verbose=False, seed=0)
     n_layer, n_embd = llama_cpp.llama_model_n_layer(llm.model), llm.n_embd()
-    ctx = llm._ctx.ctx
     result: dict = {"n_layer": n_layer, "n_embd": n_embd,
                     "tokenised": [llm.tokenize(text.encode(), add_bos=False, special=True) for text in job["texts"]],
                     "runs": {}}
     for run in job["runs"]:
-        if run.get("cvec"):
-            buffer = control_buffer(run["cvec"], n_layer, n_embd, float(run.get("strength", 1.0)))
-            pointer = buffer.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-            if llama_cpp.llama_set_adapter_cvec(ctx, pointer, buffer.size, n_embd, 1, n_layer - 1) != 0:
-                raise SystemExit(f"llama.cpp refused the control vector {run['cvec']}")
-        else:
-            llama_cpp.llama_set_adapter_cvec(ctx, None, 0, n_embd, -1, -1)
+        set_control(llm, run.get("cvec"), float(run.get("strength", 1.0)))
         tokens, seconds = [], []
         for prompt in job["prompts"]:
             times = []
@@ -84,4 +107,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    serve() if sys.argv[1:] == ["--serve"] else main()

@@ -329,8 +329,7 @@ class DecodeLoop:
                      and r.prepared.edits.gate else None) for r in self._active)
         if key != self._edit_key:
             self._edits, self._edit_key = _residual_edits(self._active, rows, self.lm), key
-        with internals.residual_hooks(self.lm.model, self._edits):
-            logits = internals.forward_step(self.lm.model, ids[:, None], self._mask, self._cache)
+        logits = internals.forward_step(self.lm.model, ids[:, None], self._mask, self._cache, self._edits)
         self._accept(self._active, logits)
 
     def _prefill(self, joining: list[DecodeRequest]) -> None:
@@ -347,8 +346,7 @@ class DecodeLoop:
             request.prompt_tokens = int(mask[start].sum())
             request.joined_at = self.steps
             start += request.width
-        with internals.residual_hooks(self.lm.model, _residual_edits(joining, rows, self.lm)):
-            logits = internals.forward_step(self.lm.model, ids, mask, cache)
+        logits = internals.forward_step(self.lm.model, ids, mask, cache, _residual_edits(joining, rows, self.lm))
         self._accept(joining, logits)
         self._merge(joining, cache, mask)
 
