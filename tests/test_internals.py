@@ -79,7 +79,7 @@ def _decode_logits(lm, texts, edits, steps=3):
     return torch.stack(out)
 
 
-@pytest.mark.parametrize("rows", [1, 2, 5])  # 1-2 rows take the input-major weight copies, more the model's own
+@pytest.mark.parametrize("rows", [1, 3, 5])  # 1-3 rows take the input-major weight copies, more the model's own
 def test_fast_decode_step_matches_the_models_own_forward(tiny_lm, monkeypatch, rows):
     texts = ["the quick brown fox", "thank you", "what is the capital of France? Paris is", "hi", "shut up"][:rows]
     push = torch.randn(rows, 1, 32, generator=torch.Generator().manual_seed(0))

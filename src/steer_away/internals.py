@@ -248,12 +248,12 @@ def forward_step(
 # Profiling a batch-1 decode step of SmolLM2-135M on 2 CPU cores (bench/README.md) put ~70 % of it
 # in matrix-vector products that read the weights at about half the machine's read bandwidth, and
 # most of the rest in per-module framework overhead. A step written as a dozen tensor operations
-# per layer, with the q/k/v and gate/up projections fused and, for one or two rows, the weights
+# per layer, with the q/k/v and gate/up projections fused and, for up to three rows, the weights
 # stored input-major (the layout this CPU's BLAS reads fastest for a single row), removes most of
 # both. Same operations in the same order as transformers' Llama, so greedy tokens match it.
 
 FAST_DECODE_TYPES = ("llama",)  # architectures whose decoder layer is exactly the one FastDecoder runs
-NARROW_ROWS = 2  # up to this many rows, input-major weight copies are faster here; above, the model's own
+NARROW_ROWS = 3  # up to this many rows input-major weight copies are faster here (measured); above, the model's own
 NARROW_COPY_LIMIT = 2 * 2**30  # bytes: models larger than this get no input-major copies (memory)
 _FAST: weakref.WeakKeyDictionary[Any, FastDecoder | None] = weakref.WeakKeyDictionary()  # per model
 
