@@ -15,7 +15,8 @@ source in its own venv first (scripts/llamacpp_venv.sh; minutes on a small CPU, 
 
 For each prompt: identical, or the first diverging position with both tokens and our score margin
 there (our logit of our token minus our logit of llama.cpp's: a margin near 0 is a near-tie that
-float summation order can flip).
+float summation order can flip), and what the steering does to the text at each α: agreement on
+fluent answers (small α) is the harder test, since collapsed, repetitive text has few near-ties.
 
     .venv/bin/pip install --no-deps repeng scikit-learn scipy joblib threadpoolctl cloudpickle narwhals
     .venv/bin/python bench/llamacpp_interop.py [--tokens 32] [--alphas 0.5,1.0]
@@ -148,7 +149,8 @@ def compare(lm: LanguageModel, prompts: list[list[int]], ours: list[list[int]], 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=32, help="greedy tokens per prompt")
-    parser.add_argument("--alphas", default="0.5,1.0")
+    parser.add_argument("--alphas", default="0.5,0.1,0.25,1.0",
+                        help="strengths; the first is also used for repeng's file and the control")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--llamacpp-python", default=None, help="a python with llama_cpp (default: build one)")
     args = parser.parse_args()
