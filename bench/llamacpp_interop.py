@@ -105,18 +105,9 @@ def same_weights(lm: LanguageModel, path: Path) -> str:
 
 def shifted_copy(vector: SteeringVector, path: Path) -> Path:
     """The vector written one layer deeper (direction.{l+1}): what llama.cpp must NOT match."""
-    import gguf
-
-    writer = gguf.GGUFWriter(str(path), "controlvector")
-    writer.add_string("controlvector.model_hint", "llama")
-    writer.add_uint32("controlvector.layer_count", len(vector.directions))
-    for layer in vector.layers:
-        writer.add_tensor(f"direction.{layer + 1}", vector.directions[layer].float().numpy())
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    deeper = SteeringVector({l + 1: v for l, v in vector.directions.items()}, model_id=vector.model_id,
+                            hidden_size=vector.hidden_size, num_layers=vector.num_layers)
+    return deeper.export_gguf(path)
 
 
 def margin(lm: LanguageModel, prompt: list[int], ours: list[int], at: int, theirs: int,
