@@ -40,6 +40,8 @@ def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
     parser.set_defaults(tokens=64)
     parser.add_argument("--held-out", type=int, default=12, help="stand-in held-out opening prompts")
+    parser.add_argument("--methods", default="unsteered,caa,eads,acd")
+    parser.add_argument("--batches", default="1,8")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     lm = load_model(args.model, device=args.device)
@@ -47,11 +49,12 @@ def main() -> None:
     prompts = _heldout_openings(None, args.held_out) + PROMPTS
     layers = internals.default_layers(lm.model)
     methods: dict[str, SteeringMethod | None] = {
-        "unsteered": None, "caa (random unit-scale vector, α 0.5)": ActivationSteering(random_vector(lm, 1, layers), 0.5),
+        "unsteered": None, "caa": ActivationSteering(random_vector(lm, 1, layers), 0.5),  # random unit-scale vector
         "eads": EADS(), "acd": ACD()}
+    methods = {name: methods[name] for name in args.methods.split(",")}
     rows, notes = [], []
     for name, method in methods.items():
-        for batch in (1, 8):
+        for batch in (int(b) for b in args.batches.split(",")):
             fast = answers(lm, prompts, method, batch, args.tokens, fast=True)
             eager = answers(lm, prompts, method, batch, args.tokens, fast=False)
             same = sum(a == b for a, b in zip(fast, eager))

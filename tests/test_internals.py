@@ -98,6 +98,9 @@ def test_fast_decode_step_matches_the_models_own_forward(tiny_lm, monkeypatch, r
 
 
 def test_a_hook_on_the_model_sends_steps_through_its_own_forward(tiny_lm, tokenizer):
+    with torch.inference_mode():  # transformers then leaves its own (idle) output-capturing hooks installed
+        tiny_lm.model(torch.tensor([[5, 6, 7]]), output_hidden_states=True)
+    assert internals.fast_decoder(tiny_lm.model) is not None
     handle = tiny_lm.model.lm_head.register_forward_hook(lambda m, i, o: o)
     try:
         assert internals.fast_decoder(tiny_lm.model) is None  # the hook must run, so the model's forward does

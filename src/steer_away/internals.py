@@ -270,7 +270,17 @@ def _hooked(model: Model) -> bool:
     if nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks:
         return True
     watched = [model, _get_path(model, "model"), model.get_output_embeddings(), *decoder_layers(model)]
-    return any(m is not None and (m._forward_hooks or m._forward_pre_hooks) for m in watched)
+    for module in watched:
+        if module is None:
+            continue
+        if hasattr(module, "_hf_hook"):  # accelerate's device-placement / offloading wrapper
+            return True
+        for hook in (*module._forward_hooks.values(), *module._forward_pre_hooks.values()):
+            # transformers leaves its own output-capturing hooks installed once any call asked for
+            # hidden states; they record nothing unless asked, so they do not need the model's forward
+            if not getattr(hook, "__module__", "").startswith("transformers."):
+                return True
+    return False
 
 
 def fast_decoder(model: Model) -> FastDecoder | None:
