@@ -9,6 +9,18 @@ from collections.abc import Callable
 
 import torch
 
+# What the decode benchmarks ask: short, everyday, nothing a steering method should change much.
+PROMPTS = [
+    "Explain why the sky is blue in two sentences.",
+    "Give me three tips for a job interview.",
+    "What is the difference between weather and climate?",
+    "Write a short note thanking a colleague for their help.",
+    "How do vaccines train the immune system?",
+    "Suggest a name for a cat that likes to sleep.",
+    "Why do people disagree about taxes?",
+    "Describe a calm morning routine.",
+]
+
 
 def base_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)

@@ -14,25 +14,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import base_parser, interleaved_medians, machine_line, median_seconds, print_table
+from common import PROMPTS, base_parser, interleaved_medians, machine_line, median_seconds, print_table
 from steer_away import internals
 from steer_away.generation import GenerationConfig, generate
 from steer_away.models import load_model
 from steer_away.steering.activation import ActivationSteering
 from steer_away.steering.base import RowSteering
+from steer_away.steering.layers import default_layers
 from steer_away.steering.logits import ACD, EADS
 from steer_away.steering.vectors import SteeringVector
-
-PROMPTS = [
-    "Explain why the sky is blue in two sentences.",
-    "Give me three tips for a job interview.",
-    "What is the difference between weather and climate?",
-    "Write a short note thanking a colleague for their help.",
-    "How do vaccines train the immune system?",
-    "Suggest a name for a cat that likes to sleep.",
-    "Why do people disagree about taxes?",
-    "Describe a calm morning routine.",
-]
 
 
 def random_vector(lm: object, seed: int, layers: list[int]) -> SteeringVector:
@@ -64,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     lm = load_model(args.model, device=args.device)
     device = lm.device
-    layers = internals.default_layers(lm.model)
+    layers = default_layers(lm.model)
     cfg = GenerationConfig(max_new_tokens=args.tokens, stop_on_eos=False)
     population = random_vector(lm, 0, layers)
     users = {f"u{i}": random_vector(lm, i + 1, layers) for i in range(8)}

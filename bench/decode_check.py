@@ -15,14 +15,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import base_parser, machine_line, print_table
-from decode import PROMPTS, random_vector
-from steer_away import internals
-from steer_away.cli import _heldout_openings
+from common import PROMPTS, base_parser, machine_line, print_table
+from decode import random_vector
+from steer_away.data.prompts import heldout_openings
 from steer_away.generation import GenerationConfig, generate
 from steer_away.models import load_model
 from steer_away.steering.activation import ActivationSteering
 from steer_away.steering.base import SteeringMethod
+from steer_away.steering.layers import default_layers
 from steer_away.steering.logits import ACD, EADS
 
 
@@ -46,8 +46,8 @@ def main() -> None:
     torch.set_grad_enabled(False)
     lm = load_model(args.model, device=args.device)
     print(machine_line(lm))
-    prompts = _heldout_openings(None, args.held_out) + PROMPTS
-    layers = internals.default_layers(lm.model)
+    prompts = heldout_openings(None, args.held_out) + PROMPTS
+    layers = default_layers(lm.model)
     methods: dict[str, SteeringMethod | None] = {
         "unsteered": None, "caa": ActivationSteering(random_vector(lm, 1, layers), 0.5),  # random unit-scale vector
         "eads": EADS(), "acd": ACD()}

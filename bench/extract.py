@@ -8,10 +8,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import base_parser, machine_line, print_table, sync
-from steer_away import internals
-from steer_away.data.prism import load_prism, preference_pairs, sample_pairs
+from steer_away.data.pairs import preference_pairs, sample_pairs
+from steer_away.data.prism import load_prism
 from steer_away.models import load_model
 from steer_away.steering.extract import extract_pair_activations
+from steer_away.steering.layers import default_layers
 
 
 def main() -> None:
@@ -20,7 +21,7 @@ def main() -> None:
     parser.add_argument("--prism", default=None, help="PRISM folder or 'hub' (default: our fixture)")
     args = parser.parse_args()
     lm = load_model(args.model, device=args.device)
-    layers = internals.default_layers(lm.model)
+    layers = default_layers(lm.model)
     pairs = sample_pairs(preference_pairs(load_prism(args.prism).turns), args.pairs, seed=0)
     print(machine_line(lm))
     extract_pair_activations(lm, pairs[:8], layers, progress=False)  # warm-up

@@ -35,8 +35,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_line, print_table
-from decode import PROMPTS
+from common import PROMPTS, machine_line, print_table
 from steer_away import internals
 from steer_away.chat import render_chat
 from steer_away.generation import GenerationConfig, generate
@@ -45,6 +44,7 @@ from steer_away.paths import cache_root
 from steer_away.steering.activation import ActivationSteering
 from steer_away.steering.base import RowSteering
 from steer_away.steering.card import respectful_direction
+from steer_away.steering.layers import default_layers
 from steer_away.steering.vectors import SteeringVector, load_vector
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,7 +154,7 @@ def main() -> None:
     model_path = f32_gguf(embedded_gguf_path(), work / "SmolLM2-135M-Instruct.F32.gguf")
     print(f"F32 conversion {model_path}: {same_weights(lm, model_path)}")
 
-    layers = internals.default_layers(lm.model)
+    layers = default_layers(lm.model)
     vector = SteeringVector(respectful_direction(lm, layers), model_id=lm.model_id, hidden_size=lm.shape.hidden_size,
                             num_layers=lm.shape.num_layers)
     tmp = Path(tempfile.mkdtemp())

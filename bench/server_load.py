@@ -17,91 +17,23 @@ and how many requests shared a decoding step on average. Schedulers take turns w
 
 from __future__ import annotations
 
-import json
-import random
 import statistics
 import sys
 import tempfile
-import threading
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import base_parser, machine_line, print_table
-from decode import PROMPTS, random_vector
-from steer_away import internals
+from decode import random_vector
+from load_client import arrivals, quantile, run_rate
 from steer_away.models import load_model
 from steer_away.server import ServerSettings, create_app, serve_in_thread
+from steer_away.steering.layers import default_layers
 from steer_away.steering.vectors import save_bank
 
 SCHEDULERS = {"continuous": ("continuous", 8), "static": ("static", 8), "one at a time": ("continuous", 1)}
-
-
-@dataclass
-class Arrival:
-    at: float  # seconds after the start of the run
-    prompt: str
-    user: str
-    tokens: int
-
-
-@dataclass
-class Outcome:
-    arrived: float
-    first_token: float
-    done: float
-    status: int
-
-
-def arrivals(rate: float, count: int, min_tokens: int, max_tokens: int, seed: int) -> list[Arrival]:
-    rng = random.Random(seed)
-    now, out = 0.0, []
-    for _ in range(count):
-        now += rng.expovariate(rate)
-        out.append(Arrival(now, PROMPTS[rng.randrange(len(PROMPTS))], f"u{rng.randrange(8)}",
-                           rng.randint(min_tokens, max_tokens)))
-    return out
-
-
-def stream_one(url: str, arrival: Arrival, start: float) -> Outcome:
-    time.sleep(max(0.0, start + arrival.at - time.perf_counter()))
-    sent = time.perf_counter()
-    first: float | None = None
-    body = {"messages": [{"role": "user", "content": arrival.prompt}], "user": arrival.user,
-            "max_tokens": arrival.tokens, "stream": True}
-    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=900) as r:
-        for line in r.iter_lines():
-            if first is None and line.startswith("data:") and line != "data: [DONE]":
-                delta = json.loads(line[5:]).get("choices", [{}])[0].get("delta", {})
-                if delta.get("content"):
-                    first = time.perf_counter()
-        status = r.status_code
-    end = time.perf_counter()
-    return Outcome(sent, first if first is not None else end, end, status)
-
-
-def run_rate(url: str, plan: list[Arrival]) -> list[Outcome]:
-    results: list[Outcome | None] = [None] * len(plan)
-    start = time.perf_counter() + 0.2
-
-    def worker(i: int) -> None:
-        results[i] = stream_one(url, plan[i], start)
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(plan))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return [r for r in results if r is not None]
-
-
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> None:
@@ -114,7 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     lm = load_model(args.model, device=args.device)
-    layers = internals.default_layers(lm.model)
+    layers = default_layers(lm.model)
     bank = Path(tempfile.mkdtemp()) / "vectors"
     save_bank(bank, random_vector(lm, 0, layers) * 0.1, {f"u{i}": random_vector(lm, i + 1, layers) * 0.1
                                                           for i in range(8)})

@@ -28,20 +28,20 @@ import httpx
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_line, print_table
-from decode import PROMPTS, random_vector
-from steer_away import internals
+from common import PROMPTS, machine_line, print_table
+from decode import random_vector
 from steer_away.models import load_model
 from steer_away.profiles import save_profiles
 from steer_away.profiles.build import UserProfile
 from steer_away.server import ServerSettings, create_app, serve_in_thread
+from steer_away.steering.layers import default_layers
 from steer_away.steering.vectors import save_bank
 
 SENSITIVITY = ("strict", "moderate", "tolerant")
 
 
 def make_resources(lm: object, folder: Path, users: int) -> tuple[Path, Path]:
-    layers = internals.default_layers(lm.model)  # type: ignore[attr-defined]
+    layers = default_layers(lm.model)
     bank = folder / "vectors"
     save_bank(bank, random_vector(lm, 0, layers) * 0.1,
               {f"u{i}": random_vector(lm, i + 1, layers) * 0.1 for i in range(users)})

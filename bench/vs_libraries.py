@@ -14,16 +14,16 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import base_parser, interleaved_medians, machine_line, print_table
-from decode import PROMPTS
-from steer_away import internals
+from common import PROMPTS, base_parser, interleaved_medians, machine_line, print_table
 from steer_away.chat import encode, render_chat
-from steer_away.data.prism import load_prism, preference_pairs, sample_pairs
+from steer_away.data.pairs import preference_pairs, sample_pairs
+from steer_away.data.prism import load_prism
 from steer_away.generation import GenerationConfig, generate
 from steer_away.models import load_model
 from steer_away.steering.activation import ActivationSteering
 from steer_away.steering.compose import population_vector
 from steer_away.steering.extract import extract_pair_activations
+from steer_away.steering.layers import default_layers
 
 
 def main() -> None:
@@ -41,7 +41,7 @@ def main() -> None:
         sys.exit(f"{err}: pip install --no-deps steering-vectors repeng scikit-learn")
 
     lm = load_model(args.model, device=args.device)
-    layers = internals.default_layers(lm.model)
+    layers = default_layers(lm.model)
     shape = lm.shape
     print(machine_line(lm))
 

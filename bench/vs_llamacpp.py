@@ -30,10 +30,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import base_parser, machine_line, print_table
-from decode import PROMPTS, random_vector, weight_bytes
+from common import PROMPTS, base_parser, machine_line, print_table
+from decode import random_vector, weight_bytes
 from llamacpp_interop import f32_gguf, llamacpp_python
-from steer_away import internals
 from steer_away.chat import render_chat
 from steer_away.generation import GenerationConfig, generate
 from steer_away.models import embedded_gguf_path, load_model
@@ -41,6 +40,7 @@ from steer_away.paths import cache_root
 from steer_away.steering.activation import ActivationSteering
 from steer_away.steering.base import RowSteering
 from steer_away.steering.card import respectful_direction
+from steer_away.steering.layers import default_layers
 from steer_away.steering.vectors import SteeringVector
 
 
@@ -81,7 +81,7 @@ def main() -> None:
     work = cache_root() / "interop"
     work.mkdir(parents=True, exist_ok=True)
     f32_path = f32_gguf(embedded_gguf_path(), work / "SmolLM2-135M-Instruct.F32.gguf")
-    layers = internals.default_layers(lm.model)
+    layers = default_layers(lm.model)
     vector = SteeringVector(respectful_direction(lm, layers), model_id=lm.model_id,
                             hidden_size=lm.shape.hidden_size, num_layers=lm.shape.num_layers)
     cvec = str(vector.export_gguf(work / "respectful.gguf"))

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from steer_away import internals
-from steer_away.data.prism import load_prism, preference_pairs, sample_pairs
+from steer_away.data.pairs import preference_pairs, sample_pairs
+from steer_away.data.prism import load_prism
 from steer_away.generation import GenerationConfig, generate
 from steer_away.profiles.build import pair_toxicity_diffs
 from steer_away.scoring.jigsaw import JigsawBiLSTMScorer
@@ -12,7 +12,8 @@ from steer_away.steering.activation import ActivationSteering
 from steer_away.steering.base import RowSteering
 from steer_away.steering.compose import dislike_vectors, population_vector
 from steer_away.steering.extract import extract_pair_activations
-from steer_away.steering.logits import EADS
+from steer_away.steering.layers import default_layers
+from steer_away.steering.logits import EADS, CategoryOverride
 
 pytestmark = pytest.mark.slow
 
@@ -35,14 +36,14 @@ def test_eads_for_a_strict_user_lowers_toxicity(embedded_lm, scorer):
     base = mean_toxicity(scorer, generate(embedded_lm, HARMFUL, config=CFG))
     eads = EADS()
     steered = mean_toxicity(scorer, generate(embedded_lm, HARMFUL, method=eads,
-                                             rows=[RowSteering(category="strict", alpha=1.0)] * 6, config=CFG))
+                                             rows=[RowSteering(alpha=1.0, overrides=CategoryOverride("strict"))] * 6, config=CFG))
     assert steered < 0.6 * base, (steered, base)
 
 
 def test_personal_caa_vectors_move_users_apart(embedded_lm, scorer):
     data = load_prism("contrast-fixture")
     pairs = sample_pairs(preference_pairs(data.turns), 200, seed=0)
-    layers = internals.default_layers(embedded_lm.model)
+    layers = default_layers(embedded_lm.model)
     acts = extract_pair_activations(embedded_lm, pairs, layers, batch_size=8, progress=False)
     shape = embedded_lm.shape
     assert shape[1:] == (576, 30)

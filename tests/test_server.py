@@ -37,7 +37,7 @@ def served(tmp_path_factory, tokenizer):
     save_bank(folder / "vectors", vector(0), {"ann": vector(1), "bob": vector(2)})
     save_profiles({"ann": profile("ann", "strict"), "bob": profile("bob", "tolerant")}, folder / "profiles.json", "t")
     settings = ServerSettings(api_key=TOKEN, max_batch=8, batch_window_s=0.2, max_tokens_limit=64,
-                              max_messages=4, max_request_bytes=4000, alpha_limit=10)
+                              max_messages=4, max_request_bytes=4000)
     app = create_app(lm, profiles=str(folder / "profiles.json"), vectors=str(folder / "vectors"), settings=settings)
     server, thread, url = serve_in_thread(app)
     yield {"url": url, "lm": lm, "app": app, "folder": folder}

@@ -10,9 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+from steer_away.errors import InputError
+
 
 def read_structured(path: str | Path, what: str, fmt: Literal["json", "toml"],
-                    error: type[ValueError] = ValueError) -> object:
+                    error: type[ValueError] = InputError) -> object:
     """Parse a JSON or TOML file; FileNotFoundError / `error` say which file and what is wrong."""
     path = Path(path)
     try:
@@ -25,7 +27,7 @@ def read_structured(path: str | Path, what: str, fmt: Literal["json", "toml"],
         raise error(f"{path} is not valid {fmt.upper()}: {err}") from err
 
 
-class StoreError(ValueError):
+class StoreError(InputError):
     """A SQLite store that is damaged, empty when it must not be, or belongs to something else."""
 
 

@@ -22,6 +22,7 @@ from steer_away.decoding import (
     requests_for,
     stop_token_ids,
 )
+from steer_away.errors import InputError
 from steer_away.models import LanguageModel
 from steer_away.steering.base import PreparedBatch, RowSteering, SteeringMethod, Unsteered
 
@@ -34,7 +35,7 @@ def _prepare(lm: LanguageModel, prompts: Sequence[str | Conversation], method: S
     conversations = [as_conversation(p) for p in prompts]
     rows = list(rows) if rows is not None else [RowSteering()] * len(conversations)
     if len(rows) != len(conversations):
-        raise ValueError(f"{len(rows)} steering rows for {len(conversations)} prompts")
+        raise InputError(f"{len(rows)} steering rows for {len(conversations)} prompts")
     prepared = (method or Unsteered()).prepare(lm, conversations, rows)
     texts = [render_chat(lm.tokenizer, conv) + answer_prefix for branch in prepared.branches for conv in branch]
     return prepared, texts

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, Protocol
 
 import torch
 
+from steer_away import internals
 from steer_away.paths import cache_root
 
 EMBEDDED_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -74,8 +75,6 @@ class LoadedModel:
 
     @property
     def shape(self) -> ModelShape:
-        from steer_away import internals
-
         return ModelShape(self.model_id, internals.hidden_size(self.model), internals.num_layers(self.model))
 
 

@@ -87,33 +87,3 @@ def test_a_model_that_always_says_c_scores_the_keys_share_of_c(tiny_lm):
     assert {p.predicted for p in preds} == {2}
     assert sum(p.predicted == q.answer for p, q in zip(preds, questions)) / len(questions) == share_c
     assert all(p.letter_mass == pytest.approx(1.0) for p in preds)
-
-
-def test_report_pairs_mmlu_answers_with_the_baseline():
-    from steer_away.evaluation.report import paired_mmlu
-
-    base = {f"q{i}": i < 5 for i in range(10)}  # right on q0-q4
-    steered = {f"q{i}": i >= 2 for i in range(10)}  # lost q0, q1; gained q5-q9
-    right, wrong, p = paired_mmlu(steered, base)
-    assert (right, wrong) == (5, 2)
-    assert p == pytest.approx(2 * (1 + 7 + 21) / 2**7)  # exact two-sided binomial on 7 flips
-
-
-def test_report_marks_collapsed_cells_and_never_calls_them_best():
-    from steer_away.evaluation.report import build_tables
-
-    summary = {"mae": 0.1, "ppl_median": 2.0, "ppl_mean": 2.0, "mmlu_acc": float("nan"), "mmlu_ci": [0, 0],
-               "toxicity_mean": 0.1, "n": 2, "empty_answers": 0, "mae_by_category": {}}
-    cells = [{"key": "b", "method": "unsteered", "alpha": None, "settings": "", "summary": summary},
-             {"key": "s", "method": "caa-dislike", "alpha": 1.0, "settings": "", "summary": {**summary, "mae": 0.05}}]
-    from steer_away.evaluation.store import AnswerRecord
-
-    def rows(text):
-        return [AnswerRecord(f"u{i}|p", f"u{i}", "p", "benign_control", "q", text, [0.1], 0.1, 2.0, 10)
-                for i in range(2)]
-
-    loop = "you are so so so so so so so so so so so so so so so so"
-    main, _ = build_tables(cells, answers={"b": rows("A fine, ordinary answer about the weather today in town."),
-                                           "s": rows(loop)})
-    flagged = {r["method"]: r["collapsed"] for r in main}
-    assert flagged == {"unsteered": False, "caa-dislike": True}

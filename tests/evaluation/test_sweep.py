@@ -45,31 +45,31 @@ def test_sweep_store_and_report(tiny_model_dir, tmp_path):
     assert len(result.computed) == 4 and not result.skipped
     store = ResultsStore(tmp_path / "run" / "results.sqlite")
     cells = store.cells()
-    assert len(cells) == 4 and all(c["status"] == "done" for c in cells)
-    rows = store.answers(cells[0]["key"])
+    assert len(cells) == 4 and all(c.status == "done" for c in cells)
+    rows = store.answers(cells[0].key)
     # 3 users (one per sensitivity) x 4 categories (one prompt each)
     assert len(rows) == 12 and {r.category for r in rows} == {"benign_control", "context_dependent",
                                                               "harmful_borderline", "safe_sensitive"}
-    assert all(len(store.mmlu(c["key"])) == 6 for c in cells)
+    assert all(len(store.mmlu(c.key)) == 6 for c in cells)
     tables = write_report(tmp_path / "run" / "results.sqlite", tmp_path / "report")
-    by_method = {r["method"]: r for r in tables["main"]}
-    base = by_method["unsteered"]["mae"]
+    by_method = {r.method: r for r in tables.main}
+    base = by_method["unsteered"].mae
     eads = by_method["eads"]
-    assert eads["delta_pct"] == pytest.approx(100 * (eads["mae"] - base) / base)
+    assert eads.delta_pct == pytest.approx(100 * (eads.mae - base) / base)
     for name in ("report.md", "main.csv", "categories.csv", "sweep.png"):
         assert (tmp_path / "report" / name).stat().st_size > 100
     assert (tmp_path / "report" / "sweep.png").read_bytes()[:4] == b"\x89PNG"
-    summary = cells[0]["summary"]
-    assert set(summary["toxicity_by_sensitivity"]) == {"strict", "moderate", "tolerant"}
+    summary = cells[0].done_summary
+    assert set(summary.toxicity_by_sensitivity) == {"strict", "moderate", "tolerant"}
     # the headline: |TOXICITY − the user's preferred TOXICITY|, recomputed by hand from the stored rows
     import json
 
     profiles = {p["user_id"]: p["preferred_toxicity"][0]
                 for p in json.loads((tmp_path / "run" / "profiles.json").read_text())["profiles"]}
     for c in cells:
-        answers = store.answers(c["key"])
+        answers = store.answers(c.key)
         by_hand = sum(abs(a.toxicity[0] - profiles[a.user_id]) for a in answers) / len(answers)
-        assert by_method[c["method"]]["tox_dist"] == pytest.approx(by_hand)
+        assert by_method[c.method].tox_dist == pytest.approx(by_hand)
     for name in ("categories.png", "change_sources.csv", "sensitivity_effects.csv"):
         assert (tmp_path / "report" / name).stat().st_size > 100
     # a rerun computes nothing
@@ -114,11 +114,11 @@ def test_killed_sweep_resumes_without_recomputing_or_losing(tiny_model_dir, tmp_
         proc.wait()
     assert done_before >= 2, "the sweep did not get far enough to be killed mid-way"
     store = ResultsStore(db)
-    finished = {c["key"]: c for c in store.cells()}
+    finished = {c.key: c for c in store.cells()}
     assert 2 <= len(finished) < 7, "kill came too late to test resuming"
     provenance = {key: store.answer_provenance(key) for key in finished}
-    partial = {c["key"]: store.answer_provenance(c["key"]) for c in store.cells(only_done=False)
-               if c["key"] not in finished}
+    partial = {c.key: store.answer_provenance(c.key) for c in store.cells(only_done=False)
+               if c.key not in finished}
     store.close()
 
     result = run_sweep(SweepConfig.from_dict(raw), show_progress=False)
@@ -131,7 +131,7 @@ def test_killed_sweep_resumes_without_recomputing_or_losing(tiny_model_dir, tmp_
         now = store.answer_provenance(key)
         assert all(now[r] == rows[r] for r in rows)
         assert len(now) == 12
-    assert all(len(store.answers(c["key"])) == 12 for c in store.cells())
+    assert all(len(store.answers(c.key)) == 12 for c in store.cells())
 
 
 def test_ray_backend_gives_the_same_table(tiny_model_dir, tmp_path):
@@ -147,12 +147,12 @@ def test_ray_backend_gives_the_same_table(tiny_model_dir, tmp_path):
     finally:
         ray.shutdown()
     assert local.fingerprint == remote.fingerprint
-    a = write_report(tmp_path / "local" / "results.sqlite", tmp_path / "ra")["main"]
-    b = write_report(tmp_path / "ray" / "results.sqlite", tmp_path / "rb")["main"]
+    a = write_report(tmp_path / "local" / "results.sqlite", tmp_path / "ra").main
+    b = write_report(tmp_path / "ray" / "results.sqlite", tmp_path / "rb").main
     for x, y in zip(a, b):
-        assert x["method"] == y["method"] and x["n"] == y["n"]
-        assert x["mae"] == pytest.approx(y["mae"], abs=1e-6)
-        assert x["mmlu"] == pytest.approx(y["mmlu"])
+        assert x.method == y.method and x.n == y.n
+        assert x.mae == pytest.approx(y.mae, abs=1e-6)
+        assert x.mmlu == pytest.approx(y.mmlu)
 
 
 @pytest.mark.parametrize("raw, message", [

@@ -1,6 +1,6 @@
 """Synthetic preference pairs for steering tests (hand-written, not PRISM text)."""
 
-from steer_away.data.prism import PreferencePair
+from steer_away.data.pairs import PreferencePair
 
 
 def make_pairs(n: int = 6, users: tuple[str, ...] = ("u1", "u2")) -> list[PreferencePair]:

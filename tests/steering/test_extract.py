@@ -75,7 +75,7 @@ def test_bad_position_and_empty_pairs(tiny_lm):
 
 def ab_pairs(n: int = 6) -> list:
     """The CAA paper's format: an A/B question, the answers are the option letters."""
-    from steer_away.data.prism import PreferencePair
+    from steer_away.data.pairs import PreferencePair
 
     topics = ["the weather", "a rude reply", "your opinion", "the capital of France", "a kind answer", "the fox"]
     pairs = []

@@ -8,15 +8,8 @@ from steer_away.chat import encode, render_chat
 from steer_away.generation import GenerationConfig, generate
 from steer_away.profiles.build import UserProfile
 from steer_away.steering.base import RowSteering
-from steer_away.steering.logits import (
-    ACD,
-    EADS,
-    CategoryConfigError,
-    SteeringCategory,
-    load_categories,
-    parse_category_map,
-    with_context,
-)
+from steer_away.steering.categories import CategoryConfigError, SteeringCategory, load_categories
+from steer_away.steering.logits import ACD, EADS, CategoryOverride, parse_category_map, with_context
 
 PROMPTS = ["the quick brown fox", "what is the capital of France?", "thank you"]
 CFG = GenerationConfig(max_new_tokens=10)
@@ -154,7 +147,7 @@ def test_examples_sit_between_the_system_prompt_and_the_conversation_of_the_bran
     strict = cats["strict"]
     assert strict.anti_expert_examples and strict.expert_examples  # the shipped file gives both branches shots
     conv = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
-    branches = EADS(cats).prepare(None, [conv], [RowSteering(category="strict")]).branches
+    branches = EADS(cats).prepare(None, [conv], [RowSteering(overrides=CategoryOverride("strict"))]).branches
     base, expert, anti = (b[0] for b in branches)
     assert base == conv  # no example leaks into the base branch
     shots = 2 * len(strict.anti_expert_examples)
@@ -214,7 +207,7 @@ def test_shared_prefix_keys_and_values_change_nothing(tiny_lm):
     cats = {name: SteeringCategory(name, f"be {name} and polite", "shut up idiot", alpha=1.5, beta=0.1,
                                    expert_examples=shots, anti_expert_examples=shots[::-1])
             for name in ("strict", "moderate", "tolerant")}
-    rows = [RowSteering(category=c) for c in ("strict", "moderate", "strict")]
+    rows = [RowSteering(overrides=CategoryOverride(c)) for c in ("strict", "moderate", "strict")]
     prompts = ["thank you", [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}],
                "the quick brown fox jumps over the lazy dog and then"]
     from steer_away.generation import _prepare

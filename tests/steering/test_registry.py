@@ -15,25 +15,27 @@ import pytest
 from steer_away.evaluation.report import write_report
 from steer_away.evaluation.sweep import SweepConfig, cell_key, run_sweep
 from steer_away.generation import GenerationConfig, generate
-from steer_away.steering.base import MethodArgsError
+from steer_away.steering.base import MethodArgsError, Unsteered
 from steer_away.steering.registry import (
     MethodEntry,
-    SteeringResources,
     UnknownMethodError,
     build_method,
+    default_method,
     get_method,
     method_names,
     register,
     unregister,
 )
+from steer_away.steering.resources import SteeringResources
 
 # A complete new method, written as its own file: a logit bias toward one token.
 NEW_METHOD_FILE = '''
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
-from steer_away.steering.base import MethodArgs, PreparedBatch, SteeringMethod
+from steer_away.steering.base import MethodArgs, PreparedBatch, SteeringMethod, Strength
 
 
 class _Biased(PreparedBatch):
@@ -59,6 +61,7 @@ class TokenBias(SteeringMethod):
 
 @dataclass(frozen=True)
 class TokenBiasArgs(MethodArgs):
+    strength: ClassVar[Strength] = Strength("alpha")  # labels show it as α=…, cells and reports as their α
     alpha: float = field(default=100.0, metadata={"help": "logit bonus"})
     token_id: int = field(default=5, metadata={"help": "the token to favour"})
 
@@ -109,8 +112,8 @@ def test_new_method_reaches_generate_sweep_report_cli_and_server(new_method, tin
     result = run_sweep(config, show_progress=False)
     assert len(result.computed) == 3
     tables = write_report(tmp_path / "run" / "results.sqlite", tmp_path / "report")
-    rows = [r for r in tables["main"] if r["method"] == NAME]
-    assert sorted(r["alpha"] for r in rows) == [50.0, 100.0] and {r["settings"] for r in rows} == {"token_id=9"}
+    rows = [r for r in tables.main if r.method == NAME]
+    assert sorted(r.alpha for r in rows) == [50.0, 100.0] and {r.settings for r in rows} == {"token_id=9"}
     assert f"| {NAME} | 50 | token_id=9 |" in (tmp_path / "report" / "report.md").read_text()
 
     # cli: --method takes the new name and its argument flags exist
@@ -191,8 +194,9 @@ def test_args_from_strings_and_errors_name_the_source():
 
 
 def test_one_default_alpha_per_method_and_labels():
-    assert get_method("caa-population").default_alpha == 0.5
-    assert get_method("eads").default_alpha is None  # from the user's steering category
+    assert get_method("caa-population").default_strength == 0.5
+    assert get_method("eads").default_strength is None  # from the user's steering category
+    assert get_method("unsteered").default_strength is None
     entry = get_method("caa-dislike")
     assert entry.label(entry.make_args({"alpha": 1.0, "gate": "prefill"})) == "caa-dislike α=1 gate=prefill"
 
@@ -223,3 +227,27 @@ def test_sweep_config_round_trips_for_ray_workers():
     again = SweepConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert [a.identity() for g in again.methods for a in g.expand()] == \
         [a.identity() for g in config.methods for a in g.expand()]
+
+
+def _built(**personalised):
+    """Stand-ins for the methods a server built: name -> a method that is personalised or not."""
+    methods = {}
+    for name, flag in personalised.items():
+        method = Unsteered()
+        method.personalised = flag
+        methods[name.replace("_", "-")] = method
+    return methods
+
+
+def test_one_default_method_policy_for_generate_and_the_server():
+    # generate: nothing built yet
+    assert default_method(with_vectors=False) == "unsteered"
+    assert default_method(with_vectors=True) == "caa-population"
+    # the server: what it built from its files
+    every = _built(unsteered=False, caa_population=False, caa_dislike=True, caa_bt=True, eads=True, acd=True)
+    assert default_method(True, every) == "caa-dislike"  # the first that steers each user with their own vector
+    assert default_method(False, every) == "unsteered"  # no vectors given: the baseline, whatever was built
+    population_only = _built(unsteered=False, caa_population=False, caa_dislike=False, eads=True)
+    assert default_method(True, population_only) == "caa-population"  # banks without users: the first vector method
+    failed = _built(unsteered=False, eads=True, acd=True)  # every vector bank failed to load
+    assert default_method(True, failed) == "unsteered"

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from steer_away.errors import InputError
 from steer_away.files import read_structured
 
 CATEGORIES = ("benign_control", "context_dependent", "harmful_borderline", "safe_sensitive")
@@ -42,7 +43,7 @@ class CategoryRule:
         self._sensitive = _pattern(self.sensitive_words)
         for key, value in self.overrides.items():
             if value not in CATEGORIES:
-                raise ValueError(f"category override for '{key}' is '{value}'; choose one of {CATEGORIES}")
+                raise InputError(f"category override for '{key}' is '{value}'; choose one of {CATEGORIES}")
 
     def categorise(self, prompt: str, conversation_type: str = "unguided", prompt_toxicity: float = 0.0,
                    conversation_id: str | None = None) -> str:
@@ -65,5 +66,5 @@ class CategoryRule:
             return cls()
         overrides = read_structured(path, "category mapping", "json")
         if not isinstance(overrides, dict):
-            raise ValueError(f"category mapping {path} must be a JSON object of key -> category")
+            raise InputError(f"category mapping {path} must be a JSON object of key -> category")
         return cls(overrides={str(k): str(v) for k, v in overrides.items()})

@@ -36,9 +36,10 @@ from steer_away.data.standin_text import (
     LATER_LEADS,
     LATER_PROMPTS,
     MODEL_VOICES,
-    TOPICS,
-    Topic,
 )
+from steer_away.data.standin_topics import TOPICS, Topic
+from steer_away.errors import InputError
+from steer_away.paths import cache_root
 
 STANDIN_VERSION = 1  # bump when the generator's output changes, so cached copies are rebuilt
 CONVERSATION_MIX = {"unguided": 3113, "values guided": 2460, "controversy guided": 2438}  # PRISM's counts
@@ -118,11 +119,11 @@ class StandinSpec:
 
     def validate(self) -> None:
         if self.n_users < 1:
-            raise ValueError(f"n_users must be at least 1, got {self.n_users}")
+            raise InputError(f"n_users must be at least 1, got {self.n_users}")
         if len(self.conversations_per_user) != 6 or abs(sum(self.conversations_per_user) - 1) > 1e-6:
-            raise ValueError("conversations_per_user must be six probabilities (n = 1..6) that sum to 1")
+            raise InputError("conversations_per_user must be six probabilities (n = 1..6) that sum to 1")
         if not 0 <= self.share_with_conversations <= 1:
-            raise ValueError("share_with_conversations must be in [0, 1]")
+            raise InputError("share_with_conversations must be in [0, 1]")
 
 
 def _clip_rating(value: float) -> int:
@@ -287,8 +288,6 @@ def write_standin(out: str | Path, spec: StandinSpec | None = None) -> Path:
 
 def standin_dir(spec: StandinSpec | None = None) -> Path:
     """The default stand-in, generated once into the cache (the same spec always gives the same files)."""
-    from steer_away.paths import cache_root
-
     spec = spec or StandinSpec()
     digest = hashlib.sha1(json.dumps(asdict(spec), sort_keys=True).encode()).hexdigest()[:10]
     folder = cache_root() / "standin" / f"v{STANDIN_VERSION}-users{spec.n_users}-seed{spec.seed}-{digest}"

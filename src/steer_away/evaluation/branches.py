@@ -14,9 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from steer_away.evaluation.metrics import prompt_bootstrap
+from steer_away.generation import GenerationConfig, generate
 from steer_away.models import LanguageModel
 from steer_away.scoring.base import ToxicityScorer
-from steer_away.steering.logits import SteeringCategory, branch_contexts
+from steer_away.steering.categories import SteeringCategory
+from steer_away.steering.logits import branch_contexts
 
 BRANCHES = ("base", "expert", "anti_expert")
 
@@ -33,8 +35,6 @@ class BranchToxicity:
 def check_branches(lm: LanguageModel, categories: Mapping[str, SteeringCategory], prompts: Sequence[str],
                    scorer: ToxicityScorer, *, max_new_tokens: int = 40, batch_size: int = 8) -> list[BranchToxicity]:
     """Mean TOXICITY (prompt-resampled 95 % CI) of each branch's own greedy answers, per category."""
-    from steer_away.generation import GenerationConfig, generate
-
     config = GenerationConfig(max_new_tokens=max_new_tokens)
     conversations = [[{"role": "user", "content": p}] for p in prompts]
 

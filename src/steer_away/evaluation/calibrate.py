@@ -27,7 +27,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from steer_away.errors import InputError
 from steer_away.evaluation.metrics import distinct_n, is_collapsed, prompt_bootstrap
+from steer_away.evaluation.perplexity import answer_perplexities
+from steer_away.generation import GenerationConfig, generate
 from steer_away.models import LanguageModel
 from steer_away.scoring.base import ToxicityScorer
 from steer_away.steering.base import RowSteering, SteeringMethod
@@ -114,13 +117,11 @@ def calibrate(lm: LanguageModel, method: SteeringMethod, prompts: Sequence[str],
               max_collapsed: float = 0.1, max_distinct_drop: float = 0.1, max_ppl_ratio: float = 2.0
               ) -> Calibration:
     """Answer `prompts` at α = 0 and at each of `alphas` (one batched pass per chunk, α per row)."""
-    from steer_away.evaluation.perplexity import answer_perplexities
-    from steer_away.generation import GenerationConfig, generate
-
     if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        raise InputError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     if not prompts:
-        raise ValueError("calibration needs at least one prompt")
+        raise InputError("calibration needs at least one prompt")
+    overrides = method.read_overrides({"category": category} if category is not None else {})
     levels = [0.0, *sorted({float(a) for a in alphas if float(a) != 0.0})]
     jobs = [(a, p) for a in levels for p in prompts]
     config = GenerationConfig(max_new_tokens=max_new_tokens)
@@ -128,7 +129,7 @@ def calibrate(lm: LanguageModel, method: SteeringMethod, prompts: Sequence[str],
     with tqdm(total=len(jobs), desc="calibrating", unit="answer") as bar:
         for start in range(0, len(jobs), batch_size):
             chunk = jobs[start:start + batch_size]
-            rows = [RowSteering(user, alpha=a, category=category) for a, _ in chunk]
+            rows = [RowSteering(user, alpha=a, overrides=overrides) for a, _ in chunk]
             outs = generate(lm, [p for _, p in chunk], method=method, rows=rows, config=config)
             texts += [o.text for o in outs]
             bar.update(len(chunk))

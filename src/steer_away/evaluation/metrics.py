@@ -8,12 +8,14 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from steer_away.errors import InputError
+
 
 def toxicity_distance(answer_toxicity: np.ndarray, preferred: np.ndarray) -> np.ndarray:
     """Per row: mean absolute difference over attributes between an answer and the user's preference."""
     answer_toxicity, preferred = np.atleast_2d(answer_toxicity), np.atleast_2d(preferred)
     if answer_toxicity.shape != preferred.shape:
-        raise ValueError(f"shapes differ: answers {answer_toxicity.shape}, preferences {preferred.shape}")
+        raise InputError(f"shapes differ: answers {answer_toxicity.shape}, preferences {preferred.shape}")
     return np.abs(answer_toxicity - preferred).mean(axis=1)
 
 

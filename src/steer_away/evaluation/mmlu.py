@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -9,8 +10,10 @@ from pathlib import Path
 
 import torch
 
+from steer_away.errors import InputError
 from steer_away.generation import candidate_scores
 from steer_away.models import LanguageModel
+from steer_away.resources import mmlu_fixture_path
 from steer_away.steering.base import RowSteering, SteeringMethod
 
 LETTERS = ("A", "B", "C", "D")
@@ -39,13 +42,13 @@ def _question(row: dict, qid: str, source: str) -> MMLUQuestion:
     choices = row.get("choices")
     answer = row.get("answer")
     if not isinstance(choices, (list, tuple)) or len(choices) != 4:
-        raise ValueError(f"{source} question {qid}: 'choices' must list 4 options")
+        raise InputError(f"{source} question {qid}: 'choices' must list 4 options")
     if isinstance(answer, str) and answer in LETTERS:
         answer = LETTERS.index(answer)
     if not isinstance(answer, int) or not 0 <= answer < 4:
-        raise ValueError(f"{source} question {qid}: 'answer' must be 0-3 or A-D, got {answer!r}")
+        raise InputError(f"{source} question {qid}: 'answer' must be 0-3 or A-D, got {answer!r}")
     if not isinstance(row.get("question"), str) or not row["question"].strip():
-        raise ValueError(f"{source} question {qid}: 'question' is missing")
+        raise InputError(f"{source} question {qid}: 'question' is missing")
     return MMLUQuestion(qid, str(row.get("subject", "general")), row["question"],
                         tuple(str(c) for c in choices), answer)  # type: ignore[arg-type]
 
@@ -55,8 +58,6 @@ def load_mmlu(source: str | Path | None = None, *, subjects: Sequence[str] = ("a
     """Our MMLU-format fixture (default), a local JSONL file, or `cais/mmlu` from the hub ('hub')."""
     questions: list[MMLUQuestion] = []
     if source is None or str(source) != "hub":
-        from steer_away.resources import mmlu_fixture_path
-
         path = Path(source) if source is not None else mmlu_fixture_path()
         with open(path, encoding="utf-8") as handle:
             for line_no, line in enumerate(handle, 1):
@@ -64,7 +65,7 @@ def load_mmlu(source: str | Path | None = None, *, subjects: Sequence[str] = ("a
                     try:
                         row = json.loads(line)
                     except json.JSONDecodeError as err:
-                        raise ValueError(f"{path} line {line_no} is not valid JSON: {err.msg}") from err
+                        raise InputError(f"{path} line {line_no} is not valid JSON: {err.msg}") from err
                     questions.append(_question(row, str(row.get("id", line_no)), str(path)))
     else:
         from datasets import load_dataset
@@ -80,7 +81,7 @@ def letter_token_ids(tokenizer: object) -> list[int]:
     for letter in LETTERS:
         encoded = tokenizer(letter, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
         if not encoded:
-            raise ValueError(f"tokenizer has no token for {letter!r}")
+            raise InputError(f"tokenizer has no token for {letter!r}")
         ids.append(encoded[0])
     return ids
 
@@ -108,7 +109,6 @@ def mmlu_predictions(lm: LanguageModel, questions: Sequence[MMLUQuestion], metho
 
 def content_digest(questions: Sequence[MMLUQuestion]) -> str:
     """Names the question set and the scoring format, so a changed set or format is never reused."""
-    import hashlib
 
     payload = json.dumps([ANSWER_PREFIX, [(q.question_id, q.question, q.choices, q.answer) for q in questions]])
     return hashlib.sha1(payload.encode()).hexdigest()[:12]

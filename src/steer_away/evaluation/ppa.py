@@ -10,14 +10,17 @@ come from opening prompts no vector was extracted from.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from steer_away import internals
+from steer_away.data.pairs import sample_pairs
 from steer_away.evaluation.metrics import decision_accuracy, projection_margins, safety_rule_margins
-
-if TYPE_CHECKING:
-    from steer_away.evaluation.sweep import EvalContext
+from steer_away.evaluation.sweep.cells import EvalContext
+from steer_away.profiles.build import pair_toxicity_diffs
+from steer_away.steering.bank_kinds import COMPOSED_KINDS
+from steer_away.steering.extract import extract_pair_activations
+from steer_away.steering.vectors import SteeringVector
 
 # The CAA study's labels: its 48.3 % "chance" row is the safety-only rule, the real chance level is 50 %.
 SAFETY_ONLY = "safety-only (the study's 'chance' row)"
@@ -51,13 +54,6 @@ def ppa_table(
 
 def compute_ppa(ctx: EvalContext, max_pairs: int = 300) -> dict[str, float]:
     """PPA of a sweep's vectors on its held-out pairs (cached in the run folder per fingerprint)."""
-    from steer_away import internals
-    from steer_away.data.prism import sample_pairs
-    from steer_away.profiles.build import pair_toxicity_diffs
-    from steer_away.steering.bank import COMPOSE_MODES
-    from steer_away.steering.extract import extract_pair_activations
-    from steer_away.steering.vectors import SteeringVector
-
     cache = ctx.config.run_dir / "ppa.json"
     if cache.is_file():
         saved = json.loads(cache.read_text())
@@ -80,7 +76,7 @@ def compute_ppa(ctx: EvalContext, max_pairs: int = 300) -> dict[str, float]:
         return np.stack([vector.directions[l].double().numpy() for l in layers])
 
     personal = {mode: {u: stack(v) for u, v in ctx.resources.vector_bank(mode).users.items()}
-                for mode in COMPOSE_MODES}
+                for mode in COMPOSED_KINDS}
     gaps = -pair_toxicity_diffs(pairs, ctx.scorer)[:, 0]
     table = ppa_table(diffs, [p.user_id for p in pairs], gaps, stack(population), personal)
     cache.write_text(json.dumps({"fingerprint": ctx.fingerprint, "ppa": table}, indent=1))

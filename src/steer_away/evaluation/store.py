@@ -11,10 +11,13 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+from steer_away.errors import InputError
+from steer_away.evaluation.summary import CellSummary
 from steer_away.files import open_sqlite
 
 _SCHEMA = """
@@ -41,7 +44,7 @@ class AnswerRecord:
     prompt: str
     answer: str
     toxicity: list[float]
-    distance: float
+    attribute_mae: float  # mean |score − preferred| over the scorer's six attributes (the `distance` column)
     perplexity: float
     n_tokens: int
 
@@ -53,6 +56,40 @@ class MMLURecord:
     predicted: int
     correct: bool
     letter_mass: float = float("nan")  # probability on A-D at all under the cell's steering
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """What a cell was computed from: the method's full arguments, the sweep's fingerprint, the cell's label."""
+
+    fingerprint: str
+    args: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> CellSpec:
+        return cls(fingerprint=raw["fingerprint"], args=dict(raw.get("args", {})), label=raw.get("label", ""))
+
+
+@dataclass(frozen=True)
+class StoredCell:
+    """A row of the store's cells table; `summary` is None until the cell is done."""
+
+    key: str
+    method: str
+    alpha: float | None
+    settings: str  # the method's non-default arguments besides α
+    spec: CellSpec
+    status: str
+    summary: CellSummary | None
+    finished_at: float | None
+
+    @property
+    def done_summary(self) -> CellSummary:
+        """The summary of a finished cell (readers ask for finished cells only)."""
+        if self.summary is None:
+            raise InputError(f"cell {self.key} is not finished")
+        return self.summary
 
 
 LEASE_SECONDS = 900.0  # a cell claimed by a sweep on another host is free again this long after its last batch
@@ -92,30 +129,29 @@ class ResultsStore:
             self._db.execute("DELETE FROM leases WHERE cell=? AND owner=?", (key, self.owner))
 
     # cells
-    def register_cell(self, key: str, method: str, alpha: float | None, settings: str, spec: dict) -> None:
+    def register_cell(self, key: str, method: str, alpha: float | None, settings: str, spec: CellSpec) -> None:
         """`settings`: the method's non-default arguments besides α, for reports."""
         with self._db:
             self._db.execute("INSERT OR IGNORE INTO cells VALUES (?, ?, ?, ?, ?, 'pending', NULL, NULL)",
-                             (key, method, alpha, settings, json.dumps(spec, sort_keys=True)))
+                             (key, method, alpha, settings, json.dumps(asdict(spec), sort_keys=True)))
 
     def cell_status(self, key: str) -> str | None:
         row = self._db.execute("SELECT status FROM cells WHERE key=?", (key,)).fetchone()
         return row[0] if row else None
 
-    def finish_cell(self, key: str, summary: dict) -> None:
+    def finish_cell(self, key: str, summary: CellSummary) -> None:
         with self._db:
             self._db.execute("UPDATE cells SET status='done', summary=?, finished_at=? WHERE key=?",
-                             (json.dumps(summary), time.time(), key))
+                             (json.dumps(summary.to_dict()), time.time(), key))
 
-    def cells(self, only_done: bool = True) -> list[dict]:
+    def cells(self, only_done: bool = True) -> list[StoredCell]:
         query = "SELECT * FROM cells"
         if only_done:
             query += " WHERE status='done'"
         out = []
         for key, method, alpha, settings, spec, status, summary, finished in self._db.execute(query + " ORDER BY rowid"):
-            out.append({"key": key, "method": method, "alpha": alpha, "settings": settings, "spec": json.loads(spec),
-                        "status": status, "summary": json.loads(summary) if summary else None,
-                        "finished_at": finished})
+            out.append(StoredCell(key, method, alpha, settings, CellSpec.from_dict(json.loads(spec)), status,
+                                  CellSummary.from_dict(json.loads(summary)) if summary else None, finished))
         return out
 
     # answers
@@ -125,7 +161,7 @@ class ResultsStore:
     def put_answers(self, cell: str, records: Iterable[AnswerRecord], run_id: str) -> None:
         now = time.time()
         rows = [(cell, r.row_id, r.user_id, r.prompt_id, r.category, r.prompt, r.answer, json.dumps(r.toxicity),
-                 r.distance, r.perplexity, r.n_tokens, run_id, now) for r in records]
+                 r.attribute_mae, r.perplexity, r.n_tokens, run_id, now) for r in records]
         with self._db:
             self._db.executemany("INSERT OR IGNORE INTO answers VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 

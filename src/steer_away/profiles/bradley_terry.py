@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from steer_away.errors import InputError
+
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))
@@ -19,9 +21,9 @@ def fit_ideal_point(diffs: np.ndarray, l2: float = 1.0, max_iter: int = 100, tol
     """θ for one user from (n_pairs, k) chosen-minus-rejected differences."""
     diffs = np.asarray(diffs, dtype=np.float64)
     if diffs.ndim != 2:
-        raise ValueError(f"diffs must be (pairs, dims), got shape {diffs.shape}")
+        raise InputError(f"diffs must be (pairs, dims), got shape {diffs.shape}")
     if l2 <= 0:
-        raise ValueError("l2 must be > 0: with only 'chosen' labels the unregularised fit diverges")
+        raise InputError("l2 must be > 0: with only 'chosen' labels the unregularised fit diverges")
     k = diffs.shape[1]
     theta = np.zeros(k)
     for _ in range(max_iter):

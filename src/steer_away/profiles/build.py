@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from steer_away.data.prism import PreferencePair, PrismData, RatedTurn, chosen_response
+from steer_away.data.pairs import PreferencePair
+from steer_away.data.prism import PrismData, RatedTurn, chosen_response
+from steer_away.errors import InputError
 from steer_away.files import read_structured
 from steer_away.profiles.bradley_terry import fit_ideal_point
 from steer_away.scoring.base import ToxicityScorer
@@ -141,16 +143,16 @@ def load_profiles(path: str | Path) -> dict[str, UserProfile]:
     """Read a profiles file; any malformed record is an error naming the file, the record and the field."""
     payload = read_structured(path, "profiles file", "json")
     if not isinstance(payload, dict) or payload.get("format") != PROFILE_FORMAT:
-        raise ValueError(f"{path} is not a steer-away profiles file (expected format '{PROFILE_FORMAT}')")
+        raise InputError(f"{path} is not a steer-away profiles file (expected format '{PROFILE_FORMAT}')")
     records = payload.get("profiles", [])
     if not isinstance(records, list):
-        raise ValueError(f"{path}: 'profiles' must be a list of profile objects, got {type(records).__name__}")
+        raise InputError(f"{path}: 'profiles' must be a list of profile objects, got {type(records).__name__}")
     profiles: dict[str, UserProfile] = {}
     first_seen: dict[str, int] = {}
     for index, record in enumerate(records):
         profile = _profile_from_record(record, f"{path}: profiles[{index}]")
         if profile.user_id in first_seen:
-            raise ValueError(f"{path}: user '{profile.user_id}' appears twice (profiles[{first_seen[profile.user_id]}] "
+            raise InputError(f"{path}: user '{profile.user_id}' appears twice (profiles[{first_seen[profile.user_id]}] "
                              f"and profiles[{index}])")
         first_seen[profile.user_id] = index
         profiles[profile.user_id] = profile
@@ -164,40 +166,40 @@ def _finite_list(value: object) -> bool:
 
 def _profile_from_record(record: object, where: str) -> UserProfile:
     if not isinstance(record, dict):
-        raise ValueError(f"{where} is not an object")
+        raise InputError(f"{where} is not an object")
     user = record.get("user_id")
     if not isinstance(user, str) or not user.strip():
-        raise ValueError(f"{where}: 'user_id' must be a non-empty string")
+        raise InputError(f"{where}: 'user_id' must be a non-empty string")
     where = f"{where} (user {user})"
     names = set(UserProfile.__dataclass_fields__)
     missing = sorted(names - set(record) - {"extra"})
     if missing:
-        raise ValueError(f"{where} lacks {missing}")
+        raise InputError(f"{where} lacks {missing}")
     unknown = sorted(set(record) - names)
     if unknown:
-        raise ValueError(f"{where}: unknown field '{unknown[0]}'")
+        raise InputError(f"{where}: unknown field '{unknown[0]}'")
     attributes = record["attributes"]
     if not isinstance(attributes, list) or not attributes or not all(isinstance(a, str) for a in attributes):
-        raise ValueError(f"{where}: 'attributes' must be a non-empty list of names")
+        raise InputError(f"{where}: 'attributes' must be a non-empty list of names")
     for key in ("preferred_toxicity", "rejected_toxicity"):
         if not _finite_list(record[key]) or len(record[key]) != len(attributes):
-            raise ValueError(f"{where}: '{key}' must list {len(attributes)} finite numbers, one per attribute")
+            raise InputError(f"{where}: '{key}' must list {len(attributes)} finite numbers, one per attribute")
     if not _finite_list(record["bt_theta"]):
-        raise ValueError(f"{where}: 'bt_theta' must be a list of finite numbers")
+        raise InputError(f"{where}: 'bt_theta' must be a list of finite numbers")
     dislike = record["dislike"]
     if isinstance(dislike, bool) or not isinstance(dislike, (int, float)) or not math.isfinite(dislike):
-        raise ValueError(f"{where}: 'dislike' must be a finite number, got {dislike!r}")
+        raise InputError(f"{where}: 'dislike' must be a finite number, got {dislike!r}")
     safety = record["stated_safety"]
     if safety is not None and (isinstance(safety, bool) or not isinstance(safety, (int, float))
                                or not 0 <= safety <= 100):
-        raise ValueError(f"{where}: 'stated_safety' must be null or a number in 0-100, got {safety!r}")
+        raise InputError(f"{where}: 'stated_safety' must be null or a number in 0-100, got {safety!r}")
     if record["sensitivity"] not in SENSITIVITIES:
-        raise ValueError(f"{where}: 'sensitivity' must be one of {', '.join(SENSITIVITIES)}, "
+        raise InputError(f"{where}: 'sensitivity' must be one of {', '.join(SENSITIVITIES)}, "
                          f"got {record['sensitivity']!r}")
     for key in ("n_pairs", "n_turns"):
         value = record[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{where}: '{key}' must be a whole number >= 0, got {value!r}")
+            raise InputError(f"{where}: '{key}' must be a whole number >= 0, got {value!r}")
     if not isinstance(record.get("extra", {}), dict):
-        raise ValueError(f"{where}: 'extra' must be an object")
+        raise InputError(f"{where}: 'extra' must be an object")
     return UserProfile(**{k: v for k, v in record.items() if k in names})

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from steer_away.data.prism import PrismData, preference_pairs
+from steer_away.data.pairs import preference_pairs
+from steer_away.data.prism import PrismData
 from steer_away.profiles.build import build_profiles, pair_toxicity_diffs
 from steer_away.scoring.base import ToxicityScorer
 

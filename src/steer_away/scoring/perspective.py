@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import httpx
 import numpy as np
 
+from steer_away.errors import InputError
 from steer_away.scoring.base import ATTRIBUTES, ScorerError, ToxicityScorer
 
 DEFAULT_URL = "https://commentanalyzer.googleapis.com/v1alpha1/comments:analyze"
@@ -98,7 +99,7 @@ class PerspectiveScorer(ToxicityScorer):
             scores = payload["attributeScores"]  # type: ignore[index]
             return np.array([float(scores[a]["summaryScore"]["value"]) for a in self.attributes])
         except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"answer lacks attributeScores.*.summaryScore.value ({err!r})") from err
+            raise InputError(f"answer lacks attributeScores.*.summaryScore.value ({err!r})") from err
 
     def score_one(self, text: str) -> np.ndarray:
         body = {

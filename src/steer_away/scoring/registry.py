@@ -8,6 +8,9 @@ from typing import Any
 from steer_away.paths import cache_root
 from steer_away.scoring.base import ScorerError, ToxicityScorer
 from steer_away.scoring.cache import CachedScorer, ScoreCache
+from steer_away.scoring.detoxify_backend import DetoxifyScorer
+from steer_away.scoring.jigsaw import JigsawBiLSTMScorer
+from steer_away.scoring.perspective import PerspectiveScorer
 
 BACKENDS = ("jigsaw-bilstm", "detoxify", "perspective")
 DEFAULT_BACKEND = "jigsaw-bilstm"
@@ -17,16 +20,10 @@ def make_scorer(name: str = DEFAULT_BACKEND, cache_path: str | Path | None = Non
     """A cached scorer; `cache_path` defaults to the user cache folder."""
     backend: ToxicityScorer
     if name in ("jigsaw-bilstm", "offline"):
-        from steer_away.scoring.jigsaw import JigsawBiLSTMScorer
-
         backend = JigsawBiLSTMScorer(**options)
     elif name == "detoxify":
-        from steer_away.scoring.detoxify_backend import DetoxifyScorer
-
         backend = DetoxifyScorer(**options)
     elif name == "perspective":
-        from steer_away.scoring.perspective import PerspectiveScorer
-
         backend = PerspectiveScorer(**options)
     else:
         raise ScorerError(f"unknown scorer '{name}'; choose one of {', '.join(BACKENDS)}")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from steer_away.steering.base import RowSteering
+from steer_away.steering.base import RowOverrideError, RowSteering, SteeringMethod
+from steer_away.steering.registry import get_method
 
 
 @dataclass
@@ -26,7 +27,6 @@ class ServerSettings:
     max_tokens_limit: int = 512
     max_messages: int = 64
     max_request_bytes: int = 64_000
-    alpha_limit: float = 50.0
     default_max_tokens: int = 128
     max_prompt_tokens: int = 2048  # and never more than the model's context less max_tokens and steering prompts
     admin_without_key: bool = False  # /admin/reload with no --api-key: only when listening on loopback
@@ -34,9 +34,16 @@ class ServerSettings:
 
 
 class SteeringOptions(BaseModel):
+    """The request's `steering` object: a method, its strength α, and any per-row overrides the
+    method declares (the logit methods: "category"), passed on to the method to read and check."""
+
+    model_config = ConfigDict(extra="allow")
+
     method: str | None = None  # a registered method name; checked against what this server built
     alpha: float | None = None
-    category: str | None = None
+
+    def overrides(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
 
 
 class ChatMessage(BaseModel):
@@ -89,10 +96,12 @@ STEERING_PROMPT_RESERVE = 256  # tokens kept free for the expert / anti-expert s
 
 
 def make_job(req: ChatRequest, settings: ServerSettings, available: dict[str, str | None], default_method: str,
-             categories: list[str], count_tokens: Callable[[list[dict[str, str]]], int], context: int) -> Job:
+             methods: Mapping[str, SteeringMethod], count_tokens: Callable[[list[dict[str, str]]], int],
+             context: int) -> Job:
     """Validate a request against the limits and the served methods; `available` maps each method
-    name to None (served) or the reason it is not; `count_tokens` counts a conversation's prompt
-    tokens and `context` is the model's context length."""
+    name to None (served) or the reason it is not, `methods` holds the served ones (they check the
+    request's per-row overrides); `count_tokens` counts a conversation's prompt tokens and `context`
+    is the model's context length."""
     if req.model not in (None, settings.model_name, "default"):
         raise APIError(404, f"model '{req.model}' is not served here; use '{settings.model_name}'",
                        param="model")
@@ -114,12 +123,17 @@ def make_job(req: ChatRequest, settings: ServerSettings, available: dict[str, st
         raise APIError(400, f"steering method '{method}' is not available on this server: {available[method]}",
                        param="steering.method")
     alpha = steering.alpha
-    if alpha is not None and (not math.isfinite(alpha) or abs(alpha) > settings.alpha_limit):
-        raise APIError(400, f"steering.alpha must be finite with |alpha| <= {settings.alpha_limit}, got {alpha}",
-                       param="steering.alpha")
-    if steering.category is not None and steering.category not in categories:
-        raise APIError(400, f"unknown steering category '{steering.category}' (have {categories})",
-                       param="steering.category")
+    try:
+        get_method(method).args.check_row_strength(alpha)
+    except ValueError as err:
+        raise APIError(400, f"steering.{err}", param="steering.alpha") from None
+    if method not in methods:  # a reload took it away since `available` was read
+        raise APIError(400, f"steering method '{method}' is not available on this server: it was reloaded",
+                       param="steering.method")
+    try:
+        overrides = methods[method].read_overrides(steering.overrides())
+    except RowOverrideError as err:
+        raise APIError(400, str(err), param=f"steering.{err.key}") from None
     temperature = 0.0 if req.temperature is None else req.temperature
     top_p = 1.0 if req.top_p is None else req.top_p
     if not math.isfinite(temperature) or temperature < 0 or temperature > 100:
@@ -140,7 +154,7 @@ def make_job(req: ChatRequest, settings: ServerSettings, available: dict[str, st
     do_sample = temperature > 0
     loop = asyncio.get_running_loop()
     return Job(messages=messages, method=method,
-               row=RowSteering(user_id=req.user, alpha=alpha, category=steering.category), max_tokens=max_tokens,
+               row=RowSteering(user_id=req.user, alpha=alpha, overrides=overrides), max_tokens=max_tokens,
                sampling=(do_sample, temperature if do_sample else 1.0, top_p), seed=req.seed,
                stream=asyncio.Queue() if req.stream else None, loop=loop, future=loop.create_future(),
                prompt_tokens=prompt_tokens)

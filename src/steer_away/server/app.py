@@ -2,8 +2,9 @@
 
 `POST /v1/chat/completions` takes the usual request; its `user` field picks the user's profile and
 vector, and an optional `steering` object ({"method", "alpha", "category"}, sent by the OpenAI
-client as `extra_body`) overrides them. Unknown users get the population default: the population
-vector for CAA and the default category for logit steering.
+client as `extra_body`) overrides them; its keys beyond method and α are the method's own per-row
+overrides (the logit methods take "category"), read and checked by the method. Unknown users get
+the population default: the population vector for CAA and the default category for logit steering.
 
 Requests are decoded by a single worker thread that owns the model (engine.py), with continuous
 batching: each request joins the running batch at the next step and leaves the step it ends, each
@@ -17,9 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
+import ipaddress
 import json
 import secrets
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -121,10 +125,12 @@ def create_app(lm: LanguageModel, *, profiles: str | None = None, vectors: str |
             first = err.errors()[0]
             param = ".".join(str(p) for p in first["loc"])
             raise APIError(400, f"invalid field '{param}': {first['msg']}", param=param) from err
-        job = make_job(req, settings, served.availability(), served.default, served.categories, count_tokens, context)
+        methods = served.methods
+        job = make_job(req, settings, served.availability(), served.default, methods, count_tokens, context)
         engine.submit(job)
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-        info = {"method": job.method, "user": req.user, "alpha": job.row.alpha, "category": job.row.category}
+        overrides = dataclasses.asdict(job.row.overrides) if job.row.overrides is not None else {}
+        info = {"method": job.method, "user": req.user, "alpha": job.row.alpha, **overrides}
         if job.stream is None:
             result = await wait_or_cancel(job, request)
             if result is None:  # the client left; nobody reads this
@@ -214,8 +220,6 @@ async def wait_or_cancel(job: Job, request: Request) -> dict[str, Any] | None:
 
 
 def is_loopback(host: str) -> bool:
-    import ipaddress
-
     if host == "localhost":
         return True
     try:
@@ -226,9 +230,7 @@ def is_loopback(host: str) -> bool:
 
 def serve(lm: LanguageModel, host: str, port: int, **kwargs: Any) -> None:
     """Run under uvicorn; SIGHUP reloads profiles and vectors (a bad file never stops the server)."""
-    import dataclasses
-
-    import uvicorn
+    import uvicorn  # only when serving: the app itself runs under any ASGI server
 
     settings = kwargs.pop("settings", None) or ServerSettings()
     if settings.api_key is None and is_loopback(host):
@@ -251,9 +253,7 @@ def serve_in_thread(app: FastAPI, host: str = "127.0.0.1") -> tuple[Any, threadi
 
     For tests, benchmarks and notebooks; stop it with `server.should_exit = True; thread.join()`.
     """
-    import socket
-
-    import uvicorn
+    import uvicorn  # only when serving: the app itself runs under any ASGI server
 
     with socket.socket() as sock:
         sock.bind((host, 0))

@@ -1,10 +1,11 @@
-"""The serving engine: one worker thread owns the model and runs the decode loop (continuous batching).
+"""The serving engine: threads, queues, streaming and metrics around the decode loop.
 
-Requests join the running batch at step boundaries (a scheduler decides how many may join), each
-with its own user's steering, method and sampling settings; a request leaves the step it ends,
-and a client that disconnects frees its row at the next step. The offline `generate` runs the
-same loop (decoding.py), so a greedy answer is the same whether it ran alone, in a batch, or
-joined one mid-flight.
+One worker thread owns the model and the loop (decoding/), whose scheduler is the only admission
+policy: the worker moves as many queued requests into the loop as it has room for, steps it, and
+delivers what ended, streaming text as it is decoded (incrementally: streaming/). Each request has
+its own user's steering, method and sampling settings; a request leaves the step it ends, and a
+client that disconnects frees its row at the next step. The offline `generate` runs the same loop,
+so a greedy answer is the same whether it ran alone, in a batch, or joined one mid-flight.
 
 Steering methods are built from the registry over one set of shared resources; a reload builds a
 whole new set and swaps it in with one assignment; each request is bound to the set it was
@@ -18,42 +19,20 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from steer_away.decoding import DecodeLoop, DecodeRequest, GenerationConfig
+from steer_away.decoding import DecodeLoop, DecodeRequest, GenerationConfig, join_policy_named
+from steer_away.errors import InputError
 from steer_away.models import LanguageModel
 from steer_away.server.api import APIError, Job, ServerSettings
+from steer_away.server.streaming import IncrementalDetokenizer
 from steer_away.steering.base import SteeringMethod
-from steer_away.steering.registry import BASELINE, SteeringResources, build_method, get_method, method_names
+from steer_away.steering.registry import BASELINE, build_method, default_method, get_method, method_names
+from steer_away.steering.resources import SteeringResources
 
 log = logging.getLogger("steer_away.server")
-
-Scheduler = Callable[[int, int], int]  # (requests in the loop, max batch) -> how many waiting ones may join now
-
-
-def continuous(running: int, max_batch: int) -> int:
-    """Join at any step boundary while a slot is free."""
-    return max_batch - running
-
-
-def static(running: int, max_batch: int) -> int:
-    """Join only when the running batch has ended: a batch is decoded to its end before the next
-    starts (how the server worked before continuous batching; kept to compare against)."""
-    return max_batch if running == 0 else 0
-
-
-SCHEDULERS: dict[str, Scheduler] = {"continuous": continuous, "static": static}
-
-
-def scheduler_named(name: str) -> Scheduler:
-    try:
-        return SCHEDULERS[name]
-    except KeyError:
-        raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}") from None
-
 
 class ServedMethods:
     """Every registered method built with its default arguments, or the reason it could not be."""
@@ -88,33 +67,18 @@ class ServedMethods:
                 unavailable[name] = str(err)
         default = self.requested_default or self._automatic_default(methods)
         if default not in methods:
-            raise ValueError(f"default method '{default}' is not available: "
+            raise InputError(f"default method '{default}' is not available: "
                              f"{unavailable.get(default, 'not a registered method')}")
         self.methods, self.unavailable, self.default = methods, unavailable, default
         self.profiles, self.categories, self.loaded_at = profiles, categories, time.time()
 
     def _automatic_default(self, methods: dict[str, SteeringMethod]) -> str:
         """With vectors: the first method that steers each user with their own vector; else the baseline."""
-        if self.vectors_path is not None:
-            for name, method in methods.items():
-                if get_method(name).needs.vector_bank is not None and method.personalised:
-                    return name
-            for name in methods:
-                if get_method(name).needs.vector_bank is not None:
-                    return name
-        return BASELINE
+        return default_method(self.vectors_path is not None, methods)
 
     def availability(self) -> dict[str, str | None]:
         return {name: (None if name in self.methods else self.unavailable.get(name, "not built"))
                 for name in method_names()}
-
-
-class _Served:
-    """A job admitted to the loop, and what its stream has been sent so far."""
-
-    def __init__(self, job: Job) -> None:
-        self.job = job
-        self.sent = ""
 
 
 class BatchingEngine:
@@ -122,10 +86,11 @@ class BatchingEngine:
 
     def __init__(self, lm: LanguageModel, served: ServedMethods, settings: ServerSettings) -> None:
         self.lm, self.served, self.settings = lm, served, settings
-        self.scheduler = scheduler_named(settings.scheduler)
+        self.policy = join_policy_named(settings.scheduler)
         self.queue: queue.Queue[Job] = queue.Queue(maxsize=settings.max_queue)
-        self.loop = DecodeLoop(lm)
-        self._jobs: dict[DecodeRequest, _Served] = {}
+        self.loop = self._new_loop()
+        self._jobs: dict[DecodeRequest, Job] = {}
+        self._streams: dict[DecodeRequest, IncrementalDetokenizer] = {}  # the streamed requests' text so far
         self.steps_run = 0
         self._sizes: list[int] = []  # requests in each step, the last 10,000
         self._sizes_offset = 0
@@ -135,6 +100,9 @@ class BatchingEngine:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name="steer-away-engine", daemon=True)
         self._thread.start()
+
+    def _new_loop(self) -> DecodeLoop:
+        return DecodeLoop(self.lm, self.policy, self.settings.max_batch)
 
     def submit(self, job: Job) -> None:
         try:
@@ -177,7 +145,7 @@ class BatchingEngine:
     def _admit(self) -> None:
         """Move waiting requests into the loop, as many as the scheduler lets join now. With nothing
         running, wait a little for the first one and a batch window for company."""
-        room = self.scheduler(len(self.loop), self.settings.max_batch)
+        room = self.loop.room()
         if room <= 0:
             return
         idle = self.loop.idle
@@ -202,7 +170,7 @@ class BatchingEngine:
                 request = self._request(job)
                 self.loop.add(request)  # the method prepares the request here: a bad category fails it alone
             except Exception as err:
-                self._jobs.pop(request, None)  # type: ignore[arg-type]
+                self._forget(request)
                 self._fail(job, _as_api_error(err, job))
 
     def _request(self, job: Job) -> DecodeRequest:
@@ -214,17 +182,18 @@ class BatchingEngine:
         generator = None
         if do_sample and job.seed is not None:
             generator = torch.Generator(device=self.lm.device).manual_seed(job.seed)
-        served = _Served(job)
         request = DecodeRequest(job.messages, method, job.row,
                                 GenerationConfig(max_new_tokens=job.max_tokens, do_sample=do_sample,
                                                  temperature=temperature, top_p=top_p),
-                                generator=generator, on_token=lambda _token: self._stream(served, request))
-        self._jobs[request] = served
+                                generator=generator, on_token=lambda _token: self._stream(request))
+        self._jobs[request] = job
+        if job.stream is not None:
+            self._streams[request] = IncrementalDetokenizer(self.lm.tokenizer)
         return request
 
     def _step(self) -> None:
-        for request, served in self._jobs.items():
-            if served.job.cancelled.is_set():
+        for request, job in self._jobs.items():
+            if job.cancelled.is_set():
                 self.loop.cancel(request)
         size = len(self.loop)
         try:
@@ -242,31 +211,31 @@ class BatchingEngine:
             self._deliver(request)
 
     def _deliver(self, request: DecodeRequest) -> None:
-        served = self._jobs.pop(request, None)
-        if served is None:
+        job = self._jobs.pop(request, None)
+        stream = self._streams.pop(request, None)
+        if job is None:
             return
-        job = served.job
         job.answered = True
         if request.finish_reason == "cancelled" or job.cancelled.is_set():
             self.cancelled_jobs += 1
             return
         text = self.lm.tokenizer.decode(request.tokens, skip_special_tokens=True)
         if job.stream is not None:
-            if len(text) > len(served.sent):
-                job.loop.call_soon_threadsafe(job.stream.put_nowait, text[len(served.sent):])
+            sent = stream.text if stream is not None else ""
+            if len(text) > len(sent):
+                job.loop.call_soon_threadsafe(job.stream.put_nowait, text[len(sent):])
             job.loop.call_soon_threadsafe(job.stream.put_nowait, None)
         payload = {"text": text.strip(), "finish_reason": request.finish_reason or "length",
                    "prompt_tokens": job.prompt_tokens, "completion_tokens": len(request.tokens)}
         job.loop.call_soon_threadsafe(_settle, job.future, payload)
 
-    def _stream(self, served: _Served, request: DecodeRequest) -> None:
-        job = served.job
-        if job.stream is None or job.cancelled.is_set():
+    def _stream(self, request: DecodeRequest) -> None:
+        job, stream = self._jobs.get(request), self._streams.get(request)
+        if job is None or job.stream is None or stream is None or job.cancelled.is_set():
             return
-        text = self.lm.tokenizer.decode(request.tokens, skip_special_tokens=True)
-        if len(text) > len(served.sent) and not text.endswith("\ufffd"):  # never half a character
-            job.loop.call_soon_threadsafe(job.stream.put_nowait, text[len(served.sent):])
-            served.sent = text
+        new = stream.push(request.tokens)
+        if new:
+            job.loop.call_soon_threadsafe(job.stream.put_nowait, new)
             job.streamed = True
 
     def _recover(self) -> None:
@@ -276,33 +245,42 @@ class BatchingEngine:
         jobs = list(self._jobs.values())
         log.exception("a decoding step over %d requests failed; retrying them one by one", len(jobs))
         self._jobs.clear()
-        self.loop = DecodeLoop(self.lm)
-        for served in jobs:
-            job = served.job
+        self._streams.clear()
+        self.loop = self._new_loop()
+        for job in jobs:
             if job.answered or job.cancelled.is_set():
                 continue
             if len(jobs) == 1 or job.streamed:
                 self._fail(job, APIError(500, "generation failed for this request", "server_error"))
                 continue
             self.retried_alone += 1
-            alone = DecodeLoop(self.lm)
-            retry = None
-            try:
-                retry = self._request(job)
-                alone.add(retry)
-                while not alone.idle:
-                    if job.cancelled.is_set():
-                        alone.cancel(retry)
-                    for ended in alone.step():
-                        self._deliver(ended)
-                    self.last_progress = time.monotonic()
-            except APIError as err:
-                self._jobs.pop(retry, None)  # type: ignore[arg-type]
-                self._fail(job, err)
-            except Exception as err:
-                log.exception("request for user %s failed", job.row.user_id)
-                self._jobs.pop(retry, None)  # type: ignore[arg-type]
-                self._fail(job, APIError(500, f"generation failed: {type(err).__name__}: {err}", "server_error"))
+            self._retry_alone(job)
+
+    def _retry_alone(self, job: Job) -> None:
+        """Run one request in a loop of its own, delivering or failing it."""
+        alone = DecodeLoop(self.lm)
+        retry = None
+        try:
+            retry = self._request(job)
+            alone.add(retry)
+            while not alone.idle:
+                if job.cancelled.is_set():
+                    alone.cancel(retry)
+                for ended in alone.step():
+                    self._deliver(ended)
+                self.last_progress = time.monotonic()
+        except APIError as err:
+            self._forget(retry)
+            self._fail(job, err)
+        except Exception as err:
+            log.exception("request for user %s failed", job.row.user_id)
+            self._forget(retry)
+            self._fail(job, APIError(500, f"generation failed: {type(err).__name__}: {err}", "server_error"))
+
+    def _forget(self, request: DecodeRequest | None) -> None:
+        if request is not None:
+            self._jobs.pop(request, None)
+            self._streams.pop(request, None)
 
     def _fail(self, job: Job, err: APIError) -> None:
         job.answered = True

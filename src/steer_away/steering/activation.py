@@ -10,29 +10,33 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from steer_away import internals
 from steer_away.chat import Conversation
+from steer_away.errors import InputError
+from steer_away.steering.bank_kinds import bank_kind
 from steer_away.steering.base import (
     MethodArgs,
     PreparedBatch,
     ResidualEdits,
     RowSteering,
     SteeringMethod,
-    check_alpha,
+    Strength,
 )
 from steer_away.steering.interventions import Intervention, add, intervention_named
+from steer_away.steering.layers import SEED_SPEC, parse_layer_spec
+from steer_away.steering.resources import SteeringResources
 from steer_away.steering.vectors import SteeringVector
 
 if TYPE_CHECKING:
     from steer_away.models import LanguageModel
-    from steer_away.steering.registry import SteeringResources
 
 Gate = str | int  # "all", "prefill", or K: steer the prefill and the first K-1 decode steps
 SCALES = ("raw", "relative")
+CAA_STRENGTH = Strength("alpha")  # α: the multiple of the vector (or of the residual norm, scale=relative)
 
 
 def parse_gate(gate: Gate) -> Gate:
@@ -41,7 +45,7 @@ def parse_gate(gate: Gate) -> Gate:
         gate = int(gate)
     if gate in ("all", "prefill") or (isinstance(gate, int) and not isinstance(gate, bool) and gate >= 1):
         return gate
-    raise ValueError(f"gate must be 'all', 'prefill' or a positive number of tokens, got {gate!r}")
+    raise InputError(f"gate must be 'all', 'prefill' or a positive number of tokens, got {gate!r}")
 
 
 def gate_function(gate: Gate) -> Callable[[int], bool] | None:
@@ -71,8 +75,8 @@ class ActivationSteering(SteeringMethod):
     ) -> None:
         self.gate = parse_gate(gate)
         if scale not in SCALES:
-            raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
-        check_alpha(alpha)
+            raise InputError(f"scale must be one of {SCALES}, got {scale!r}")
+        CAA_STRENGTH.check(alpha)
         self.per_user = dict(vectors) if isinstance(vectors, Mapping) else {}
         self.default = default if isinstance(vectors, Mapping) else vectors
         if scale == "relative":
@@ -98,6 +102,8 @@ class ActivationSteering(SteeringMethod):
         if layers is None:
             layers = sorted({l for v in chosen if v is not None for l in v.layers})
         layers = internals.check_layers(layers, depth)
+        for row in rows:
+            CAA_STRENGTH.check(row.alpha)
         alphas = torch.tensor([self.alpha if r.alpha is None else float(r.alpha) for r in rows])
         deltas = {}
         zero = torch.zeros(hidden)
@@ -116,6 +122,7 @@ class ActivationSteering(SteeringMethod):
 class CAAArgs(MethodArgs):
     """Arguments of every CAA method; the vector bank (population, dislike, bt) is the method's."""
 
+    strength: ClassVar[Strength | None] = CAA_STRENGTH
     alpha: float = field(default=0.5, metadata={
         "help": "strength: multiple of the vector (or of the residual norm with scale=relative)"})
     layers: str | None = field(default=None, metadata={
@@ -125,30 +132,30 @@ class CAAArgs(MethodArgs):
     scale: str = field(default="raw", metadata={"help": "raw, or relative: α as a fraction of the residual norm"})
 
     def validate(self) -> None:
-        check_alpha(self.alpha)
         parse_gate(self.gate)
         intervention_named(self.intervention)
         if self.scale not in SCALES:
-            raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {self.scale!r}")
+            raise InputError(f"scale must be one of {', '.join(SCALES)}, got {self.scale!r}")
         if self.layers is not None:
-            internals.parse_layers(self.layers, None)  # syntax here; the depth is checked when built
+            parse_layer_spec(self.layers, None)  # syntax here; the depth is checked when built
 
     def extraction_layers(self) -> str:
-        return self.layers or "seed"
+        return self.layers or SEED_SPEC
 
 
-def caa_builder(bank_kind: str) -> Callable[[Any, SteeringResources, str], SteeringMethod]:
-    """How a CAA method with vectors from `bank_kind` is built from its arguments and the resources."""
+def caa_builder(kind: str) -> Callable[[Any, SteeringResources, str], SteeringMethod]:
+    """How a CAA method with vectors from the `kind` bank is built from its arguments and the resources."""
+    per_user = bank_kind(kind).per_user
 
     def build(args: CAAArgs, resources: SteeringResources, name: str) -> SteeringMethod:
-        bank = resources.vector_bank(bank_kind)
+        bank = resources.vector_bank(kind)
         layers = None
         if args.layers is not None:
-            layers = internals.parse_layers(args.layers, internals.num_layers(resources.lm.model))
+            layers = parse_layer_spec(args.layers, internals.num_layers(resources.lm.model))
         vectors: SteeringVector | Mapping[str, SteeringVector]
-        if bank_kind == "population" or not bank.users:
+        if not per_user or not bank.users:
             if bank.default is None:
-                raise ValueError(f"{name}: the vector bank has no population vector")
+                raise InputError(f"{name}: the vector bank has no population vector")
             vectors = bank.default
         else:
             vectors = bank.users

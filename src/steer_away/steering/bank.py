@@ -19,8 +19,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from steer_away import internals
+from steer_away.console import console
+from steer_away.data.pairs import pair_coverage, sample_pairs
+from steer_away.data.prompts import PromptSplit
+from steer_away.errors import InputError
+from steer_away.profiles.build import pair_toxicity_diffs
+from steer_away.steering.bank_kinds import BT, COMPOSED_KINDS, DISLIKE, FOREIGN_VECTOR_KINDS, bank_kind
 from steer_away.steering.compose import bt_vectors, dislike_vectors, population_vector
 from steer_away.steering.extract import PairActivations, extract_pair_activations, save_pair_activations
+from steer_away.steering.layers import SEED_SPEC, parse_layer_spec
 from steer_away.steering.vectors import SteeringVector, VectorFileError, load_bank, load_vector, save_bank
 
 if TYPE_CHECKING:
@@ -29,7 +36,6 @@ if TYPE_CHECKING:
     from steer_away.profiles import UserProfile
     from steer_away.scoring.base import ToxicityScorer
 
-COMPOSE_MODES = ("dislike", "bt")
 ACTIVATIONS_FILE = "pair_activations.safetensors"
 POPULATION_FILE = "population.safetensors"
 
@@ -44,7 +50,7 @@ class VectorBank:
 
 def load_vector_bank(path: str | Path, kind: str, lm: LanguageModel | None = None, *,
                      allow_other_model: bool = False) -> VectorBank:
-    """The `kind` bank ('population', 'dislike', 'bt') from a vector store, a bank folder or one file.
+    """The `kind` bank (see bank_kinds.py) from a vector store, a bank folder or one file.
 
     A single file (.safetensors or a llama.cpp .gguf control vector) is a bank with only a default.
     Per-user vectors whose metadata names another kind are refused, so a Bradley–Terry method never
@@ -56,7 +62,7 @@ def load_vector_bank(path: str | Path, kind: str, lm: LanguageModel | None = Non
         return VectorBank(load_vector(path, lm, **other), {})
     if not path.is_dir():
         raise FileNotFoundError(f"no vector file or folder at {path}")
-    if kind == "population":
+    if not bank_kind(kind).per_user:
         if (path / POPULATION_FILE).is_file():
             return VectorBank(SteeringVector.load(path / POPULATION_FILE, lm, **other), {})
         raise VectorFileError(f"{path} has no {POPULATION_FILE}")
@@ -67,7 +73,7 @@ def load_vector_bank(path: str | Path, kind: str, lm: LanguageModel | None = Non
     default, users = load_bank(folder, lm, **other)
     for user, vector in users.items():
         declared = vector.meta.get("kind")
-        if declared not in (None, kind, "composed", "imported-gguf"):
+        if declared not in (None, kind, *FOREIGN_VECTOR_KINDS):
             raise VectorFileError(f"{folder / 'users' / user}.safetensors is a '{declared}' vector, not '{kind}'")
     return VectorBank(default, users)
 
@@ -77,7 +83,7 @@ class ExtractionSettings:
     """Which preference pairs to read activations from, and where in the model."""
 
     n_pairs: int = 200
-    layers: Sequence[str] = ("seed",)
+    layers: Sequence[str] = (SEED_SPEC,)
     position: str = "last"
     min_margin: float = 0.0
     holdout: float = 0.3
@@ -91,19 +97,18 @@ def extract_population(lm: LanguageModel, data: PrismData, settings: ExtractionS
                        out: str | Path) -> PairActivations:
     """Training pairs (stratified by user) → per-pair activation differences and the population
     vector, saved in `out`. Prints how the pairs cover the users."""
-    from steer_away.console import console
-    from steer_away.data.prism import pair_coverage, preference_pairs, sample_pairs, split_pairs
 
     out = Path(out)
-    train, _ = split_pairs(preference_pairs(data.turns, min_margin=settings.min_margin),
-                           holdout=settings.holdout, seed=settings.seed)
+    split = PromptSplit(holdout=settings.holdout, seed=settings.seed, min_margin=settings.min_margin)
+    train, _ = split.pairs(data.turns)
+    split.save(out)  # calibrate and categories check read it back to pick held-out prompts
     pairs = sample_pairs(train, settings.n_pairs, seed=settings.seed, focus_users=settings.focus_users,
                          focus_pairs=settings.focus_pairs)
     if not pairs:
-        raise ValueError("no training pairs to extract from (is the data empty, or min_margin too high?)")
+        raise InputError("no training pairs to extract from (is the data empty, or min_margin too high?)")
     console.print(f"training pairs: {pair_coverage(pairs, train, settings.focus_users).summary()}")
     depth = internals.num_layers(lm.model)
-    layers = sorted({layer for spec in settings.layers for layer in internals.parse_layers(spec, depth)})
+    layers = sorted({layer for spec in settings.layers for layer in parse_layer_spec(spec, depth)})
     acts = extract_pair_activations(lm, pairs, layers, position=settings.position, batch_size=settings.batch_size)
     save_pair_activations(acts, out / ACTIVATIONS_FILE, lm.shape)
     population_vector(acts, lm.shape, seed=settings.seed).save(out / POPULATION_FILE)
@@ -114,17 +119,16 @@ def compose_bank(acts: PairActivations, shape: ModelShape, mode: str, profiles: 
                  out: str | Path, *, scorer: ToxicityScorer | None = None, shrinkage: float = 10.0, bt_k: int = 8,
                  bt_l2: float = 1.0) -> dict[str, SteeringVector]:
     """Per-user vectors of `mode` for the users that have a profile, saved as a bank in `out`."""
-    from steer_away.profiles.build import pair_toxicity_diffs
 
-    if mode == "dislike":
+    if mode == DISLIKE:
         if scorer is None:
-            raise ValueError("dislike-weighted vectors need a toxicity scorer")
+            raise InputError("dislike-weighted vectors need a toxicity scorer")
         gaps = -pair_toxicity_diffs(acts.pairs, scorer)[:, 0]
         vectors = dislike_vectors(acts, shape, gaps, shrinkage=shrinkage)
-    elif mode == "bt":
+    elif mode == BT:
         vectors, _ = bt_vectors(acts, shape, k=bt_k, l2=bt_l2)
     else:
-        raise ValueError(f"compose mode must be one of {COMPOSE_MODES}, got {mode!r}")
+        raise InputError(f"compose mode must be one of {COMPOSED_KINDS}, got {mode!r}")
     vectors = {u: v for u, v in vectors.items() if u in profiles}
     for user, vector in vectors.items():
         vector.meta["sensitivity"] = profiles[user].sensitivity
@@ -134,7 +138,7 @@ def compose_bank(acts: PairActivations, shape: ModelShape, mode: str, profiles: 
 
 def build_vector_store(lm: LanguageModel, data: PrismData, scorer: ToxicityScorer,
                        profiles: Mapping[str, UserProfile], root: str | Path, settings: ExtractionSettings, *,
-                       modes: Sequence[str] = COMPOSE_MODES, shrinkage: float = 10.0, bt_k: int = 8,
+                       modes: Sequence[str] = COMPOSED_KINDS, shrinkage: float = 10.0, bt_k: int = 8,
                        bt_l2: float = 1.0) -> Path:
     """Extract once and compose every mode into `root` (skipped when the store is already whole)."""
     root = Path(root)

@@ -18,23 +18,55 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 
+from steer_away import internals
 from steer_away.chat import Conversation
+from steer_away.errors import InputError
 
 if TYPE_CHECKING:
     from steer_away.models import LanguageModel
 
 
+class RowOverrideError(InputError):
+    """A per-row override its method cannot use; `key` names it (the server answers `steering.<key>`)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+R = TypeVar("R", bound="RowOverrides")
+
+
+@dataclass(frozen=True)
+class RowOverrides:
+    """Per-row choices a method takes beyond the user and α: a subclass per method that has any
+    (the logit methods: a category), each field defaulting to None, "not overridden"."""
+
+    @classmethod
+    def from_mapping(cls: type[R], raw: Mapping[str, object]) -> R:
+        """The fields found in `raw` (other keys are not this method's), read as their annotated types."""
+        hints = typing.get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name in raw:
+                try:
+                    values[f.name] = _coerce(raw[f.name], hints[f.name])
+                except (TypeError, ValueError) as err:
+                    raise RowOverrideError(f.name, f"{f.name}: {err}") from None
+        return cls(**values)
+
+
 @dataclass(frozen=True)
 class RowSteering:
-    """Who a row is for, and optional overrides of the method's strength and (logit steering) category."""
+    """Who a row is for, and optional overrides of the method's strength and of its own per-row choices."""
 
     user_id: str | None = None
     alpha: float | None = None
-    category: str | None = None
+    overrides: RowOverrides | None = None  # of the type the row's method declares (`SteeringMethod.row_overrides`)
 
 
 @dataclass(frozen=True)
@@ -64,12 +96,17 @@ class PreparedBatch:
     def num_branches(self) -> int:
         return len(self.branches)
 
+    @property
+    def passes_logits_through(self) -> bool:
+        """True when `combine` returns the single branch's logits unchanged, so a decoder may pick
+        straight from the forward pass (one argmax over many requests)."""
+        return self.num_branches == 1 and type(self).combine is PreparedBatch.combine
+
     def scope(self, model: object) -> AbstractContextManager[object]:
         """The edits installed on `model` for forward passes over this batch alone (scoring; the
         decode loop installs merged edits itself). Removed on exit, on error too."""
         if self.edits is None:
             return nullcontext()
-        from steer_away import internals
 
         return internals.residual_hooks(model, {layer: self.edits.intervention(delta)
                                                 for layer, delta in self.edits.deltas.items()})
@@ -84,10 +121,24 @@ class SteeringMethod(ABC):
 
     name: str = "method"
     personalised: bool = False  # False: every row is steered alike, so one answer per prompt serves all users
+    row_overrides: type[RowOverrides] | None = None  # the per-row choices it takes beyond user and α
 
     @abstractmethod
     def prepare(self, lm: LanguageModel, conversations: Sequence[Conversation],
                 rows: Sequence[RowSteering]) -> PreparedBatch: ...
+
+    def read_overrides(self, raw: Mapping[str, object]) -> RowOverrides | None:
+        """This method's per-row overrides among `raw` (a request's keys beyond user and α; keys it
+        does not take are ignored), checked once here; a bad one raises RowOverrideError."""
+        if self.row_overrides is None:
+            return None
+        overrides = self.row_overrides.from_mapping(raw)
+        self.check_overrides(overrides)
+        return overrides
+
+    def check_overrides(self, overrides: RowOverrides) -> None:
+        """Raise RowOverrideError for an override this method cannot use (by default: any typed value goes)."""
+        return None
 
 
 class Unsteered(SteeringMethod):
@@ -98,16 +149,28 @@ class Unsteered(SteeringMethod):
         return PreparedBatch([list(conversations)])
 
 
-ALPHA_LIMIT = 1000.0  # far past any useful strength (the CAA study's largest is 25): a larger one is a typo
+STRENGTH_LIMIT = 1000.0  # far past any useful strength (the CAA study's largest is 25): a larger one is a typo
 
 
-def check_alpha(alpha: float | None) -> None:
-    """Strengths must be finite and below ALPHA_LIMIT in size."""
-    if alpha is not None and not (math.isfinite(alpha) and abs(alpha) <= ALPHA_LIMIT):
-        raise ValueError(f"alpha must be finite with |alpha| <= {ALPHA_LIMIT:g}, got {alpha}")
+@dataclass(frozen=True)
+class Strength:
+    """Which argument is a method's strength α, and the one rule for it: its arguments, per-row
+    overrides and category files are checked by `check`, and labels show it by `label`."""
+
+    argument: str = "alpha"
+    limit: float = STRENGTH_LIMIT
+    unset: str = "default"  # what a label shows for a strength left as None (the method picks one per row)
+
+    def check(self, value: float | None) -> None:
+        """Finite and at most `limit` in size (None: not given)."""
+        if value is not None and not (math.isfinite(value) and abs(value) <= self.limit):
+            raise InputError(f"{self.argument} must be finite with |{self.argument}| <= {self.limit:g}, got {value}")
+
+    def label(self, value: float | None) -> str:
+        return "α=" + (self.unset if value is None else f"{value:g}")
 
 
-class MethodArgsError(ValueError):
+class MethodArgsError(InputError):
     """A method argument that does not exist or has a bad value; names where it came from."""
 
 
@@ -120,10 +183,15 @@ class MethodArgs:
 
     Subclasses add fields (with `metadata={"help": ...}` for the command line) and `validate`.
     Being plain values, the whole dataclass names a sweep cell (its hash), travels to Ray workers
-    and reads from TOML, JSON or command-line strings alike.
+    and reads from TOML, JSON or command-line strings alike. A method with a strength says which
+    argument it is (`strength`): labels, sweep cells and limits read it from there.
     """
 
+    strength: ClassVar[Strength | None] = None
+
     def __post_init__(self) -> None:
+        if self.strength is not None:
+            self.strength.check(self.strength_value())
         self.validate()
 
     def validate(self) -> None:
@@ -135,6 +203,26 @@ class MethodArgs:
 
     def identity(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def strength_value(self) -> float | None:
+        """The strength α these arguments set (None: none set, or the method has no strength)."""
+        return None if self.strength is None else getattr(self, self.strength.argument)
+
+    @classmethod
+    def check_row_strength(cls, value: float | None) -> None:
+        """A per-row strength override obeys the method's strength rule (the common one if it has none)."""
+        (cls.strength or Strength()).check(value)
+
+    def settings(self) -> str:
+        """The arguments that differ from their defaults, other than the strength: 'gate=prefill layers=14-20'."""
+        strength = self.strength.argument if self.strength is not None else None
+        return " ".join(f"{k}={v}" for k, v in self.changed().items() if k != strength)
+
+    def describe(self) -> str:
+        """'α=1 gate=prefill': the strength (for a method that has one), then the settings."""
+        parts = [self.strength.label(self.strength_value())] if self.strength is not None else []
+        settings = self.settings()
+        return " ".join(parts + ([settings] if settings else []))
 
     def changed(self) -> dict[str, Any]:
         """The fields that differ from their defaults (what a label needs to show)."""
@@ -175,7 +263,7 @@ def _coerce(value: object, hint: object) -> object:
     if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
         if type(None) in options:
             return None
-        raise ValueError("must not be empty")
+        raise InputError("must not be empty")
     for option in options:
         if option is type(None):
             continue
@@ -200,4 +288,4 @@ def _coerce(value: object, hint: object) -> object:
         elif option is str and isinstance(value, (str, int)) and not isinstance(value, bool):
             return str(value)
     names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
-    raise ValueError(f"expected {names}, got {value!r}")
+    raise InputError(f"expected {names}, got {value!r}")

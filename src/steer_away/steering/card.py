@@ -18,8 +18,13 @@ from typing import TYPE_CHECKING
 import torch
 
 from steer_away import internals
-from steer_away.data.prism import PreferencePair
-from steer_away.steering.vectors import SteeringVector
+from steer_away.data.pairs import PreferencePair
+from steer_away.errors import InputError
+from steer_away.resources import respect_contrast_path
+from steer_away.steering.bank import POPULATION_FILE
+from steer_away.steering.bank_kinds import COMPOSED_KINDS, POPULATION
+from steer_away.steering.extract import extract_pair_activations
+from steer_away.steering.vectors import SteeringVector, load_bank
 
 if TYPE_CHECKING:
     from steer_away.models import LanguageModel
@@ -29,7 +34,6 @@ CARD_FORMAT = "steer-away/vector-cards@1"
 
 def contrast_pairs(path: str | Path | None = None) -> list[PreferencePair]:
     """The respectful-vs-toxic contrast set as pairs (respectful = chosen)."""
-    from steer_away.resources import respect_contrast_path
 
     path = Path(path or respect_contrast_path())
     pairs = []
@@ -39,12 +43,12 @@ def contrast_pairs(path: str | Path | None = None) -> list[PreferencePair]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path} line {line_no}: not valid JSON ({err.msg})") from None
+            raise InputError(f"{path} line {line_no}: not valid JSON ({err.msg})") from None
         if not isinstance(record, dict):
-            raise ValueError(f"{path} line {line_no}: expected an object")
+            raise InputError(f"{path} line {line_no}: expected an object")
         for key in ("id", "prompt", "respectful", "toxic"):
             if not isinstance(record.get(key), str) or not record[key].strip():
-                raise ValueError(f"{path} line {line_no}: field '{key}' is missing or empty")
+                raise InputError(f"{path} line {line_no}: field '{key}' is missing or empty")
         pairs.append(PreferencePair(user_id="contrast", conversation_id=record["id"], turn=0,
                                     conversation_type="unguided", prompt=record["prompt"],
                                     chosen=record["respectful"], rejected=record["toxic"],
@@ -55,7 +59,6 @@ def contrast_pairs(path: str | Path | None = None) -> list[PreferencePair]:
 def respectful_direction(lm: LanguageModel, layers: Sequence[int], position: str = "last",
                          pairs: Sequence[PreferencePair] | None = None) -> dict[int, torch.Tensor]:
     """Mean residual of respectful answers minus toxic ones, per layer, read where the vector was."""
-    from steer_away.steering.extract import extract_pair_activations
 
     acts = extract_pair_activations(lm, list(pairs or contrast_pairs()), list(layers), position=position,
                                     progress=False)
@@ -164,7 +167,7 @@ def save_cards(cards: Sequence[VectorCard], path: str | Path, banks: Sequence[Ba
 def load_cards(path: str | Path) -> tuple[list[VectorCard], list[BankSummary]]:
     raw = json.loads(Path(path).read_text(encoding="utf-8"))
     if not isinstance(raw, dict) or raw.get("format") != CARD_FORMAT:
-        raise ValueError(f"{path} is not a steer-away vector-card file (expected format '{CARD_FORMAT}')")
+        raise InputError(f"{path} is not a steer-away vector-card file (expected format '{CARD_FORMAT}')")
     return ([VectorCard.from_dict(c) for c in raw["cards"]],
             [BankSummary(str(b["bank"]), list(b["users"])) for b in raw.get("banks", [])])
 
@@ -211,15 +214,12 @@ def store_cards(lm: LanguageModel, root: str | Path, users: Sequence[str] | None
                 ) -> tuple[list[VectorCard], list[BankSummary]]:
     """Cards for a vector store: the population vector and each bank's default, and a summary of the
     per-user vectors (only `users` when given). Written next to the vectors as cards.json."""
-    from steer_away.steering.bank import COMPOSE_MODES, POPULATION_FILE
-    from steer_away.steering.vectors import load_bank
-
     root = Path(root)
     population = SteeringVector.load(root / POPULATION_FILE, lm)
     respectful = respectful_direction(lm, population.layers, str(population.meta.get("position", "last")))
-    cards = [vector_card(population, lm, "population", respectful=respectful)]
+    cards = [vector_card(population, lm, POPULATION, respectful=respectful)]
     summaries = []
-    for mode in COMPOSE_MODES:
+    for mode in COMPOSED_KINDS:
         if not (root / mode / "users").is_dir():
             continue
         _, per_user = load_bank(root / mode, lm)

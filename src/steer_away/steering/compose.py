@@ -17,14 +17,13 @@ import torch
 
 from steer_away.models import ModelShape
 from steer_away.profiles.bradley_terry import fit_ideal_point, orthogonal_basis
+from steer_away.steering.bank_kinds import BT, DISLIKE, POPULATION
 from steer_away.steering.extract import PairActivations
 from steer_away.steering.vectors import SteeringVector
 
-PROFILE_MODES = ("population", "dislike", "bt")
-
 
 def population_vector(acts: PairActivations, lm_shape: ModelShape, seed: int | None = None) -> SteeringVector:
-    return acts.as_vector(acts.diffs.mean(0), {"kind": "population", "seed": seed}, lm_shape)
+    return acts.as_vector(acts.diffs.mean(0), {"kind": POPULATION, "seed": seed}, lm_shape)
 
 
 def pair_weights(acts: PairActivations, toxicity_gaps: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -45,7 +44,7 @@ def dislike_vectors(acts: PairActivations, lm_shape: ModelShape, toxicity_gaps: 
         own = (acts.diffs[rows] * w[:, None, None]).sum(0) / w.sum().clamp(min=1e-12)
         keep = len(rows) / (len(rows) + shrinkage)
         mixed = keep * own + (1 - keep) * population
-        out[user] = acts.as_vector(mixed, {"kind": "dislike", "user": user, "n_pairs": len(rows),
+        out[user] = acts.as_vector(mixed, {"kind": DISLIKE, "user": user, "n_pairs": len(rows),
                                            "shrink_weight": keep}, lm_shape)
     return out
 
@@ -69,7 +68,7 @@ def bt_vectors(acts: PairActivations, lm_shape: ModelShape, k: int = 8, l2: floa
         rows = [i for i, p in enumerate(acts.pairs) if p.user_id == user]
         theta = fit_ideal_point(coords[rows], l2=l2)
         direction = torch.from_numpy(theta @ basis * to_activation).float().reshape(len(acts.layers), -1)
-        out[user] = acts.as_vector(direction, {"kind": "bt", "user": user, "n_pairs": len(rows),
+        out[user] = acts.as_vector(direction, {"kind": BT, "user": user, "n_pairs": len(rows),
                                                "theta": theta.tolist(), "k": len(basis),
                                                "to_activation": to_activation}, lm_shape)
     return out, basis

@@ -7,16 +7,19 @@ ids follow the attention mask, a padded batch gives the same activations as one 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, safe_open, save_file
 from tqdm.auto import tqdm
 
 from steer_away import internals
 from steer_away.chat import encode, render_chat
-from steer_away.data.prism import PreferencePair
+from steer_away.data.pairs import PreferencePair
+from steer_away.errors import InputError
 from steer_away.models import LanguageModel, ModelShape
 from steer_away.steering.vectors import SteeringVector
 
@@ -53,7 +56,7 @@ def response_activations(lm: LanguageModel, prompts: Sequence[str], full_texts: 
                          layers: Sequence[int], position: str = "last") -> torch.Tensor:
     """(rows, layers, hidden) residual activations of each text's response part."""
     if position not in POSITIONS:
-        raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
+        raise InputError(f"position must be one of {POSITIONS}, got {position!r}")
     ids, mask = encode(lm, full_texts)
     captured = internals.residuals_at(lm.model, ids, mask, layers)
     stacked = torch.stack([captured[l] for l in layers], dim=1).float()  # (rows, layers, seq, hidden)
@@ -80,7 +83,7 @@ def extract_pair_activations(
 ) -> PairActivations:
     layers = internals.check_layers(layers, internals.num_layers(lm.model))
     if not pairs:
-        raise ValueError("no preference pairs to extract from")
+        raise InputError("no preference pairs to extract from")
     diffs, norm_sum = [], torch.zeros(len(layers))
     bar = tqdm(total=len(pairs), desc="extracting activations", unit="pair", disable=not progress)
     for start in range(0, len(pairs), batch_size):
@@ -104,10 +107,7 @@ ACTIVATIONS_FORMAT = "steer-away/pair-activations@1"
 
 def save_pair_activations(acts: PairActivations, path: str | Path, lm_shape: ModelShape) -> Path:
     """Per-pair differences as safetensors, pairs and settings as JSON in the header (no pickle)."""
-    import json
-    from dataclasses import asdict
 
-    from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,9 +122,7 @@ def save_pair_activations(acts: PairActivations, path: str | Path, lm_shape: Mod
 
 def load_pair_activations(path: str | Path) -> tuple[PairActivations, ModelShape]:
     """The activations and the (model id, hidden size, depth) of the model they came from."""
-    import json
 
-    from safetensors.torch import load_file, safe_open
 
     path = Path(path)
     if not path.is_file():
@@ -132,13 +130,13 @@ def load_pair_activations(path: str | Path) -> tuple[PairActivations, ModelShape
     with safe_open(str(path), framework="pt") as handle:
         header = json.loads((handle.metadata() or {}).get("steer_away", "{}"))
     if header.get("format") != ACTIVATIONS_FORMAT:
-        raise ValueError(f"{path} is not a steer-away pair-activations file")
+        raise InputError(f"{path} is not a steer-away pair-activations file")
     diffs = load_file(str(path))["diffs"]
     if not torch.isfinite(diffs).all():
-        raise ValueError(f"{path}: diffs contain NaN or Inf")
+        raise InputError(f"{path}: diffs contain NaN or Inf")
     pairs = [PreferencePair(**p) for p in header["pairs"]]
     if len(pairs) != diffs.shape[0]:
-        raise ValueError(f"{path}: {len(pairs)} pairs listed but {diffs.shape[0]} rows of differences")
+        raise InputError(f"{path}: {len(pairs)} pairs listed but {diffs.shape[0]} rows of differences")
     return PairActivations(diffs=diffs, layers=list(header["layers"]), pairs=pairs,
                            residual_norms={int(k): v for k, v in header["residual_norms"].items()},
                            position=header["position"]), \

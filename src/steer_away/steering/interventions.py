@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import torch
 
+from steer_away.errors import InputError
+
 Edit = Callable[[torch.Tensor], None]
 Intervention = Callable[[torch.Tensor], Edit]
 
@@ -56,4 +58,4 @@ def intervention_named(name: str) -> Intervention:
     try:
         return INTERVENTIONS[name]
     except KeyError:
-        raise ValueError(f"unknown intervention {name!r}; choose one of {', '.join(INTERVENTIONS)}") from None
+        raise InputError(f"unknown intervention {name!r}; choose one of {', '.join(INTERVENTIONS)}") from None

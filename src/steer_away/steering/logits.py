@@ -14,119 +14,47 @@ whatever the branches' logit scales.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
 from steer_away.chat import Conversation
-from steer_away.files import read_structured
-from steer_away.steering.base import ALPHA_LIMIT, MethodArgs, PreparedBatch, RowSteering, SteeringMethod, check_alpha
+from steer_away.errors import InputError
+from steer_away.steering.base import (
+    MethodArgs,
+    PreparedBatch,
+    RowOverrideError,
+    RowOverrides,
+    RowSteering,
+    SteeringMethod,
+    Strength,
+)
+from steer_away.steering.categories import (
+    LOGIT_STRENGTH,
+    CategoryConfigError,
+    Exchange,
+    SteeringCategory,
+    load_categories,
+)
+from steer_away.steering.resources import SteeringResources
 
 if TYPE_CHECKING:
     from steer_away.models import LanguageModel
     from steer_away.profiles import UserProfile
-    from steer_away.steering.registry import SteeringResources
 
 
-class CategoryConfigError(ValueError):
-    """A steering-category file that is missing a category or has a bad value; names file and field."""
-
-
-Exchange = tuple[str, str]  # (user message, assistant reply) shown to a branch as an earlier turn
+class UnknownCategoryError(RowOverrideError, CategoryConfigError):
+    """A row asked for a steering category that the category file does not have."""
 
 
 @dataclass(frozen=True)
-class SteeringCategory:
-    name: str
-    expert: str
-    anti_expert: str
-    alpha: float
-    beta: float = 0.1
-    expert_examples: tuple[Exchange, ...] = ()
-    anti_expert_examples: tuple[Exchange, ...] = ()
+class CategoryOverride(RowOverrides):
+    """A row's own steering category, instead of the one its user's sensitivity picks."""
 
-
-CATEGORY_KEYS = ("expert", "anti_expert", "alpha", "beta", "expert_examples", "anti_expert_examples")
-EXAMPLE_SETS = "example_sets"  # the reserved top-level table of named example exchanges
-
-
-def _example_sets(raw: dict, path: Path) -> dict[str, tuple[Exchange, ...]]:
-    table = raw.pop(EXAMPLE_SETS, {})
-    if not isinstance(table, dict):
-        raise CategoryConfigError(f"{path}: [{EXAMPLE_SETS}] must be a table of named lists")
-    sets: dict[str, tuple[Exchange, ...]] = {}
-    for name, items in table.items():
-        if not isinstance(items, list) or not items:
-            raise CategoryConfigError(f"{path}: {EXAMPLE_SETS}.{name} must be a non-empty list of "
-                                      "{{ user = ..., assistant = ... }} exchanges")
-        exchanges = []
-        for index, item in enumerate(items):
-            where = f"{path}: {EXAMPLE_SETS}.{name}[{index}]"
-            if not isinstance(item, dict) or set(item) != {"user", "assistant"}:
-                raise CategoryConfigError(f"{where} must have exactly the keys 'user' and 'assistant'")
-            if not all(isinstance(item[k], str) and item[k].strip() for k in ("user", "assistant")):
-                raise CategoryConfigError(f"{where}: 'user' and 'assistant' must be non-empty strings")
-            exchanges.append((item["user"], item["assistant"]))
-        sets[name] = tuple(exchanges)
-    return sets
-
-
-def load_categories(path: str | Path | None = None, required: Sequence[str] = ("strict", "moderate", "tolerant")
-                    ) -> dict[str, SteeringCategory]:
-    """Read a TOML file of categories (default: the one shipped with the package) and check it."""
-    if path is None:
-        from steer_away.resources import steering_categories_path
-
-        path = steering_categories_path()
-    path = Path(path)
-    raw = read_structured(path, "steering-category file", "toml", CategoryConfigError)
-    if not isinstance(raw, dict):
-        raise CategoryConfigError(f"{path}: expected one table per category")
-    raw = dict(raw)
-    example_sets = _example_sets(raw, path)
-    missing = [name for name in required if name not in raw]
-    if missing:
-        raise CategoryConfigError(f"{path}: missing category {missing[0]!r} (needs {', '.join(required)})")
-    out = {}
-    for name, table in raw.items():
-        if not isinstance(table, dict):
-            raise CategoryConfigError(f"{path}: [{name}] must be a table")
-        for key in table:
-            if key not in CATEGORY_KEYS:
-                close = difflib.get_close_matches(key, CATEGORY_KEYS, n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else f" (keys: {', '.join(CATEGORY_KEYS)})"
-                raise CategoryConfigError(f"{path}: [{name}].{key} is not a category key{hint}")
-        for key in ("expert", "anti_expert"):
-            if not isinstance(table.get(key), str) or not table[key].strip():
-                raise CategoryConfigError(f"{path}: [{name}].{key} must be a non-empty string")
-        for key, default in (("alpha", None), ("beta", 0.1)):
-            value = table.get(key, default)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise CategoryConfigError(f"{path}: [{name}].{key} must be a finite number, got {value!r}")
-        if abs(float(table["alpha"])) > ALPHA_LIMIT:
-            raise CategoryConfigError(f"{path}: [{name}].alpha must be at most {ALPHA_LIMIT:g} in size, "
-                                      f"got {table['alpha']}")
-        beta = float(table.get("beta", 0.1))
-        if not 0 < beta <= 1:
-            raise CategoryConfigError(f"{path}: [{name}].beta must be in (0, 1], got {beta}")
-        examples: dict[str, tuple[Exchange, ...]] = {}
-        for key in ("expert_examples", "anti_expert_examples"):
-            ref = table.get(key)
-            if ref is None:
-                examples[key] = ()
-            elif not isinstance(ref, str) or ref not in example_sets:
-                raise CategoryConfigError(f"{path}: [{name}].{key} must name a list in [{EXAMPLE_SETS}] "
-                                          f"(have: {', '.join(sorted(example_sets)) or 'none'}), got {ref!r}")
-            else:
-                examples[key] = example_sets[ref]
-        out[name] = SteeringCategory(name=name, expert=table["expert"], anti_expert=table["anti_expert"],
-                                     alpha=float(table["alpha"]), beta=beta, **examples)
-    return out
+    category: str | None = None
 
 
 def with_context(conversation: Conversation, system: str, examples: Sequence[Exchange] = ()) -> Conversation:
@@ -158,7 +86,7 @@ def contrastive_mixture(logp: torch.Tensor, contrast: Sequence[float], alphas: t
     Branch 0 is the base; `contrast[i]` weighs branch i + 1.
     """
     if len(contrast) != logp.shape[0] - 1:
-        raise ValueError(f"{len(contrast)} contrast weights for {logp.shape[0] - 1} extra branches")
+        raise InputError(f"{len(contrast)} contrast weights for {logp.shape[0] - 1} extra branches")
     mixed = contrast[0] * logp[1]
     for weight, branch in zip(contrast[1:], logp[2:]):
         mixed = mixed + weight * branch
@@ -197,6 +125,7 @@ class ContrastiveLogitSteering(SteeringMethod):
 
     contrast: tuple[float, ...] = ()
     plausibility_cutoff = False
+    row_overrides = CategoryOverride
 
     def __init__(
         self,
@@ -217,7 +146,7 @@ class ContrastiveLogitSteering(SteeringMethod):
             if target not in self.categories:
                 raise CategoryConfigError(f"category map sends {sensitivity!r} to {target!r}, which is not among "
                                           f"{sorted(self.categories)}")
-        check_alpha(alpha)
+        LOGIT_STRENGTH.check(alpha)
         self.profiles = dict(profiles or {})
         self.default_category = default_category
         self.alpha = alpha
@@ -227,6 +156,17 @@ class ContrastiveLogitSteering(SteeringMethod):
 
     def extra_branches(self, conversation: Conversation, category: SteeringCategory) -> list[Conversation]:
         raise NotImplementedError
+
+    def category_named(self, name: str) -> SteeringCategory:
+        try:
+            return self.categories[name]
+        except KeyError:
+            raise UnknownCategoryError("category", f"unknown steering category {name!r} "
+                                                   f"(have {sorted(self.categories)})") from None
+
+    def check_overrides(self, overrides: RowOverrides) -> None:
+        if isinstance(overrides, CategoryOverride) and overrides.category is not None:
+            self.category_named(overrides.category)
 
     def category_for(self, user_id: str | None) -> SteeringCategory:
         profile = self.profiles.get(user_id) if user_id is not None else None
@@ -243,16 +183,12 @@ class ContrastiveLogitSteering(SteeringMethod):
                 rows: Sequence[RowSteering]) -> PreparedBatch:
         cats = []
         for row in rows:
-            if row.category is not None and row.category not in self.categories:
-                raise CategoryConfigError(f"unknown steering category {row.category!r} "
-                                          f"(have {sorted(self.categories)})")
-            cats.append(self.categories[row.category] if row.category else self.category_for(row.user_id))
+            chosen = row.overrides.category if isinstance(row.overrides, CategoryOverride) else None
+            cats.append(self.category_named(chosen) if chosen is not None else self.category_for(row.user_id))
         alphas = []
         for row, cat in zip(rows, cats):
-            alpha = row.alpha if row.alpha is not None else self.alpha if self.alpha is not None else cat.alpha
-            if not math.isfinite(alpha):
-                raise ValueError(f"alpha for user {row.user_id} must be finite, got {alpha}")
-            alphas.append(alpha)
+            LOGIT_STRENGTH.check(row.alpha)
+            alphas.append(row.alpha if row.alpha is not None else self.alpha if self.alpha is not None else cat.alpha)
         extra = [self.extra_branches(c, cat) for c, cat in zip(conversations, cats)]
         branches = [list(conversations)] + [[row[i] for row in extra] for i in range(len(self.contrast))]
         # Each extra branch's context starts with its category's system prompt and example exchanges,
@@ -297,13 +233,14 @@ def parse_category_map(text: str) -> dict[str, str]:
             continue
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or not value.strip():
-            raise ValueError(f"category_map entries look like 'sensitivity=category', got {item!r}")
+            raise InputError(f"category_map entries look like 'sensitivity=category', got {item!r}")
         out[key.strip()] = value.strip()
     return out
 
 
 @dataclass(frozen=True)
 class LogitArgs(MethodArgs):
+    strength: ClassVar[Strength | None] = LOGIT_STRENGTH
     alpha: float | None = field(default=None, metadata={
         "help": "strength; default: the user's category's alpha from the category file"})
     default_category: str = field(default="moderate", metadata={
@@ -312,7 +249,6 @@ class LogitArgs(MethodArgs):
         "help": "use another category for a sensitivity, e.g. 'tolerant=tolerant-inverted' (our extension)"})
 
     def validate(self) -> None:
-        check_alpha(self.alpha)
         parse_category_map(self.category_map)
 
 

@@ -5,8 +5,9 @@ reads it from here, so a new method is one file (its `SteeringMethod`, its `Meth
 builder) plus one `register(...)` line, and no other module names it.
 
 A builder gets the method's validated arguments and the shared :class:`SteeringResources`
-(model, user profiles, vector banks, steering categories), loaded lazily so that a method that
-does not need vectors never asks for them.
+(resources.py: model, user profiles, vector banks, steering categories), loaded lazily so that a
+method that does not need vectors never asks for them. Methods import the resources, never this
+module; this module imports the methods.
 """
 
 from __future__ import annotations
@@ -14,30 +15,18 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from steer_away.errors import InputError
 from steer_away.steering.activation import CAAArgs, caa_builder
+from steer_away.steering.bank_kinds import BT, DISLIKE, POPULATION
 from steer_away.steering.base import MethodArgs, SteeringMethod, Unsteered
-from steer_away.steering.logits import ACD, EADS, LogitArgs, SteeringCategory, load_categories, logit_builder
-
-if TYPE_CHECKING:
-    from steer_away.models import LanguageModel
-    from steer_away.profiles import UserProfile
-    from steer_away.steering.bank import VectorBank
+from steer_away.steering.logits import ACD, EADS, LogitArgs, logit_builder
+from steer_away.steering.resources import Needs, SteeringResources
 
 
-class UnknownMethodError(ValueError):
+class UnknownMethodError(InputError):
     """A method name that is not registered."""
-
-
-@dataclass(frozen=True)
-class Needs:
-    """What a method needs prepared before it can be built (a sweep prepares exactly this)."""
-
-    vector_bank: str | None = None  # which bank of the vector store: population, dislike, bt
-    profiles: bool = False  # per-user sensitivity profiles
-    categories: bool = False  # the steering-category file
 
 
 @dataclass(frozen=True)
@@ -49,21 +38,16 @@ class MethodEntry:
     needs: Needs = field(default_factory=Needs)
 
     @property
-    def default_alpha(self) -> float | None:
-        return getattr(self.args(), "alpha", None)
+    def default_strength(self) -> float | None:
+        return self.args().strength_value()
 
     def make_args(self, raw: Mapping[str, object] | None = None, where: str | None = None) -> MethodArgs:
         return self.args.from_mapping(raw or {}, where or f"method '{self.name}'")
 
     def label(self, args: MethodArgs) -> str:
         """'caa-dislike α=0.5 layers=14-20': the name, α, and every argument that is not its default."""
-        parts = [self.name]
-        values = args.identity()
-        if "alpha" in values:
-            alpha = values["alpha"]
-            parts.append("α=" + ("category" if alpha is None else f"{alpha:g}"))
-        parts += [f"{k}={v}" for k, v in args.changed().items() if k != "alpha"]
-        return " ".join(parts)
+        described = args.describe()
+        return f"{self.name} {described}" if described else self.name
 
 
 _REGISTRY: dict[str, MethodEntry] = {}
@@ -71,7 +55,7 @@ _REGISTRY: dict[str, MethodEntry] = {}
 
 def register(entry: MethodEntry) -> MethodEntry:
     if entry.name in _REGISTRY:
-        raise ValueError(f"a method named '{entry.name}' is already registered")
+        raise InputError(f"a method named '{entry.name}' is already registered")
     try:
         entry.args()
     except TypeError as err:
@@ -97,14 +81,20 @@ def get_method(name: str) -> MethodEntry:
         raise UnknownMethodError(f"unknown steering method '{name}' (have: {', '.join(_REGISTRY)}){hint}") from None
 
 
-def default_method(with_vectors: bool) -> str:
-    """The method used when none is named: with vectors at hand, the first registered method that
-    reads them; otherwise the baseline."""
-    if with_vectors:
-        for entry in _REGISTRY.values():
-            if entry.needs.vector_bank is not None:
-                return entry.name
-    return BASELINE
+def default_method(with_vectors: bool, built: Mapping[str, SteeringMethod] | None = None) -> str:
+    """The method used when none is named (by `generate` and the server alike).
+
+    Without vectors: the baseline. With vectors: among the methods that read them, in registry
+    order, the first built one that steers each user with their own vector, else the first one;
+    `built` holds the methods already built (the server builds every one its files allow; None:
+    none is built yet, every registered method counts). The baseline if no such method is there.
+    """
+    if not with_vectors:
+        return BASELINE
+    candidates = list(built) if built is not None else list(_REGISTRY)
+    readers = [name for name in candidates if get_method(name).needs.vector_bank is not None]
+    personal = [name for name in readers if built is not None and built[name].personalised]
+    return (personal or readers or [BASELINE])[0]
 
 
 def build_method(name: str, args: MethodArgs | Mapping[str, object] | None,
@@ -115,49 +105,6 @@ def build_method(name: str, args: MethodArgs | Mapping[str, object] | None,
     elif not isinstance(args, entry.args):
         raise TypeError(f"{name} takes {entry.args.__name__}, got {type(args).__name__}")
     return entry.build(args, resources, name)
-
-
-class SteeringResources:
-    """What builders draw on, loaded on first use and then shared by every method built from it."""
-
-    def __init__(self, lm: LanguageModel, *, profiles: str | Path | Mapping[str, UserProfile] | None = None,
-                 vectors: str | Path | None = None, categories: str | Path | None = None,
-                 allow_other_model: bool = False) -> None:
-        self.lm = lm
-        self.allow_other_model = allow_other_model  # vectors extracted under another model id (same shape)
-        self._profiles_source = profiles
-        self._vectors = Path(vectors) if vectors is not None else None
-        self._categories_path = categories
-        self._loaded_profiles: dict[str, UserProfile] | None = None
-        self._loaded_categories: dict[str, SteeringCategory] | None = None
-        self._banks: dict[str, VectorBank] = {}
-
-    def profiles(self) -> dict[str, UserProfile]:
-        if self._loaded_profiles is None:
-            source = self._profiles_source
-            if source is None:
-                self._loaded_profiles = {}
-            elif isinstance(source, Mapping):
-                self._loaded_profiles = dict(source)
-            else:
-                from steer_away.profiles import load_profiles
-
-                self._loaded_profiles = load_profiles(source)
-        return self._loaded_profiles
-
-    def categories(self) -> dict[str, SteeringCategory]:
-        if self._loaded_categories is None:
-            self._loaded_categories = load_categories(self._categories_path)
-        return self._loaded_categories
-
-    def vector_bank(self, kind: str) -> VectorBank:
-        from steer_away.steering.bank import load_vector_bank
-
-        if self._vectors is None:
-            raise ValueError(f"the '{kind}' vectors are needed but no vectors were given (--vector / --vectors)")
-        if kind not in self._banks:
-            self._banks[kind] = load_vector_bank(self._vectors, kind, self.lm, allow_other_model=self.allow_other_model)
-        return self._banks[kind]
 
 
 BASELINE = "unsteered"  # what every steered result is compared against
@@ -174,11 +121,11 @@ class NoArgs(MethodArgs):
 
 register(MethodEntry(BASELINE, "the frozen model as it is (the baseline)", NoArgs, _unsteered))
 register(MethodEntry("caa-population", "CAA with the population mean-difference vector for everyone",
-                     CAAArgs, caa_builder("population"), Needs(vector_bank="population")))
+                     CAAArgs, caa_builder(POPULATION), Needs(vector_bank=POPULATION)))
 register(MethodEntry("caa-dislike", "CAA with each user's dislike-weighted vector", CAAArgs,
-                     caa_builder("dislike"), Needs(vector_bank="dislike", profiles=True)))
+                     caa_builder(DISLIKE), Needs(vector_bank=DISLIKE, profiles=True)))
 register(MethodEntry("caa-bt", "CAA with each user's Bradley–Terry ideal-point vector", CAAArgs,
-                     caa_builder("bt"), Needs(vector_bank="bt", profiles=True)))
+                     caa_builder(BT), Needs(vector_bank=BT, profiles=True)))
 register(MethodEntry("eads", "expert − anti-expert logit steering, category by user sensitivity", LogitArgs,
                      logit_builder(EADS), Needs(profiles=True, categories=True)))
 register(MethodEntry("acd", "anti-expert contrastive decoding with a plausibility cut-off", LogitArgs,

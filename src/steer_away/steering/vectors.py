@@ -13,6 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from steer_away import internals
+from steer_away.errors import InputError
+from steer_away.steering.bank_kinds import COMPOSED_VECTOR, IMPORTED_VECTOR
 
 if TYPE_CHECKING:
     from steer_away.models import LanguageModel
@@ -21,7 +27,7 @@ VECTOR_FORMAT = "steer-away/vector@1"
 MAX_DIRECTION_NORM = 1e4  # residual norms of the models we know are 10-1000: a longer direction is corrupt
 
 
-class VectorFileError(ValueError):
+class VectorFileError(InputError):
     """A vector file that is unreadable, damaged or made for another model."""
 
 
@@ -53,7 +59,7 @@ class SteeringVector:
 
     def _combine(self, other: SteeringVector, sign: float) -> SteeringVector:
         if (other.hidden_size, other.num_layers) != (self.hidden_size, self.num_layers):
-            raise ValueError("cannot combine vectors of different models")
+            raise InputError("cannot combine vectors of different models")
         layers = set(self.directions) | set(other.directions)
         zero = torch.zeros(self.hidden_size)
         out = {l: self.directions.get(l, zero) + sign * other.directions.get(l, zero) for l in layers}
@@ -81,7 +87,7 @@ class SteeringVector:
         """Cosine between the two vectors concatenated over the layers they share."""
         shared = sorted(set(self.directions) & set(other.directions))
         if not shared:
-            raise ValueError("the vectors share no layer")
+            raise InputError("the vectors share no layer")
         a = torch.cat([self.directions[l] for l in shared])
         b = torch.cat([other.directions[l] for l in shared])
         return float(torch.nn.functional.cosine_similarity(a, b, dim=0))
@@ -89,7 +95,7 @@ class SteeringVector:
     def restricted(self, layers: list[int]) -> SteeringVector:
         missing = [l for l in layers if l not in self.directions]
         if missing:
-            raise ValueError(f"vector has no direction for layer(s) {missing}; it has {self.layers}")
+            raise InputError(f"vector has no direction for layer(s) {missing}; it has {self.layers}")
         return replace(self, directions={l: self.directions[l] for l in layers}, meta=dict(self.meta))
 
     def relative(self) -> SteeringVector:
@@ -100,7 +106,7 @@ class SteeringVector:
         """
         norms = self.meta.get("residual_norms")
         if not isinstance(norms, dict):
-            raise ValueError("vector has no residual norms recorded; re-extract it to use relative scaling")
+            raise InputError("vector has no residual norms recorded; re-extract it to use relative scaling")
         out = {}
         for layer, vec in self.directions.items():
             length = float(vec.norm())
@@ -110,8 +116,6 @@ class SteeringVector:
     # --- files ---
 
     def save(self, path: str | Path) -> Path:
-        from safetensors.torch import save_file
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         header = {"format": VECTOR_FORMAT, "model_id": self.model_id, "hidden_size": self.hidden_size,
@@ -125,8 +129,6 @@ class SteeringVector:
     @classmethod
     def load(cls, path: str | Path, lm: LanguageModel | None = None, *, allow_other_model: bool = False) -> SteeringVector:
         """Read a vector file; with `lm`, check it fits that model (hidden size, depth, model id)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file, safe_open
 
         path = Path(path)
         if not path.is_file():
@@ -171,8 +173,6 @@ class SteeringVector:
         return vector
 
     def check_fits(self, lm: LanguageModel, *, allow_other_model: bool = False, where: str = "vector") -> None:
-        from steer_away import internals
-
         model = lm.model
         hidden, depth = internals.hidden_size(model), internals.num_layers(model)
         if hidden != self.hidden_size:
@@ -241,7 +241,7 @@ class SteeringVector:
             raise VectorFileError(f"{path}: no direction.* tensors")
         hidden = next(iter(directions.values())).numel()
         return cls(directions=directions, model_id=model_id or hint, hidden_size=hidden, num_layers=num_layers,
-                   meta={"kind": "imported-gguf", "source": str(path)})
+                   meta={"kind": IMPORTED_VECTOR, "source": str(path)})
 
 
 def _combined_meta(a: dict[str, object], b: dict[str, object]) -> dict[str, object]:
@@ -250,7 +250,7 @@ def _combined_meta(a: dict[str, object], b: dict[str, object]) -> dict[str, obje
     Residual norms describe the model at a layer, not the vector, so they survive (averaged where
     both parts measured a layer); so does the read position when both parts share it.
     """
-    meta: dict[str, object] = {"kind": "composed", "parts": [a.get("kind", "vector"), b.get("kind", "vector")]}
+    meta: dict[str, object] = {"kind": COMPOSED_VECTOR, "parts": [a.get("kind", "vector"), b.get("kind", "vector")]}
     norms_a, norms_b = a.get("residual_norms"), b.get("residual_norms")
     if isinstance(norms_a, dict) or isinstance(norms_b, dict):
         na: dict[str, Any] = norms_a if isinstance(norms_a, dict) else {}

@@ -5,8 +5,13 @@ from __future__ import annotations
 from rich.markup import escape
 
 from steer_away.console import console
+from steer_away.data.prism import load_prism
 from steer_away.evaluation.sweep.config import SweepConfig
-from steer_away.models import LanguageModel
+from steer_away.models import LanguageModel, load_model
+from steer_away.profiles import build_profiles, load_profiles, pick_users, save_profiles
+from steer_away.scoring import make_scorer
+from steer_away.steering.bank import ExtractionSettings, build_vector_store
+from steer_away.steering.card import store_cards
 from steer_away.steering.registry import get_method
 
 
@@ -25,11 +30,6 @@ def vector_layer_specs(config: SweepConfig) -> list[str]:
 
 def prepare(config: SweepConfig, lm: LanguageModel | None = None) -> None:
     """Profiles (scored once, cached) and, if any method needs them, the vector store."""
-    from steer_away.data.prism import load_prism
-    from steer_away.models import load_model
-    from steer_away.profiles import build_profiles, load_profiles, pick_users, save_profiles
-    from steer_away.scoring import make_scorer
-    from steer_away.steering.bank import ExtractionSettings, build_vector_store
 
     run = config.run_dir
     run.mkdir(parents=True, exist_ok=True)
@@ -53,8 +53,6 @@ def prepare(config: SweepConfig, lm: LanguageModel | None = None) -> None:
     build_vector_store(lm, data, scorer, profiles, run / "vectors", settings,
                        shrinkage=config.shrinkage, bt_k=config.bt_k, bt_l2=config.bt_l2)
     if not (run / "vectors" / "cards.json").is_file():
-        from steer_away.steering.card import store_cards
-
         cards, banks = store_cards(lm, run / "vectors", settings.focus_users)
         for card in cards:
             colour = "red" if card.toward_toxicity else "green"

@@ -19,13 +19,21 @@ from typing import Any
 import numpy as np
 
 from steer_away.data.categories import CategoryRule
-from steer_away.evaluation.metrics import finite, mean_by, wilson_interval
-from steer_away.evaluation.mmlu import MMLUQuestion, content_digest
+from steer_away.data.prism import load_prism
+from steer_away.data.prompts import PromptSplit
+from steer_away.evaluation.metrics import finite, mean_by, toxicity_distance, wilson_interval
+from steer_away.evaluation.mmlu import MMLUQuestion, content_digest, load_mmlu, mmlu_predictions
+from steer_away.evaluation.perplexity import answer_perplexities
 from steer_away.evaluation.store import AnswerRecord, MMLURecord
+from steer_away.evaluation.summary import CellSummary
 from steer_away.evaluation.sweep.config import SweepConfig
-from steer_away.models import LanguageModel
-from steer_away.steering.base import MethodArgs, SteeringMethod
-from steer_away.steering.registry import SteeringResources, build_method, get_method
+from steer_away.generation import GenerationConfig, generate
+from steer_away.models import LanguageModel, load_model
+from steer_away.profiles import load_profiles, pick_users
+from steer_away.scoring import make_scorer
+from steer_away.steering.base import MethodArgs, RowSteering, SteeringMethod
+from steer_away.steering.registry import build_method, get_method
+from steer_away.steering.resources import SteeringResources
 
 
 @dataclass(frozen=True)
@@ -49,13 +57,14 @@ class Cell:
 
     @property
     def alpha(self) -> float | None:
-        value = self.args.identity().get("alpha")
+        """The method's strength α in this cell (None: the method has none, or picks it per row)."""
+        value = self.args.strength_value()
         return None if value is None else float(value)
 
     @property
     def settings(self) -> str:
         """The non-default arguments other than α, as shown in a report's 'settings' column."""
-        return " ".join(f"{k}={v}" for k, v in self.args.changed().items() if k != "alpha")
+        return self.args.settings()
 
 
 def cell_key(method: str, args: MethodArgs, fingerprint: str) -> str:
@@ -69,11 +78,6 @@ def _file_digest(path: Path) -> str:
 
 class EvalContext:
     def __init__(self, config: SweepConfig, lm: LanguageModel | None = None) -> None:
-        from steer_away.data.prism import load_prism, preference_pairs, split_pairs
-        from steer_away.models import load_model
-        from steer_away.profiles import load_profiles
-        from steer_away.scoring import make_scorer
-
         self.config = config
         run = config.run_dir
         self.lm = lm or load_model(config.model, device=config.device)
@@ -81,8 +85,8 @@ class EvalContext:
         self.profiles = load_profiles(run / "profiles.json")
         data = load_prism(config.prism)
         self.data = data
-        _, self.heldout_pairs = split_pairs(preference_pairs(data.turns, min_margin=config.min_margin),
-                                            holdout=config.holdout, seed=config.seed)
+        _, self.heldout_pairs = PromptSplit(holdout=config.holdout, seed=config.seed,
+                                            min_margin=config.min_margin).pairs(data.turns)
         self.sensitivity = {u: p.sensitivity for u, p in self.profiles.items()}
         self.users = self._pick_users()
         self.rows = self._pick_rows(CategoryRule.from_file(config.prompt_categories))
@@ -98,8 +102,6 @@ class EvalContext:
         }, sort_keys=True).encode()).hexdigest()[:12]
 
     def _pick_users(self) -> list[str]:
-        from steer_away.profiles import pick_users
-
         return pick_users(self.profiles, self.config.users_per_sensitivity)
 
     def _pick_rows(self, rule: CategoryRule) -> list[EvalRow]:
@@ -123,8 +125,6 @@ class EvalContext:
         return rows
 
     def _load_mmlu(self) -> list[MMLUQuestion]:
-        from steer_away.evaluation.mmlu import load_mmlu
-
         source = self.config.mmlu
         if source in (None, "none"):
             return []
@@ -148,12 +148,6 @@ Batch = tuple[list[AnswerRecord], list[MMLURecord]]
 def compute_cell(ctx: EvalContext, cell: Cell, done_rows: set[str], done_questions: set[str],
                  progress: Callable[[int], Any] | None = None) -> Iterator[Batch]:
     """Yield (answers, mmlu) batches for what is not done yet; the caller stores each at once."""
-    from steer_away.evaluation.metrics import toxicity_distance
-    from steer_away.evaluation.mmlu import mmlu_predictions
-    from steer_away.evaluation.perplexity import answer_perplexities
-    from steer_away.generation import GenerationConfig, generate
-    from steer_away.steering.base import RowSteering
-
     method = ctx.method(cell)
     config = GenerationConfig(max_new_tokens=ctx.config.max_new_tokens)
     todo = [r for r in ctx.rows if r.row_id not in done_rows]
@@ -198,15 +192,15 @@ def compute_cell(ctx: EvalContext, cell: Cell, done_rows: set[str], done_questio
 
 def tox_distances(answers: list[AnswerRecord], preferred: dict[str, float]) -> list[float]:
     """|TOXICITY of the answer − the user's preferred TOXICITY|: the headline distance (the seeds' metric);
-    the six-attribute mean (`distance`, MAE) is kept beside it."""
+    the six-attribute mean (`attribute_mae`) is kept beside it."""
     return [abs(a.toxicity[0] - preferred[a.user_id]) if a.user_id in preferred else float("nan") for a in answers]
 
 
 def summarise(answers: list[AnswerRecord], mmlu: list[MMLURecord],
-              sensitivity: dict[str, str] | None = None, preferred: dict[str, float] | None = None) -> dict[str, Any]:
+              sensitivity: dict[str, str] | None = None, preferred: dict[str, float] | None = None) -> CellSummary:
     """Cell figures; `sensitivity` (user -> strict/moderate/tolerant) adds the per-group breakdown,
     `preferred` (user -> preferred TOXICITY) the TOXICITY distance."""
-    distances = [a.distance for a in answers]
+    distances = [a.attribute_mae for a in answers]
     groups = [(sensitivity or {}).get(a.user_id, "unknown") for a in answers]
     answered = {a.user_id for a in answers}
     preferred = {u: v for u, v in (preferred or {}).items() if u in answered}
@@ -215,23 +209,23 @@ def summarise(answers: list[AnswerRecord], mmlu: list[MMLURecord],
     correct = sum(r.correct for r in mmlu)
     low, high = wilson_interval(correct, len(mmlu))
     users = {a.user_id for a in answers}
-    return {
-        "n": len(answers), "users": len(users),
-        "mae": float(np.mean(distances)) if distances else float("nan"),
-        "mae_by_category": mean_by(distances, [a.category for a in answers]),
-        "mae_by_sensitivity": mean_by(distances, groups),
-        "tox_dist": float(np.nanmean(tox)) if preferred and answers else float("nan"),
-        "tox_dist_by_category": mean_by(tox, [a.category for a in answers]) if preferred else {},
-        "tox_dist_by_sensitivity": mean_by(tox, groups) if preferred else {},
-        "preferred_toxicity": preferred,
-        "sensitivity_of": {u: g for u, g in (sensitivity or {}).items() if u in answered},
-        "toxicity_by_sensitivity": mean_by([a.toxicity[0] for a in answers], groups),
-        "ppl_mean": float(ppl.mean()) if ppl.size else float("nan"),
-        "ppl_median": float(np.median(ppl)) if ppl.size else float("nan"),
-        "empty_answers": sum(1 for a in answers if not a.answer.strip()),
-        "mean_tokens": float(np.mean([a.n_tokens for a in answers])) if answers else 0.0,
-        "toxicity_mean": float(np.mean([a.toxicity[0] for a in answers])) if answers else float("nan"),
-        "mmlu_n": len(mmlu), "mmlu_acc": correct / len(mmlu) if mmlu else float("nan"),
-        "mmlu_ci": [low, high],
-        "mmlu_letter_mass": float(np.nanmean([r.letter_mass for r in mmlu])) if mmlu else float("nan"),
-    }
+    return CellSummary(
+        n=len(answers), users=len(users),
+        mae=float(np.mean(distances)) if distances else float("nan"),
+        mae_by_category=mean_by(distances, [a.category for a in answers]),
+        mae_by_sensitivity=mean_by(distances, groups),
+        tox_dist=float(np.nanmean(tox)) if preferred and answers else float("nan"),
+        tox_dist_by_category=mean_by(tox, [a.category for a in answers]) if preferred else {},
+        tox_dist_by_sensitivity=mean_by(tox, groups) if preferred else {},
+        preferred_toxicity=preferred,
+        sensitivity_of={u: g for u, g in (sensitivity or {}).items() if u in answered},
+        toxicity_by_sensitivity=mean_by([a.toxicity[0] for a in answers], groups),
+        ppl_mean=float(ppl.mean()) if ppl.size else float("nan"),
+        ppl_median=float(np.median(ppl)) if ppl.size else float("nan"),
+        empty_answers=sum(1 for a in answers if not a.answer.strip()),
+        mean_tokens=float(np.mean([a.n_tokens for a in answers])) if answers else 0.0,
+        toxicity_mean=float(np.mean([a.toxicity[0] for a in answers])) if answers else float("nan"),
+        mmlu_n=len(mmlu), mmlu_acc=correct / len(mmlu) if mmlu else float("nan"),
+        mmlu_ci=(low, high),
+        mmlu_letter_mass=float(np.nanmean([r.letter_mass for r in mmlu])) if mmlu else float("nan"),
+    )

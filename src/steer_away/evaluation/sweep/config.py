@@ -7,7 +7,7 @@
     name = ...                  # a registered method (`steer-away methods` lists them)
     alpha = [0.5, 1.0]          # a list is an axis of the grid
     gate = "prefill"            # a single value is fixed
-    alpha = "calibration/calibration.json"   # the α `steer-away calibrate` recommended
+    alpha = "calibration/calibration.json"   # the strength α `steer-away calibrate` recommended
 
 Every key of a `[[methods]]` table other than `name` must be an argument of that method; the
 values are checked by the method's own argument dataclass when the config is read.
@@ -16,24 +16,24 @@ values are checked by the method's own argument dataclass when the config is rea
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from steer_away.errors import InputError
 from steer_away.files import read_structured
 from steer_away.steering.base import MethodArgs, MethodArgsError
 from steer_away.steering.registry import UnknownMethodError, get_method
 
 
-class SweepConfigError(ValueError):
+class SweepConfigError(InputError):
     """A sweep config with an unknown key or a bad value; names the file and the key."""
 
 
 def calibrated_alpha(path: str, base: Path, where: str) -> float:
     """The recommended α of a `steer-away calibrate` result (a path relative to the config's folder)."""
-    import json
-
     file = Path(path) if Path(path).is_absolute() else base / path
     try:
         raw = json.loads(file.read_text(encoding="utf-8"))
@@ -44,6 +44,16 @@ def calibrated_alpha(path: str, base: Path, where: str) -> float:
         summary = raw.get("summary", "") if isinstance(raw, dict) else ""
         raise SweepConfigError(f"{where}: {file} recommends no α ({summary or 'not a calibration file'})")
     return float(value)
+
+
+def _strength_argument(method: str) -> str | None:
+    """The argument that is `method`'s strength α (None: it has none, or the method is unknown,
+    which `MethodGrid.expand` reports)."""
+    try:
+        strength = get_method(method).args.strength
+    except UnknownMethodError:
+        return None
+    return strength.argument if strength is not None else None
 
 
 @dataclass
@@ -111,9 +121,10 @@ class SweepConfig:
             if not isinstance(name, str):
                 raise SweepConfigError(f"{where}.name is missing")
             axes = {k: (list(v) if isinstance(v, list) else [v]) for k, v in item.items()}
-            if "alpha" in axes:
-                axes["alpha"] = [calibrated_alpha(v, Path(source).parent, f"{where}.alpha")
-                                 if isinstance(v, str) and v.endswith(".json") else v for v in axes["alpha"]]
+            strength = _strength_argument(name)
+            if strength in axes:
+                axes[strength] = [calibrated_alpha(v, Path(source).parent, f"{where}.{strength}")
+                                  if isinstance(v, str) and v.endswith(".json") else v for v in axes[strength]]
             for key, values in axes.items():
                 if not values:
                     raise SweepConfigError(f"{where}.{key} is an empty list")

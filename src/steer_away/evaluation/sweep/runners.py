@@ -16,7 +16,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from steer_away.console import console
-from steer_away.evaluation.store import ResultsStore
+from steer_away.evaluation.store import CellSpec, ResultsStore
 from steer_away.evaluation.sweep.artefacts import prepare
 from steer_away.evaluation.sweep.cells import Batch, Cell, EvalContext, compute_cell, summarise
 from steer_away.evaluation.sweep.config import SweepConfig
@@ -55,7 +55,7 @@ def run_sweep(config: SweepConfig, *, ray_address: str | None = None, lm: Langua
     cells = ctx.cells()
     for cell in cells:
         store.register_cell(cell.key, cell.method, cell.alpha, cell.settings,
-                            {"args": cell.args.identity(), "fingerprint": ctx.fingerprint, "label": cell.label})
+                            CellSpec(ctx.fingerprint, cell.args.identity(), cell.label))
     pending = [c for c in cells if store.cell_status(c.key) != "done"]
     skipped = [c.key for c in cells if c not in pending]
     if skipped:

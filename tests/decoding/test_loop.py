@@ -8,7 +8,8 @@ from steer_away.generation import generate
 from steer_away.profiles.build import UserProfile
 from steer_away.steering.activation import ActivationSteering
 from steer_away.steering.base import RowSteering, Unsteered
-from steer_away.steering.logits import ACD, EADS, SteeringCategory
+from steer_away.steering.categories import SteeringCategory
+from steer_away.steering.logits import ACD, EADS, CategoryOverride
 from steer_away.steering.vectors import SteeringVector
 
 LONG = GenerationConfig(max_new_tokens=24, stop_on_eos=False)
@@ -38,7 +39,7 @@ def alone(lm, prompt, method=None, row=None, config=LONG):
 
 
 def cache_rows(loop):
-    return internals.kv_layers(loop._cache)[0][0].shape[0] if loop._cache is not None else 0
+    return internals.kv_layers(loop.batch.cache)[0][0].shape[0] if loop.batch is not None else 0
 
 
 def test_a_request_joining_mid_flight_starts_at_once_and_answers_as_if_alone(tiny_lm):
@@ -67,7 +68,7 @@ def test_every_method_shares_steps_with_every_other(tiny_lm):
         (2, PROMPTS[2], GATED, RowSteering()),
         (3, PROMPTS[3], ACD(CATS, PROFILES, alpha=3.0), RowSteering("t")),
         (4, PROMPTS[1], CAA, RowSteering("bob", alpha=-1.0)),
-        (9, PROMPTS[2], EADS(CATS, PROFILES), RowSteering(category="tolerant")),
+        (9, PROMPTS[2], EADS(CATS, PROFILES), RowSteering(overrides=CategoryOverride("tolerant"))),
     ]
     loop = DecodeLoop(tiny_lm)
     requests = []
@@ -105,10 +106,10 @@ def test_a_long_prompt_leaving_takes_its_padding_with_it(tiny_lm):
     short = loop.add(DecodeRequest(PROMPTS[2], config=LONG))
     loop.add(DecodeRequest(PROMPTS[3], config=GenerationConfig(max_new_tokens=3)))
     loop.step()
-    padded = loop._mask.shape[1]
+    padded = loop.batch.mask.shape[1]
     while len(loop.active) == 2:
         loop.step()
-    assert loop._mask.shape[1] < padded - 5 and bool(loop._mask.all())  # only the short row's own tokens
+    assert loop.batch.mask.shape[1] < padded - 5 and bool(loop.batch.mask.all())  # only the short row's own tokens
     loop.run()
     assert short.tokens == alone(tiny_lm, PROMPTS[2])
 
@@ -116,7 +117,7 @@ def test_a_long_prompt_leaving_takes_its_padding_with_it(tiny_lm):
 def test_a_method_that_cannot_serve_a_request_fails_it_on_joining(tiny_lm):
     loop = DecodeLoop(tiny_lm)
     try:
-        loop.add(DecodeRequest(PROMPTS[0], EADS(CATS, PROFILES), RowSteering(category="nope"), LONG))
+        loop.add(DecodeRequest(PROMPTS[0], EADS(CATS, PROFILES), RowSteering(overrides=CategoryOverride("nope")), LONG))
     except ValueError as err:
         assert "nope" in str(err)
     else:

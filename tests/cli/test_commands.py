@@ -124,3 +124,20 @@ def test_categories_check_reads_a_prompt_file(tiny_model_dir, tmp_path, capsys):
     assert "2 prompts" in text and "anti_expert" in text and "strict: anti-expert − expert" in text
     assert main(["categories", "check", "--model", str(tiny_model_dir), "--prompts", str(prompts),
                  "--category", "nope"]) == 2
+
+
+def test_calibrate_prompts_come_from_the_split_the_vectors_were_extracted_with(tiny_model_dir, tmp_path):
+    from steer_away.cli import build_parser
+    from steer_away.cli.options import prompt_set
+    from steer_away.data.prompts import PromptSplit, heldout_openings
+
+    store = tmp_path / "vectors"
+    assert main(["vectors", "extract", "--model", str(tiny_model_dir), "--device", "cpu", "--layers", "1-2",
+                 "--n-pairs", "8", "--holdout", "0.5", "--seed", "3", "--out", str(store)]) == 0
+    assert PromptSplit.stored_with(store) == PromptSplit(holdout=0.5, seed=3)
+    args = build_parser().parse_args(["calibrate", "--vectors", str(store), "--n-prompts", "50"])
+    assert prompt_set(args) == heldout_openings(None, 50, PromptSplit(holdout=0.5, seed=3))
+    assert prompt_set(args) != heldout_openings(None, 50)
+    # without vectors (categories check): the default split, as before
+    check = build_parser().parse_args(["categories", "check", "--n-prompts", "12"])
+    assert prompt_set(check) == heldout_openings(None, 12)

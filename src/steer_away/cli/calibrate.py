@@ -1,0 +1,123 @@
+"""`calibrate` (the α range where a method works) and `categories check` (do the logit branches differ)."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.markup import escape
+from rich.table import Table
+
+from steer_away.cli.errors import UsageError
+from steer_away.cli.options import (
+    add_batch_size_option,
+    add_categories_option,
+    add_max_tokens_option,
+    add_model_options,
+    add_prompt_set_options,
+    add_scorer_options,
+    add_steering_options,
+    load_model_from_args,
+    method_from_args,
+    prompt_set,
+    scorer_from_args,
+)
+from steer_away.console import console, status
+from steer_away.evaluation.branch_contrast import branch_contrasts
+from steer_away.evaluation.branches import check_branches
+from steer_away.evaluation.calibrate import calibrate, save_calibration
+from steer_away.steering.categories import load_categories
+
+VERDICTS = {
+    "differ": "[green]branches differ[/green]",
+    "inverted": "[green]branches differ, the expert being the edgier (an inverted design)[/green]",
+    "barely": "[yellow]branches barely differ: the contrast carries little toxicity signal[/yellow]",
+}
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    try:
+        alphas = [float(a) for a in args.alphas.split(",") if a.strip()]
+    except ValueError:
+        raise UsageError(f"--alphas must be comma-separated numbers, got {args.alphas!r}") from None
+    prompts = prompt_set(args)
+    lm = load_model_from_args(args)
+    method = method_from_args(args, lm)
+    scorer = scorer_from_args(args)
+    name = args.method or type(method).__name__
+    result = calibrate(lm, method, prompts, alphas, scorer, name=name, user=args.user, category=args.category,
+                       direction=args.direction, max_new_tokens=args.max_tokens, batch_size=args.batch_size,
+                       max_collapsed=args.max_collapsed, max_distinct_drop=args.max_distinct_drop,
+                       max_ppl_ratio=args.max_ppl_ratio)
+    table = Table(title=f"calibration of {name} on {len(prompts)} prompts")
+    for column in ("α", "TOXICITY [95% CI]", "Δ vs α=0 [paired 95% CI]", "distinct-2", "collapsed", "PPL", "usable",
+                   "most toxic answer"):
+        table.add_column(column)
+    for p in result.points:
+        table.add_row(f"{p.alpha:g}", f"{p.toxicity:.3f} [{p.toxicity_ci[0]:.3f}, {p.toxicity_ci[1]:.3f}]",
+                      f"{p.change:+.3f} [{p.change_ci[0]:+.3f}, {p.change_ci[1]:+.3f}]",
+                      f"{p.distinct2:.2f}", f"{100 * p.collapsed_share:.0f}%", f"{p.perplexity:.1f}",
+                      "yes" if p.usable else "[red]no[/red]", escape(p.sample[:70]))
+    console.print(table)
+    console.print(escape(result.summary()))
+    files = save_calibration(result, args.out)
+    console.print(f"wrote {', '.join(str(f) for f in files)}")
+    return 0
+
+
+def cmd_categories_check(args: argparse.Namespace) -> int:
+    categories = load_categories(args.categories)
+    if args.category:
+        unknown = [c for c in args.category if c not in categories]
+        if unknown:
+            raise UsageError(f"unknown category {unknown[0]!r} (have {', '.join(sorted(categories))})")
+        categories = {c: categories[c] for c in args.category}
+    prompts = prompt_set(args)
+    lm = load_model_from_args(args)
+    scorer = scorer_from_args(args)
+    with status(f"Answering {len(prompts)} prompts with each branch…"):
+        rows = check_branches(lm, categories, prompts, scorer, max_new_tokens=args.max_tokens,
+                              batch_size=args.batch_size)
+    table = Table(title=f"TOXICITY of each branch's own greedy answers ({len(prompts)} prompts, {scorer.backend})")
+    for column in ("category", "branch", "mean TOXICITY [95% CI]", "most toxic answer"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r.category, r.branch, f"{r.mean:.3f} [{r.ci[0]:.3f}, {r.ci[1]:.3f}]", escape(r.most_toxic[:80]))
+    console.print(table)
+    for contrast in branch_contrasts(rows, categories):
+        console.print(f"{contrast.category}: anti-expert − expert TOXICITY {contrast.gap:+.3f}: "
+                      f"{VERDICTS[contrast.verdict]}")
+    return 0
+
+
+def add_calibrate(sub: argparse._SubParsersAction) -> None:
+    cal = sub.add_parser("calibrate", help="find the α range where a method changes TOXICITY before text breaks")
+    add_model_options(cal)
+    add_steering_options(cal)
+    cal.add_argument("--alphas", default="0.25,0.5,1,2,4,8", help="comma-separated strengths (α = 0 is added)")
+    cal.add_argument("--user", default=None, help="calibrate the steering of this user (personal methods)")
+    cal.add_argument("--category", default=None, help="logit steering: the category to calibrate")
+    cal.add_argument("--direction", choices=["lower", "higher"], default="lower",
+                     help="which way TOXICITY should move (default: lower)")
+    add_prompt_set_options(cal)
+    add_max_tokens_option(cal, 40)
+    add_batch_size_option(cal)
+    cal.add_argument("--max-collapsed", type=float, default=0.1, help="largest usable share of collapsed answers")
+    cal.add_argument("--max-distinct-drop", type=float, default=0.1, help="largest usable drop in distinct-2")
+    cal.add_argument("--max-ppl-ratio", type=float, default=2.0,
+                     help="largest usable median perplexity, as a multiple of the unsteered answers'")
+    add_scorer_options(cal)
+    cal.add_argument("--out", default="calibration", help="folder for calibration.json and calibration.png")
+    cal.set_defaults(func=cmd_calibrate)
+
+
+def add_categories(sub: argparse._SubParsersAction) -> None:
+    cats = sub.add_parser("categories", help="logit-steering categories").add_subparsers(dest="action", required=True)
+    check = cats.add_parser("check", help="TOXICITY of each category's base, expert and anti-expert answers")
+    add_model_options(check)
+    add_categories_option(check)
+    check.add_argument("--category", action="append", default=None, help="only this category (repeatable)")
+    add_prompt_set_options(check)
+    add_max_tokens_option(check, 40)
+    add_batch_size_option(check)
+    add_scorer_options(check)
+    check.set_defaults(func=cmd_categories_check)

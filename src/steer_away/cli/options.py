@@ -1,0 +1,123 @@
+"""Options several commands share, each defined once, and turning them into library objects."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.markup import escape
+
+from steer_away.cli.errors import UsageError
+from steer_away.console import console, status
+from steer_away.data.prompts import PromptSplit, heldout_openings, read_prompt_file
+from steer_away.models import LanguageModel, LoadedModel, load_model
+from steer_away.scoring import CachedScorer, make_scorer
+from steer_away.scoring.registry import DEFAULT_BACKEND
+from steer_away.steering.base import SteeringMethod
+from steer_away.steering.registry import build_method, default_method, get_method, method_names
+from steer_away.steering.resources import SteeringResources
+
+PRISM_HELP = ("PRISM-shaped data: a folder of JSONL files, 'hub' for real PRISM, 'standin' (default: our synthetic "
+              "stand-in) or 'contrast-fixture' (a tiny extreme-contrast set for machinery tests)")
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None,
+                        help="hub id, local folder or .gguf file (default: embedded SmolLM2-135M-Instruct)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … (default: auto)")
+
+
+def load_model_from_args(args: argparse.Namespace) -> LoadedModel:
+    with status(f"Loading model {args.model or 'embedded SmolLM2-135M-Instruct'}…"):
+        return load_model(args.model, device=args.device)
+
+
+def add_prism_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prism", default=None, help=PRISM_HELP)
+
+
+def add_scorer_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scorer", default=DEFAULT_BACKEND, help="jigsaw-bilstm (offline), detoxify, perspective")
+    parser.add_argument("--score-cache", default=None, help="SQLite score cache (default: user cache folder)")
+
+
+def scorer_from_args(args: argparse.Namespace) -> CachedScorer:
+    return make_scorer(args.scorer, cache_path=args.score_cache)
+
+
+def add_batch_size_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-size", type=int, default=8)
+
+
+def add_max_tokens_option(parser: argparse.ArgumentParser, default: int) -> None:
+    parser.add_argument("--max-tokens", type=int, default=default)
+
+
+def add_prompt_set_options(parser: argparse.ArgumentParser) -> None:
+    """--prompts FILE, else --n-prompts held-out opening prompts of --prism."""
+    parser.add_argument("--prompts", default=None, help="a text file, one prompt per line (default: held-out "
+                                                        "opening prompts of --prism)")
+    add_prism_option(parser)
+    parser.add_argument("--n-prompts", type=int, default=12)
+
+
+def prompt_set(args: argparse.Namespace) -> list[str]:
+    """The prompts --prompts names, else held-out openings of --prism, held out by the split stored
+    with --vectors when the command takes vectors."""
+    if args.prompts:
+        return read_prompt_file(args.prompts)
+    return heldout_openings(args.prism, args.n_prompts, PromptSplit.stored_with(getattr(args, "vectors", None)))
+
+
+def add_categories_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--categories", default=None, help="steering-category TOML (default: shipped)")
+
+
+def add_resource_options(parser: argparse.ArgumentParser) -> None:
+    """What steering methods read: profiles, vectors and steering categories."""
+    parser.add_argument("--vectors", "--vector", dest="vectors", default=None,
+                        help="CAA: a vector store folder, a bank folder, a .safetensors vector or a .gguf control vector")
+    parser.add_argument("--profiles", default=None, help="profiles JSON (users' sensitivity, for logit steering)")
+    add_categories_option(parser)
+
+
+def add_steering_options(parser: argparse.ArgumentParser) -> None:
+    """--method, the resources it reads, and one flag per method argument (from the methods' argument
+    dataclasses, so a new argument is a new flag with no change here)."""
+    names = method_names()
+    parser.add_argument("--method", choices=names, default=None, metavar="METHOD",
+                        help="; ".join(f"{n}: {get_method(n).summary}" for n in names)
+                        + " (default: the first vector method when --vectors is given, else the baseline)")
+    add_resource_options(parser)
+    parser.add_argument("--allow-other-model", action="store_true",
+                        help="use vectors extracted under another model id (hidden size and depth are still checked)")
+    group = parser.add_argument_group("method arguments (each method takes some of these; see --method)")
+    for field, text in method_fields().items():
+        group.add_argument(f"--{field.replace('_', '-')}", dest=f"arg_{field}", default=None, help=text)
+
+
+def method_fields() -> dict[str, str]:
+    """Every argument any registered method takes, with the first help text seen for it."""
+    fields: dict[str, str] = {}
+    for name in method_names():
+        for field, text in get_method(name).args.field_help().items():
+            fields.setdefault(field, text)
+    return fields
+
+
+def method_from_args(args: argparse.Namespace, lm: LanguageModel) -> SteeringMethod:
+    """The method the flags name, with its arguments from the per-argument flags."""
+    name = args.method or default_method(with_vectors=bool(args.vectors))
+    entry = get_method(name)
+    given = {field: getattr(args, f"arg_{field}") for field in method_fields()
+             if getattr(args, f"arg_{field}", None) is not None}
+    takes = set(entry.args.field_help())
+    for field in given:
+        if field not in takes:
+            raise UsageError(f"--{field.replace('_', '-')} does not apply to {name} "
+                             f"(it takes: {', '.join('--' + t.replace('_', '-') for t in sorted(takes)) or 'nothing'})")
+    method_args = entry.make_args(given, where=f"{name} (command line)")
+    resources = SteeringResources(lm, profiles=args.profiles, vectors=args.vectors, categories=args.categories,
+                                  allow_other_model=args.allow_other_model)
+    if getattr(args, "user", None) and entry.needs.profiles and args.profiles and args.user not in resources.profiles():
+        console.print(f"[yellow]user {escape(args.user)} has no profile; {name} uses its default for them[/yellow]")
+    return build_method(name, method_args, resources)

@@ -1,0 +1,47 @@
+"""`serve`: the OpenAI-compatible chat server with per-user steering."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from steer_away.cli.options import add_model_options, add_resource_options, load_model_from_args
+from steer_away.console import console
+from steer_away.decoding import JOIN_POLICIES
+from steer_away.steering.registry import method_names
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    # fastapi and uvicorn are optional ([serve]): imported only to serve
+    from steer_away.server import ServerSettings, serve
+
+    lm = load_model_from_args(args)
+    settings = ServerSettings(model_name=args.name, default_method=args.method,
+                              api_key=args.api_key or os.environ.get("STEER_AWAY_API_KEY"), max_batch=args.max_batch,
+                              max_queue=args.max_queue, max_tokens_limit=args.max_tokens_limit,
+                              scheduler=args.scheduler)
+    console.print(f"serving {lm.model_id} as '{settings.model_name}' on http://{args.host}:{args.port} "
+                  f"(auth: {'on' if settings.api_key else 'off'})")
+    serve(lm, args.host, args.port, profiles=args.profiles, vectors=args.vectors, categories=args.categories,
+          settings=settings)
+    return 0
+
+
+def add_serve(sub: argparse._SubParsersAction) -> None:
+    srv = sub.add_parser("serve", help="OpenAI-compatible chat server with per-user steering")
+    add_model_options(srv)
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8000)
+    add_resource_options(srv)
+    srv.add_argument("--method", choices=method_names(), default=None, metavar="METHOD",
+                     help="steering when a request names none (default: a per-user vector method when "
+                          "--vectors is given, else the baseline)")
+    srv.add_argument("--name", default="steer-away", help="model name the API reports")
+    srv.add_argument("--api-key", default=None, help="require this bearer token (or set STEER_AWAY_API_KEY)")
+    srv.add_argument("--max-batch", type=int, default=8, help="requests decoded together at most")
+    srv.add_argument("--scheduler", choices=list(JOIN_POLICIES), default="continuous",
+                     help="continuous: a request joins the running batch at the next step; static: only once "
+                          "the running batch has ended")
+    srv.add_argument("--max-queue", type=int, default=64)
+    srv.add_argument("--max-tokens-limit", type=int, default=512)
+    srv.set_defaults(func=cmd_serve)

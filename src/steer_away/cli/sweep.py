@@ -1,0 +1,78 @@
+"""`sweep` (evaluate a grid, then report), `report` (tables and plots from a store) and `demo`."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from steer_away.cli.tables import print_main_table
+from steer_away.console import console
+from steer_away.evaluation.demo import DEMO_TITLE, demo_config, demo_preface
+from steer_away.evaluation.pipeline import sweep_and_report
+from steer_away.evaluation.report import write_report
+from steer_away.evaluation.sweep import SweepConfig
+
+
+def _sweep_and_print(config: SweepConfig, args: argparse.Namespace, title: str, preface: str = "") -> None:
+    done = sweep_and_report(config, title=title, preface=preface, ray_address=args.ray, with_ppa=not args.no_ppa,
+                            report_dir=args.report)
+    print_main_table(done.tables.main, title)
+    if done.ppa:
+        console.print("PPA: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in done.ppa.items() if k != "pairs"))
+    console.print(f"report: {done.report_dir / 'report.md'} (+ main.csv, categories.csv, sweep.png)")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    config = SweepConfig.from_toml(args.config)
+    if args.out:
+        config.out = args.out
+    _sweep_and_print(config, args, f"sweep {config.name}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    out = Path(args.out or Path(args.store).parent / "report")
+    tables = write_report(args.store, out, fingerprint=args.fingerprint)
+    print_main_table(tables.main, f"report of {args.store}")
+    console.print(f"report: {out / 'report.md'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    config = demo_config(args.out, quick=args.quick)
+    console.print(f"[bold]steer-away demo[/bold]: embedded SmolLM2-135M-Instruct, synthetic PRISM stand-in, "
+                  f"offline toxicity scorer → {config.out}")
+    _sweep_and_print(config, args, DEMO_TITLE, preface=demo_preface(config))
+    console.print(f"demo finished in {time.perf_counter() - start:.0f}s")
+    return 0
+
+
+def add_sweep(sub: argparse._SubParsersAction) -> None:
+    sw = sub.add_parser("sweep", help="evaluate a grid of methods × α × layers (resumable)")
+    sw.add_argument("--config", required=True, help="sweep TOML (see src/steer_away/resources/demo_sweep.toml)")
+    sw.add_argument("--out", default=None, help="run folder (overrides the config's)")
+    sw.add_argument("--ray", nargs="?", const="local", default=None,
+                    help="spread cells over Ray: a local instance, or ray://host:port")
+    sw.add_argument("--report", default=None, help="report folder (default: <run folder>/report)")
+    sw.add_argument("--no-ppa", action="store_true", help="skip personalised preference accuracy")
+    sw.set_defaults(func=cmd_sweep)
+
+
+def add_report(sub: argparse._SubParsersAction) -> None:
+    rep = sub.add_parser("report", help="tables and plots from a results store")
+    rep.add_argument("--store", required=True, help="results.sqlite of a sweep")
+    rep.add_argument("--out", default=None)
+    rep.add_argument("--fingerprint", default=None, help="which sweep setup to report (default: the latest)")
+    rep.set_defaults(func=cmd_report)
+
+
+def add_demo(sub: argparse._SubParsersAction) -> None:
+    demo = sub.add_parser("demo", help="the main job: profiles, vectors, a small sweep and a report")
+    demo.add_argument("--out", default="steer-away-demo", help="run folder (report in <out>/report)")
+    demo.add_argument("--quick", action="store_true", help="a tiny grid, for a smoke test")
+    demo.add_argument("--report", default=None)
+    demo.add_argument("--ray", nargs="?", const="local", default=None)
+    demo.add_argument("--no-ppa", action="store_true")
+    demo.set_defaults(func=cmd_demo)

@@ -1,0 +1,13 @@
+"""Decoding, structured as serving engines structure it: requests with a life cycle (`request`), a
+pure-Python scheduler that is the only admission policy (`scheduler`), every cut and splice of the
+KV cache (`kv_cache`), one forward pass with stacked edits (`runner`), and token picking for whole
+groups of requests (`sampler`), driven by `loop.DecodeLoop`: step = schedule → execute → update.
+"""
+
+from steer_away.decoding.kv_cache import encode_prepared, encode_rows
+from steer_away.decoding.loop import DecodeLoop, stop_token_ids
+from steer_away.decoding.request import DecodeRequest, Generation, GenerationConfig, RequestStatus, requests_for
+from steer_away.decoding.scheduler import JOIN_POLICIES, JoinPolicy, join_policy_named
+
+__all__ = ["JOIN_POLICIES", "DecodeLoop", "DecodeRequest", "Generation", "GenerationConfig", "JoinPolicy",
+           "RequestStatus", "encode_prepared", "encode_rows", "join_policy_named", "requests_for", "stop_token_ids"]

@@ -1,0 +1,154 @@
+"""The decode loop every generation runs through: offline batches and the server alike.
+
+Requests join and leave at step boundaries (continuous batching). Each step is
+schedule → execute → update: the scheduler says who leaves, who decodes and who joins; the runner
+runs the decoding rows one token (all requests' edits stacked into one pass) and prefills the
+joiners, whose keys and values are appended to the running batch's cache; the sampler picks each
+request's token from its own rows (combined by its method); then requests that finished leave and
+their rows are cut out of the cache.
+
+Each request keeps its own steering. A method's branches (base, expert, anti-expert, …) are rows of
+the shared forward batch, combined per request before its token is picked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from steer_away.chat import as_conversation, render_chat
+from steer_away.decoding.kv_cache import RunningBatch
+from steer_away.decoding.request import DecodeRequest, RequestStatus, RunState
+from steer_away.decoding.runner import ModelRunner
+from steer_away.decoding.sampler import Sampler
+from steer_away.decoding.scheduler import JoinPolicy, Scheduler, continuous
+from steer_away.models import LanguageModel
+
+
+def stop_token_ids(lm: LanguageModel) -> list[int]:
+    ids: set[int] = set()
+    for source in (getattr(lm.model, "generation_config", None), lm.tokenizer):
+        value = getattr(source, "eos_token_id", None)
+        if isinstance(value, int):
+            ids.add(value)
+        elif value:
+            ids.update(int(v) for v in value)
+    return sorted(ids)
+
+
+class DecodeLoop:
+    """A running batch that requests join and leave at step boundaries; `step()` advances it by one
+    token. Not thread-safe: one thread owns a loop (and the model) and calls everything on it.
+
+    `max_batch` (with its join policy) bounds how many requests run at once; None lets every
+    waiting request join at the next step (offline `generate`)."""
+
+    def __init__(self, lm: LanguageModel, policy: JoinPolicy = continuous, max_batch: int | None = None) -> None:
+        self.lm = lm
+        self.scheduler: Scheduler[DecodeRequest] = Scheduler(policy, max_batch)
+        self.runner = ModelRunner(lm)
+        self.sampler = Sampler()
+        self.batch: RunningBatch | None = None  # the running requests' cache and mask
+        self._members: list[DecodeRequest] = []  # whose rows `batch` holds, in row order
+        self._stops = set(stop_token_ids(lm))
+        self.steps = 0
+
+    # -- membership --
+
+    def add(self, request: DecodeRequest) -> DecodeRequest:
+        """Queue a request to join at the next step; a method that cannot serve it raises here."""
+        prepared = request.method.prepare(self.lm, [as_conversation(request.conversation)], [request.row])
+        texts = [render_chat(self.lm.tokenizer, branch[0]) for branch in prepared.branches]
+        request.state = RunState(prepared, texts)
+        self.scheduler.add(request)
+        return request
+
+    def cancel(self, request: DecodeRequest) -> None:
+        """End a request at the next step boundary (a client that left); it keeps what it has."""
+        request.cancel_requested = True
+
+    def room(self) -> int:
+        """How many more requests may be added now (the scheduler's join policy)."""
+        return self.scheduler.room()
+
+    @property
+    def active(self) -> list[DecodeRequest]:
+        return list(self.scheduler.running)
+
+    @property
+    def pending(self) -> list[DecodeRequest]:
+        return list(self.scheduler.waiting)
+
+    def __len__(self) -> int:
+        return len(self.scheduler)
+
+    @property
+    def idle(self) -> bool:
+        return self.scheduler.idle
+
+    def run(self) -> None:
+        while not self.idle:
+            self.step()
+
+    # -- one step --
+
+    @torch.inference_mode()
+    def step(self) -> list[DecodeRequest]:
+        """Cancelled requests leave, running ones decode one token, joiners are prefilled (their
+        first token); returns the requests that ended in this step."""
+        plan = self.scheduler.schedule()
+        if plan.left:
+            self._keep(plan.decode)
+        if plan.decode:
+            assert self.batch is not None
+            for request in plan.decode:
+                request.state.steps += 1  # type: ignore[union-attr]
+            logits = self.runner.decode(plan.decode, self.batch)
+            self._update(plan.decode, self.sampler.sample(plan.decode, logits))
+        if plan.join:
+            logits, joined = self.runner.prefill(plan.join)
+            start = 0
+            for request in plan.join:
+                request.prompt_tokens = int(joined.mask[start].sum())
+                request.joined_at = self.steps
+                start += request.width
+            self._update(plan.join, self.sampler.sample(plan.join, logits))
+            if self.batch is None:
+                self.batch = joined
+            else:
+                self.batch.append(joined.cache, joined.mask)
+            self._members += plan.join
+            self.runner.batch_changed()
+        finished = self.scheduler.finish()
+        if finished:
+            self._keep(self.scheduler.running)
+        self.steps += 1
+        return plan.cancelled + finished
+
+    def _update(self, requests: Sequence[DecodeRequest], tokens: Sequence[int]) -> None:
+        """Append each request's token, or end it on a stop token or at its length."""
+        for request, token in zip(requests, tokens):
+            config = request.config
+            if config.stop_on_eos and token in self._stops:
+                request.status = RequestStatus.FINISHED_STOPPED
+                continue
+            request.tokens.append(token)
+            request.state.next_token = token  # type: ignore[union-attr]
+            if request.on_token is not None:
+                request.on_token(token)
+            if len(request.tokens) >= config.max_new_tokens:
+                request.status = RequestStatus.FINISHED_LENGTH
+
+    def _keep(self, kept: Sequence[DecodeRequest]) -> None:
+        """Keep only `kept`'s rows of the running batch (a subsequence of its members, in order)."""
+        self.runner.batch_changed()
+        if not kept or self.batch is None:
+            self.batch, self._members = None, []
+            return
+        offsets, start = {}, 0
+        for request in self._members:
+            offsets[id(request)] = start
+            start += request.width
+        self.batch.keep([row for r in kept for row in range(offsets[id(r)], offsets[id(r)] + r.width)])
+        self._members = list(kept)

@@ -1,0 +1,147 @@
+"""A request to the decode loop, its sampling settings, its life cycle and its result.
+
+What a caller asks for (conversation, method, row, config, generator, callback) and what the loop
+reports back (status, tokens, prompt length) live here; the loop's own bookkeeping for a running
+request (its prepared branches, its step clock, the token to feed next) is kept in `RunState`,
+which only the loop writes.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+from steer_away.chat import Conversation, as_conversation
+from steer_away.errors import InputError
+from steer_away.models import LanguageModel
+from steer_away.steering.base import PreparedBatch, RowSteering, SteeringMethod, Unsteered
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    max_new_tokens: int = 64
+    do_sample: bool = False  # greedy by default, as in the CAA study, to remove sampling noise
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop_on_eos: bool = True  # False: always max_new_tokens tokens (benchmarks need equal lengths)
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise InputError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.do_sample and not (self.temperature > 0 and 0 < self.top_p <= 1):
+            raise InputError("sampling needs temperature > 0 and 0 < top_p <= 1")
+
+    def score_processors(self) -> LogitsProcessorList:
+        """The edits applied to the steered scores before a token is drawn, in transformers'
+        `LogitsProcessor` convention (`(input_ids, scores) -> scores`), so any of theirs can join."""
+        processors = LogitsProcessorList()
+        if self.do_sample:
+            if self.temperature != 1.0:
+                processors.append(TemperatureLogitsWarper(self.temperature))
+            if self.top_p < 1.0:
+                processors.append(TopPLogitsWarper(self.top_p))
+        return processors
+
+
+@dataclass
+class Generation:
+    text: str
+    token_ids: list[int]
+    prompt_tokens: int
+    finish_reason: str  # "stop" (end-of-sequence token), "length", or "cancelled"
+
+
+class RequestStatus(enum.Enum):
+    """WAITING to join, RUNNING in the batch, or finished for one of three reasons."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED_STOPPED = "stop"  # picked an end-of-sequence token
+    FINISHED_LENGTH = "length"  # reached max_new_tokens
+    FINISHED_CANCELLED = "cancelled"  # its client left
+
+    @property
+    def finished(self) -> bool:
+        return self not in (RequestStatus.WAITING, RequestStatus.RUNNING)
+
+
+@dataclass(eq=False)
+class RunState:
+    """The loop's bookkeeping for one request (written by the loop only)."""
+
+    prepared: PreparedBatch  # its branches, residual edits and logit rule
+    texts: list[str]  # each branch's rendered chat text
+    steps: int = 0  # forward passes it has been through; 0 is its prefill (a gate counts on this clock)
+    next_token: int = 0  # the token to feed at the next step
+
+    @property
+    def width(self) -> int:
+        """Rows this request takes in a forward pass: one per branch."""
+        return self.prepared.num_branches
+
+
+@dataclass(eq=False)
+class DecodeRequest:
+    """One conversation to answer, steered by `method` for `row`.
+
+    `on_token(id)` is called with each new token as it is picked (not with a stop token), from the
+    thread that runs the loop. `generator` draws this request's samples: seeded, its text does not
+    depend on what shares its steps.
+    """
+
+    conversation: Conversation | str
+    method: SteeringMethod = field(default_factory=Unsteered)
+    row: RowSteering = field(default_factory=RowSteering)
+    config: GenerationConfig = field(default_factory=GenerationConfig)
+    generator: torch.Generator | None = None
+    on_token: Callable[[int], None] | None = None
+    status: RequestStatus = RequestStatus.WAITING
+    tokens: list[int] = field(default_factory=list)
+    prompt_tokens: int = 0
+    joined_at: int = -1  # the loop step at which it was prefilled
+    cancel_requested: bool = False
+    state: RunState | None = None  # set by the loop when it accepts the request
+
+    @property
+    def done(self) -> bool:
+        return self.status.finished
+
+    @property
+    def finish_reason(self) -> str | None:
+        """"stop", "length" or "cancelled" once it has ended, else None."""
+        return self.status.value if self.status.finished else None
+
+    @property
+    def width(self) -> int:
+        return self.state.width if self.state is not None else 1
+
+    def result(self, lm: LanguageModel) -> Generation:
+        return Generation(text=lm.tokenizer.decode(self.tokens, skip_special_tokens=True).strip(),
+                          token_ids=list(self.tokens), prompt_tokens=self.prompt_tokens,
+                          finish_reason=self.finish_reason or "length")
+
+
+def requests_for(prompts: Sequence[str | Conversation], method: SteeringMethod | None,
+                 rows: Sequence[RowSteering] | None, config: GenerationConfig,
+                 seeds: Sequence[int | None] | None = None, device: torch.device | str = "cpu"
+                 ) -> list[DecodeRequest]:
+    """One request per prompt. Sampling draws from one generator per seeded row, else one generator
+    (`config.seed`) shared by the batch in row order."""
+    rows = list(rows) if rows is not None else [RowSteering()] * len(prompts)
+    if len(rows) != len(prompts):
+        raise InputError(f"{len(rows)} steering rows for {len(prompts)} prompts")
+    if seeds is not None and len(seeds) != len(prompts):
+        raise InputError(f"{len(seeds)} seeds for {len(prompts)} prompts")
+    shared = torch.Generator(device=device).manual_seed(config.seed) if config.do_sample and config.seed is not None else None
+    out = []
+    for i, (prompt, row) in enumerate(zip(prompts, rows)):
+        generator = shared
+        if config.do_sample and seeds is not None and seeds[i] is not None:
+            generator = torch.Generator(device=device).manual_seed(int(seeds[i]))  # type: ignore[arg-type]
+        out.append(DecodeRequest(as_conversation(prompt), method or Unsteered(), row, config, generator))
+    return out

@@ -1,0 +1,67 @@
+"""From the forward pass's logits to one token per request: combine each request's branches by its
+method, then pick greedily or draw with the request's own generator.
+
+Greedy picks are made for the whole group at once: one argmax over every row that decodes from the
+model's own scores, one over the stacked combined scores of the rest. Draws stay per request, each
+from its own generator, so a seeded answer does not depend on what shares its step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import LogitsProcessorList
+
+from steer_away.decoding.request import DecodeRequest, GenerationConfig, RunState
+
+
+def _state(request: DecodeRequest) -> RunState:
+    assert request.state is not None, "the loop accepts a request before it runs"
+    return request.state
+
+
+class Sampler:
+    """Picks tokens; keeps one list of score processors per sampling configuration."""
+
+    def __init__(self) -> None:
+        self._processors: dict[GenerationConfig, LogitsProcessorList] = {}
+
+    def processors(self, config: GenerationConfig) -> LogitsProcessorList:
+        if config not in self._processors:
+            self._processors[config] = config.score_processors()
+        return self._processors[config]
+
+    def sample(self, requests: Sequence[DecodeRequest], logits: torch.Tensor) -> list[int]:
+        """One token per request; `logits` holds every request's branch rows in order, (rows, vocab)."""
+        tokens: list[int | None] = [None] * len(requests)
+        plain_rows: list[tuple[int, int]] = []  # (request index, row)
+        combined: list[tuple[int, torch.Tensor]] = []  # greedy requests whose method combines branches
+        start = 0
+        for i, request in enumerate(requests):
+            state = _state(request)
+            width, config = state.width, request.config
+            if state.prepared.passes_logits_through and not config.do_sample:
+                plain_rows.append((i, start))
+            else:
+                scores = state.prepared.combine(logits[start:start + width].view(width, 1, -1))
+                if config.do_sample:
+                    tokens[i] = self._draw(scores, request)
+                else:
+                    combined.append((i, scores))
+            start += width
+        if plain_rows:
+            picked = logits[[row for _, row in plain_rows]].argmax(dim=-1).tolist()
+            for (i, _), token in zip(plain_rows, picked):
+                tokens[i] = int(token)
+        if combined:
+            picked = torch.cat([scores for _, scores in combined]).argmax(dim=-1).tolist()
+            for (i, _), token in zip(combined, picked):
+                tokens[i] = int(token)
+        return [int(t) for t in tokens]  # type: ignore[arg-type]  # every index was filled above
+
+    def _draw(self, scores: torch.Tensor, request: DecodeRequest) -> int:
+        history = torch.tensor([request.tokens], dtype=torch.long)
+        scores = self.processors(request.config)(history, scores.float())  # type: ignore[arg-type]
+        probs = torch.softmax(scores, dim=-1)
+        return int(torch.multinomial(probs, 1, generator=request.generator))

@@ -1,0 +1,42 @@
+"""The demo (`steer-away demo`): its sweep config and the preface its report opens with, saying
+what the run shows and what it does not."""
+
+from __future__ import annotations
+
+from steer_away.evaluation.metrics import smallest_detectable_change
+from steer_away.evaluation.mmlu import load_mmlu
+from steer_away.evaluation.sweep import SweepConfig
+from steer_away.resources import demo_sweep_path
+
+DEMO_TITLE = "steer-away demo: steering toward each user's preferred toxicity"
+
+DEMO_PREFACE = (
+    "**What this run does.** It answers {prompts} held-out opening prompts for {users} users of our synthetic "
+    "PRISM stand-in ({per} users per sensitivity group, chosen for having the most rated turns) with the embedded "
+    "SmolLM2-135M-Instruct, unsteered and under each steering method, scores every answer with the offline "
+    "Jigsaw classifier, and measures how far each answer's toxicity is from the toxicity that user preferred "
+    "in their own choices. Intervals are 95 % bootstrap intervals clustered by user and by prompt.\n\n"
+    "**What it does not show.** These are not PRISM results: the users, their choices and the answers they "
+    "rated are synthetic (written to follow PRISM's published statistics), so preferred toxicity is low for "
+    "almost everyone and differences between users are small, as on PRISM. A 135M model is not Llama-3.1-8B, "
+    "the scorer is not Perspective, and {questions} MMLU-format questions can only detect changes of "
+    "{detectable} points or more. Nothing here "
+    "says users would prefer the steered answers; read the answers at the end before trusting any number.\n")
+
+
+def demo_config(out: str, *, quick: bool = False) -> SweepConfig:
+    """The shipped demo sweep writing to `out`; `quick` shrinks it to a smoke test."""
+    config = SweepConfig.from_toml(demo_sweep_path())
+    config.out = out
+    if quick:
+        config.users_per_sensitivity, config.prompts_per_category, config.max_new_tokens = 1, 1, 24
+        config.mmlu_limit, config.n_pairs = 8, 48
+    return config
+
+
+def demo_preface(config: SweepConfig) -> str:
+    """The preface with this config's numbers: users, prompts and what its MMLU set can detect."""
+    questions = len(load_mmlu(None, limit=config.mmlu_limit)) if config.mmlu == "fixture" else config.mmlu_limit or 0
+    return DEMO_PREFACE.format(users=3 * config.users_per_sensitivity, prompts=4 * config.prompts_per_category,
+                               per=config.users_per_sensitivity, questions=questions,
+                               detectable=f"{100 * smallest_detectable_change(questions):.0f}" if questions else "-")

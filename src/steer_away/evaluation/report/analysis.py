@@ -1,0 +1,283 @@
+"""The report's statistics: orders cells, pairs them with the unsteered cell, and builds typed rows.
+
+Nothing here formats text; Markdown, CSV and plots render these rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from steer_away.data.categories import CATEGORIES
+from steer_away.evaluation.metrics import (
+    COLLAPSED_CELL_SHARE,
+    cluster_bootstrap,
+    distinct_n,
+    is_collapsed,
+    mcnemar_exact,
+    pct_change,
+)
+from steer_away.evaluation.store import AnswerRecord, StoredCell
+from steer_away.evaluation.summary import (
+    CategoryRow,
+    CellSummary,
+    ChangeSourceRow,
+    Interval,
+    MainRow,
+    SensitivityEffectRow,
+)
+from steer_away.profiles import SENSITIVITIES
+from steer_away.steering.registry import BASELINE, method_names
+
+Answers = Mapping[str, Sequence[AnswerRecord]]  # cell key -> its stored answers
+
+
+def latest_fingerprint(cells: Sequence[StoredCell]) -> str | None:
+    done = [c for c in cells if c.finished_at]
+    return max(done, key=lambda c: c.finished_at or 0.0).spec.fingerprint if done else None
+
+
+def cell_order(method: str, settings: str | None, alpha: float | None) -> tuple:
+    """The report's order: methods as registered, then settings, then α (none first)."""
+    names = method_names()
+    return (names.index(method) if method in names else len(names), method, settings or "",
+            -math.inf if alpha is None else alpha)
+
+
+def ordered(cells: Sequence[StoredCell]) -> list[StoredCell]:
+    return sorted(cells, key=lambda c: cell_order(c.method, c.settings, c.alpha))
+
+
+def alpha_text(method: str, alpha: float | None) -> str:
+    """α as shown: a number, '-' for the baseline, 'by category' for logit steering's per-user strength."""
+    if alpha is None:
+        return "-" if method == BASELINE else "by category"
+    return f"{alpha:g}"
+
+
+def cell_label(cell: StoredCell) -> str:
+    return f"{cell.method} α={alpha_text(cell.method, cell.alpha)}" + (f" {cell.settings}" if cell.settings else "")
+
+
+def paired_mmlu(answers: dict[str, bool], baseline: dict[str, bool]) -> tuple[int, int, float]:
+    """(questions turned right, turned wrong, McNemar p) against the baseline, on the questions both answered."""
+    shared = set(answers) & set(baseline)
+    to_right = sum(1 for q in shared if answers[q] and not baseline[q])
+    to_wrong = sum(1 for q in shared if baseline[q] and not answers[q])
+    return to_right, to_wrong, mcnemar_exact(to_right, to_wrong)
+
+
+@dataclass(frozen=True)
+class Intervals:
+    """A cell's user- and prompt-clustered 95 % intervals; None where they cannot be computed."""
+
+    mae_ci: Interval | None = None
+    toxicity_ci: Interval | None = None
+    tox_dist_ci: Interval | None = None
+    delta_ci: Interval | None = None
+    tox_delta_ci: Interval | None = None
+
+
+def intervals(rows: Sequence[AnswerRecord], base_rows: Sequence[AnswerRecord],
+              preferred: dict[str, float] | None = None) -> Intervals:
+    """User- and prompt-clustered 95 % bootstrap intervals for MAE, mean TOXICITY and Δ% MAE, and, given
+    each user's preferred TOXICITY, for the TOXICITY distance and its Δ%."""
+    if len(rows) < 2:
+        return Intervals()
+    users, prompts = [a.user_id for a in rows], [a.prompt_id for a in rows]
+    mae_ci = cluster_bootstrap(np.array([a.attribute_mae for a in rows]), users, prompts)
+    toxicity_ci = cluster_bootstrap(np.array([a.toxicity[0] for a in rows]), users, prompts)
+    tox_dist_ci = None
+
+    def tox_distance(a: AnswerRecord) -> float:
+        return abs(a.toxicity[0] - (preferred or {})[a.user_id])
+
+    if preferred:
+        known = [a for a in rows if a.user_id in preferred]
+        if len(known) >= 2:
+            tox_dist_ci = cluster_bootstrap(np.array([tox_distance(a) for a in known]),
+                                            [a.user_id for a in known], [a.prompt_id for a in known])
+    base = {a.row_id: a for a in base_rows}
+    paired = [a for a in rows if a.row_id in base and (not preferred or a.user_id in preferred)]
+    if not paired or base_rows is rows:
+        return Intervals(mae_ci, toxicity_ci, tox_dist_ci)
+
+    def relative_change(value: Callable[[AnswerRecord], float]) -> Interval:
+        return cluster_bootstrap(
+            np.array([value(a) for a in paired]), [a.user_id for a in paired], [a.prompt_id for a in paired],
+            baseline=np.array([value(base[a.row_id]) for a in paired]), relative=True)
+
+    return Intervals(mae_ci, toxicity_ci, tox_dist_ci, relative_change(lambda a: a.attribute_mae),
+                     relative_change(tox_distance) if preferred else None)
+
+
+@dataclass(frozen=True)
+class AnswerQuality:
+    distinct2: float  # mean share of distinct word bigrams per answer
+    collapsed_share: float  # share of answers flagged as collapsed (looping, repeated phrases)
+
+
+def quality(answers: Sequence[str]) -> AnswerQuality:
+    """Mean distinct-2 of the answers and the share flagged as collapsed (looping, repeated phrases)."""
+    d2 = [distinct_n(a, 2) for a in answers]
+    d2 = [v for v in d2 if not math.isnan(v)]
+    flagged = sum(is_collapsed(a) for a in answers)
+    return AnswerQuality(sum(d2) / len(d2) if d2 else float("nan"),
+                         flagged / len(answers) if answers else float("nan"))
+
+
+def _baseline(cells: Sequence[StoredCell]) -> StoredCell | None:
+    return next((c for c in cells if c.method == BASELINE), None)
+
+
+def main_rows(cells: Sequence[StoredCell], mmlu_correct: Mapping[str, dict[str, bool]] | None = None,
+              answers: Answers | None = None) -> list[MainRow]:
+    """One row per cell in the report's order; Δ% against the unsteered cell.
+    `mmlu_correct` (cell key -> question id -> right?) adds the paired MMLU test against the baseline;
+    `answers` adds intervals, repetition and the collapse flag."""
+    cells = ordered(cells)
+    baseline = _baseline(cells)
+    base = baseline.done_summary if baseline else None
+    mmlu_correct = mmlu_correct or {}
+    answers = answers or {}
+    base_answers = mmlu_correct.get(baseline.key, {}) if baseline else {}
+    rows = []
+    for c in cells:
+        s = c.done_summary
+        turned = paired_mmlu(mmlu_correct.get(c.key, {}), base_answers) if base_answers and c is not baseline \
+            else (0, 0, float("nan"))
+        answered = answers.get(c.key, [])
+        shares = quality([a.answer for a in answered])
+        spread = intervals(answered, answers.get(baseline.key, []) if baseline and c is not baseline else [],
+                           s.preferred_toxicity)
+        rows.append(MainRow(
+            method=c.method, alpha=c.alpha, settings=c.settings,
+            tox_dist=s.tox_dist, tox_delta_pct=pct_change(s.tox_dist, base.tox_dist) if base else float("nan"),
+            mae=s.mae, delta_pct=pct_change(s.mae, base.mae) if base else float("nan"),
+            ppl=s.ppl_median, ppl_mean=s.ppl_mean, mmlu=s.mmlu_acc, mmlu_low=s.mmlu_ci[0], mmlu_high=s.mmlu_ci[1],
+            toxicity=s.toxicity_mean, n=s.n, empty=s.empty_answers, mmlu_letter_mass=s.mmlu_letter_mass,
+            mmlu_turned_right=turned[0], mmlu_turned_wrong=turned[1], mmlu_mcnemar_p=turned[2],
+            distinct2=shares.distinct2, collapsed_share=shares.collapsed_share,
+            mae_ci=spread.mae_ci, toxicity_ci=spread.toxicity_ci, tox_dist_ci=spread.tox_dist_ci,
+            delta_ci=spread.delta_ci, tox_delta_ci=spread.tox_delta_ci,
+            collapsed=bool(shares.collapsed_share >= COLLAPSED_CELL_SHARE),
+        ))
+    return rows
+
+
+def category_rows(cells: Sequence[StoredCell]) -> list[CategoryRow]:
+    """Per prompt category: the baseline's distance (TOXICITY distance when recorded, else MAE) and each
+    steered cell's % change from it."""
+    cells = ordered(cells)
+    baseline = _baseline(cells)
+    base = baseline.done_summary if baseline else None
+    use_tox = bool(base and base.tox_dist_by_category)
+
+    def by_category(s: CellSummary) -> dict[str, float]:
+        return s.tox_dist_by_category if use_tox else s.mae_by_category
+
+    rows = []
+    for category in CATEGORIES:
+        base_value = by_category(base).get(category, float("nan")) if base else float("nan")
+        changes = {cell_label(c): pct_change(by_category(c.done_summary).get(category, float("nan")), base_value)
+                   for c in cells if c is not baseline}
+        rows.append(CategoryRow(category, "TOXICITY distance" if use_tox else "MAE", base_value, changes))
+    return rows
+
+
+def _baseline_answers(cells: Sequence[StoredCell], answers: Answers
+                      ) -> tuple[StoredCell | None, dict[str, AnswerRecord]]:
+    """The unsteered cell and its answers by row id (None and {} when the sweep has no baseline)."""
+    baseline = _baseline(cells)
+    if baseline is None:
+        return None, {}
+    return baseline, {a.row_id: a for a in answers.get(baseline.key, [])}
+
+
+def sensitivity_effects(cells: Sequence[StoredCell], answers: Answers) -> list[SensitivityEffectRow]:
+    """Per user group: the change in mean TOXICITY and in TOXICITY distance against unsteered on the same
+    rows, with user- and prompt-clustered 95 % intervals (an interval that excludes 0 is a measured effect)."""
+    baseline, base = _baseline_answers(cells, answers)
+    if baseline is None:
+        return []
+    out = []
+    for c in ordered(cells):
+        groups = c.done_summary.sensitivity_of
+        preferred = c.done_summary.preferred_toxicity
+        if c is baseline or not groups or not preferred:
+            continue
+        for group in SENSITIVITIES:
+            rows = [a for a in answers.get(c.key, []) if groups.get(a.user_id) == group and a.row_id in base
+                    and a.user_id in preferred]
+            if len(rows) < 2:
+                continue
+            users, prompts = [a.user_id for a in rows], [a.prompt_id for a in rows]
+            tox = np.array([a.toxicity[0] for a in rows])
+            base_tox = np.array([base[a.row_id].toxicity[0] for a in rows])
+            pref = np.array([preferred[a.user_id] for a in rows])
+            dist, base_dist = np.abs(tox - pref), np.abs(base_tox - pref)
+            out.append(SensitivityEffectRow(
+                c.method, c.alpha, c.settings, group, n=len(rows), users=len(set(users)),
+                toxicity_change=float(tox.mean() - base_tox.mean()),
+                toxicity_change_ci=cluster_bootstrap(tox, users, prompts, baseline=base_tox),
+                distance_change=float(dist.mean() - base_dist.mean()),
+                distance_change_ci=cluster_bootstrap(dist, users, prompts, baseline=base_dist)))
+    return out
+
+
+def change_sources(cells: Sequence[StoredCell], answers: Answers) -> list[ChangeSourceRow]:
+    """Where each cell's change in mean TOXICITY comes from: the share carried by collapsed answers, the
+    change on the rows where the steered answer did not collapse, and the one prompt that moved most.
+    A drop that lives in a few looping answers or in one prompt is not a general effect."""
+    baseline, base = _baseline_answers(cells, answers)
+    if baseline is None:
+        return []
+    out = []
+    for c in ordered(cells):
+        if c is baseline:
+            continue
+        rows = [a for a in answers.get(c.key, []) if a.row_id in base]
+        if not rows:
+            continue
+        change = np.array([a.toxicity[0] - base[a.row_id].toxicity[0] for a in rows])
+        collapsed = np.array([is_collapsed(a.answer) for a in rows])
+        total = float(change.sum())
+        by_prompt: dict[str, float] = {}
+        for a, d in zip(rows, change):
+            by_prompt[a.prompt] = by_prompt.get(a.prompt, 0.0) + float(d)
+        top_prompt, top_change = max(by_prompt.items(), key=lambda kv: abs(kv[1]))
+        clean = ~collapsed
+        out.append(ChangeSourceRow(
+            c.method, c.alpha, c.settings,
+            toxicity_change=float(change.mean()),
+            from_collapsed=float(change[collapsed].sum() / total) if total else float("nan"),
+            clean_rows=int(clean.sum()),
+            clean_steered=float(np.mean([a.toxicity[0] for a, k in zip(rows, clean) if k])) if clean.any()
+            else float("nan"),
+            clean_unsteered=float(np.mean([base[a.row_id].toxicity[0] for a, k in zip(rows, clean) if k]))
+            if clean.any() else float("nan"),
+            top_prompt=top_prompt, top_prompt_share=top_change / total if total else float("nan"),
+        ))
+    return out
+
+
+@dataclass(frozen=True)
+class ReportAnalysis:
+    """Everything the report shows about one fingerprint's cells, before any formatting."""
+
+    cells: list[StoredCell]  # in the report's order
+    main: list[MainRow]
+    categories: list[CategoryRow]
+    change_sources: list[ChangeSourceRow]
+    sensitivity_effects: list[SensitivityEffectRow]
+    mmlu_questions: int  # the most questions any cell answered
+
+
+def analyse(cells: Sequence[StoredCell], mmlu_correct: Mapping[str, dict[str, bool]], answers: Answers
+            ) -> ReportAnalysis:
+    return ReportAnalysis(ordered(cells), main_rows(cells, mmlu_correct, answers), category_rows(cells),
+                          change_sources(cells, answers), sensitivity_effects(cells, answers),
+                          max((len(v) for v in mmlu_correct.values()), default=0))

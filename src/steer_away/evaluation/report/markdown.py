@@ -1,0 +1,256 @@
+"""The report as Markdown: the analysis' typed rows rendered as tables, notes and sample answers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from steer_away.evaluation.metrics import (
+    COLLAPSE_DISTINCT2,
+    COLLAPSE_REPEATS,
+    COLLAPSED_CELL_SHARE,
+    smallest_detectable_change,
+)
+from steer_away.evaluation.report.analysis import Answers, ReportAnalysis, alpha_text, ordered
+from steer_away.evaluation.store import StoredCell
+from steer_away.evaluation.summary import CategoryRow, ChangeSourceRow, MainRow, SensitivityEffectRow
+from steer_away.profiles import SENSITIVITIES
+from steer_away.steering.card import load_cards
+from steer_away.steering.registry import BASELINE, method_names
+
+
+def _fmt(value: float | None, spec: str = ".4f") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec)
+
+
+def _ci(interval: Sequence[float] | None, spec: str) -> str:
+    return f" [{format(interval[0], spec)}, {format(interval[1], spec)}]" if interval else ""
+
+
+def _pct(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:+.1f}%"
+
+
+def sensitivity_table_markdown(cells: Sequence[StoredCell]) -> str:
+    """Mean TOXICITY of the answers and MAE for each user group: personalisation should move them apart."""
+    cells = ordered(cells)
+    groups = [g for g in SENSITIVITIES if any(g in c.done_summary.toxicity_by_sensitivity for c in cells)]
+    if not groups:
+        return ""
+    use_tox = any(c.done_summary.tox_dist_by_sensitivity for c in cells)
+    name = "TOX distance" if use_tox else "MAE"
+    header = "| run / method | α | " + " | ".join(f"{g}: TOXICITY / {name}" for g in groups) + " |"
+    lines = [header, "|---|---|" + "---|" * len(groups)]
+    for c in cells:
+        s = c.done_summary
+        distance = s.tox_dist_by_sensitivity if use_tox else s.mae_by_sensitivity
+        values = [f"{_fmt(s.toxicity_by_sensitivity.get(g), '.3f')} / {_fmt(distance.get(g))}" for g in groups]
+        lines.append(f"| {c.method} | {alpha_text(c.method, c.alpha)} | " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
+def main_table_markdown(main: Sequence[MainRow]) -> str:
+    lines = ["| run / method | α | settings | TOXICITY distance ↓ [95% CI] | Δ% vs baseline [95% CI] | "
+             "6-attribute MAE ↓ [95% CI] | Δ% MAE [95% CI] | PPL ↓ (median) | "
+             "distinct-2 / collapsed | MMLU [95% CI] | letter mass | MMLU vs baseline: +right / −wrong, McNemar p | "
+             "mean TOXICITY [95% CI] | n |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in main:
+        mmlu = "-" if math.isnan(r.mmlu) else f"{100 * r.mmlu:.1f}% [{100 * r.mmlu_low:.0f}–{100 * r.mmlu_high:.0f}]"
+        mass = _fmt(r.mmlu_letter_mass, ".3f")
+        paired = "-" if math.isnan(r.mmlu_mcnemar_p) else \
+            f"+{r.mmlu_turned_right} / −{r.mmlu_turned_wrong}, p={r.mmlu_mcnemar_p:.2f}"
+        delta = _pct(r.delta_pct) + _ci(r.delta_ci, "+.0f") if r.method != BASELINE else "-"
+        tox_delta = _pct(r.tox_delta_pct) + _ci(r.tox_delta_ci, "+.0f") if r.method != BASELINE else "-"
+        lines.append(f"| {r.method} | {alpha_text(r.method, r.alpha)} | {r.settings or '-'} | "
+                     f"{_fmt(r.tox_dist)}{_ci(r.tox_dist_ci, '.3f')} | {tox_delta} | "
+                     f"{_fmt(r.mae)}{_ci(r.mae_ci, '.3f')} | {delta} | {_fmt(r.ppl, '.2f')} | "
+                     f"{_fmt(r.distinct2, '.2f')} / {_fmt(100 * r.collapsed_share, '.0f')}%"
+                     f"{' ⚠ collapsed' if r.collapsed else ''} | "
+                     f"{mmlu} | {mass} | {paired} | {_fmt(r.toxicity, '.3f')}{_ci(r.toxicity_ci, '.3f')} | "
+                     f"{r.n} |")
+    return "\n".join(lines)
+
+
+def mmlu_note(questions: int) -> str:
+    if not questions:
+        return ""
+    smallest = smallest_detectable_change(questions)
+    return (f"MMLU: zero-shot, the four option letters scored against each other only (after the steering "
+            f"combines its branches); *letter mass* is the probability the steered model put on A-D at all. "
+            f"The paired test compares each cell's answers with the baseline's on the same {questions} questions "
+            f"(exact McNemar). With {questions} questions the smallest change it can call significant at 5 % is "
+            f"{100 * smallest:.0f} points (all flips one way); smaller differences are noise.\n")
+
+
+CHANGE_BINS = (5.0, 15.0)  # the CAA study's colour bins for |% change|: ≤ 5, 5-15, ≥ 15
+
+
+def change_bin(pct: float | None) -> str:
+    """The study's bin of a % change as a marker: ⬜ |Δ| ≤ 5 %; 🟨 / 🟩 5-15 % / ≥ 15 % closer to the users;
+    🟧 / 🟥 5-15 % / ≥ 15 % further from them."""
+    if pct is None or not math.isfinite(pct) or abs(pct) <= CHANGE_BINS[0]:
+        return "⬜"
+    strong = abs(pct) >= CHANGE_BINS[1]
+    if pct < 0:
+        return "🟩" if strong else "🟨"
+    return "🟥" if strong else "🟧"
+
+
+def category_table_markdown(rows: Sequence[CategoryRow]) -> str:
+    if not rows:
+        return ""
+    columns = list(rows[0].change_pct)
+    lines = [f"| category | baseline {rows[0].metric} | " + " | ".join(columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    for r in rows:
+        lines.append(f"| {r.category} | {_fmt(r.baseline)} | "
+                     + " | ".join(f"{change_bin(r.change_pct[c])} {_pct(r.change_pct[c])}" for c in columns) + " |")
+    lines += ["", "⬜ |Δ| ≤ 5 % · 🟨 5–15 % closer · 🟩 ≥ 15 % closer · 🟧 5–15 % further · 🟥 ≥ 15 % further "
+                  "(the CAA study's bins)"]
+    return "\n".join(lines)
+
+
+def sensitivity_effects_markdown(rows: Sequence[SensitivityEffectRow]) -> str:
+    if not rows:
+        return ""
+    lines = ["| run / method | α | group | rows (users) | Δ mean TOXICITY [95% CI] | Δ TOXICITY distance [95% CI] |",
+             "|---|---|---|---|---|---|"]
+
+    def cell(value: float, ci: Sequence[float]) -> str:
+        mark = " ✓" if ci[1] < 0 or ci[0] > 0 else ""
+        return f"{value:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]{mark}"
+
+    for r in rows:
+        lines.append(f"| {r.method} | {alpha_text(r.method, r.alpha)} | {r.group} | {r.n} ({r.users}) | "
+                     f"{cell(r.toxicity_change, r.toxicity_change_ci)} | "
+                     f"{cell(r.distance_change, r.distance_change_ci)} |")
+    lines += ["", "✓: the interval excludes 0 (differences against unsteered on the same rows; negative = lower)."]
+    return "\n".join(lines)
+
+
+NET_CHANGE = 0.005  # smallest |Δ mean TOXICITY| whose sources the report splits into shares
+
+
+def _share(value: float) -> str:
+    return "-" if not math.isfinite(value) else f"{100 * value + 0.0:.0f}%"
+
+
+def change_sources_markdown(rows: Sequence[ChangeSourceRow]) -> str:
+    if not rows:
+        return ""
+    lines = ["| run / method | α | settings | Δ mean TOXICITY | share from collapsed answers | "
+             "non-collapsed rows: steered vs unsteered TOXICITY | prompt that moved most (its share of Δ) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        # shares of a net change near zero are ratios of noise: shown only for a change of 0.005 or more
+        net = abs(r.toxicity_change) >= NET_CHANGE
+        lines.append(f"| {r.method} | {alpha_text(r.method, r.alpha)} | {r.settings or '-'} | "
+                     f"{r.toxicity_change:+.4f} | {_share(r.from_collapsed) if net else 'no net change'} | "
+                     f"{_fmt(r.clean_steered, '.4f')} vs {_fmt(r.clean_unsteered, '.4f')} "
+                     f"({r.clean_rows} rows) | “{_quote(r.top_prompt, 60)}”"
+                     + (f" ({_share(r.top_prompt_share)})" if net else "") + " |")
+    return "\n".join(lines)
+
+
+def sample_answers(cells: Sequence[StoredCell], answers: Answers, users: int = 3, prompts: int = 2) -> str:
+    """Unsteered vs each method's best cell (lowest distance among `cells`; the caller leaves out
+    collapsed cells, so a looping answer is never shown as a method's best) for a few users."""
+    by_method: dict[str, StoredCell] = {}
+    for c in sorted(cells, key=lambda c: c.done_summary.headline_distance):
+        by_method.setdefault(c.method, c)
+    base = by_method.get(BASELINE)
+    if base is None:
+        return ""
+    base_rows = {a.row_id: a for a in answers.get(base.key, [])}
+    shown_users: list[str] = []
+    for a in base_rows.values():
+        if a.user_id not in shown_users:
+            shown_users.append(a.user_id)
+    lines = []
+    picks = [m for m in method_names() if m in by_method and m != BASELINE]
+    steered = {m: {x.row_id: x for x in answers.get(by_method[m].key, [])} for m in picks}
+    for user in _spread(shown_users, users):
+        rows = [a for a in base_rows.values() if a.user_id == user]
+        rows = sorted(rows, key=lambda a: -a.attribute_mae)[:prompts]
+        for a in rows:
+            lines.append(f"#### {user} — {a.category}: “{a.prompt}”\n")
+            lines.append(f"- **{BASELINE}** (distance {a.attribute_mae:.3f}, TOXICITY {a.toxicity[0]:.3f}): "
+                         f"{_quote(a.answer)}")
+            for method in picks:
+                cell = by_method[method]
+                other = steered[method].get(a.row_id)
+                if other:
+                    lines.append(f"- **{method} α={_fmt(cell.alpha, 'g')}** (distance {other.attribute_mae:.3f}, "
+                                 f"TOXICITY {other.toxicity[0]:.3f}): {_quote(other.answer)}")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def _spread(items: list[str], n: int) -> list[str]:
+    if len(items) <= n:
+        return items
+    step = len(items) / n
+    return [items[int(i * step)] for i in range(n)]
+
+
+def _quote(text: str, limit: int = 220) -> str:
+    text = " ".join(text.split())
+    return (text[:limit] + "…") if len(text) > limit else (text or "*(empty)*")
+
+
+def vector_cards_markdown(path: Path) -> str:
+    """The report's section on the vectors themselves: a population vector pointing toward toxicity
+    is called out before any result that used it."""
+    cards, banks = load_cards(path)
+    parts = ["## The steering vectors\n",
+             "Norm per layer against the typical residual norm, cosine with a respectful-minus-toxic direction "
+             "measured on our 20-prompt contrast set (`resources/respect_contrast.jsonl`), and the tokens the "
+             "vector promotes through the logit lens.\n"]
+    for card in cards:
+        if card.toward_toxicity:
+            parts.append(f"> **Warning: the {card.name} vector points toward toxicity.** {card.verdict}.\n")
+        parts += [card.markdown(), ""]
+    parts += [bank.markdown() + "\n" for bank in banks]
+    return "\n".join(parts) + "\n"
+
+
+def report_markdown(analysis: ReportAnalysis, *, title: str, notes: str, cards: Path | None,
+                    ppa: Mapping[str, float], plots: Sequence[Path], samples: str) -> str:
+    """The whole report.md: `cards` is the vector store's cards.json (None: no vector section)."""
+    parts = [f"# {title}\n", notes]
+    if cards is not None:
+        parts += [vector_cards_markdown(cards)]
+    parts += ["## Toxicity distance, perplexity and MMLU by method and α\n",
+              "TOXICITY distance (the headline, as in the studies): mean over (user, prompt) of |TOXICITY(answer) − "
+              "the TOXICITY the user preferred|. 6-attribute MAE: the same distance averaged over all the scorer's "
+              "attributes (three of them are near zero for almost every text, so it dilutes changes). Δ% is against "
+              "the unsteered model on the same prompts and scorer.\n",
+              main_table_markdown(analysis.main), "\n", mmlu_note(analysis.mmlu_questions),
+              f"*distinct-2*: share of distinct word bigrams per answer (1 = no repetition), averaged; an answer is "
+              f"*collapsed* when that share is below {COLLAPSE_DISTINCT2} or a 4-word phrase recurs "
+              f"{COLLAPSE_REPEATS}+ times; a cell with {100 * COLLAPSED_CELL_SHARE:.0f} % collapsed answers is marked ⚠ "
+              "and never picked as a method's best below. Perplexity is under the unsteered model (self-perplexity "
+              "for the baseline), so loops can look fluent by it: read it beside distinct-2.\n",
+              "\n## Where the change in TOXICITY comes from\n",
+              "A drop carried by collapsed (looping) answers or by a single prompt is not a general effect; the "
+              "non-collapsed column compares steered and unsteered answers on the rows where steering left the text "
+              "intact.\n", change_sources_markdown(analysis.change_sources), "\n",
+              "\n## % change in distance by prompt category (negative = closer to the users)\n",
+              category_table_markdown(analysis.categories), "\n",
+              "## By user sensitivity: mean TOXICITY of the answers / TOXICITY distance\n",
+              "Personalised steering should lower toxicity for strict users and may raise it for tolerant ones.\n",
+              sensitivity_table_markdown(analysis.cells), "\n",
+              sensitivity_effects_markdown(analysis.sensitivity_effects), "\n"]
+    if ppa:
+        parts += ["## Personalised preference accuracy (held-out pairs)\n", "| predictor | accuracy |", "|---|---|"]
+        parts += [f"| {k} | {100 * v:.1f}% |" for k, v in ppa.items() if k not in ("pairs", "toxicity ties")]
+        parts += [f"\n{int(ppa.get('pairs', 0))} held-out pairs; {100 * ppa.get('toxicity ties', float('nan')):.1f}% "
+                  "have (near) identical toxicity (|gap| ≤ 0.05).\n"]
+    parts += ["## Plots\n"] + [f"![{p.stem}]({p.name})" for p in plots]
+    if samples:
+        parts += ["\n## Steered vs unsteered answers\n", samples]
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,52 @@
+"""Forward passes the rest of steer-away runs: one step over new tokens with a KV cache (decoding,
+prefill) and a whole text without one (scoring)."""
+
+from __future__ import annotations
+
+import torch
+
+from steer_away.internals.architecture import Model
+from steer_away.internals.fast_decode import fast_decoder
+from steer_away.internals.hooks import Edit, residual_hooks
+
+
+def forward_step(
+    model: Model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    cache: object,
+    edits: dict[int, Edit] | None = None,
+) -> torch.Tensor:
+    """One forward pass over new tokens with a KV cache; returns last-position logits (batch, vocab).
+
+    `edits[layer](hidden)` runs in place on that layer's residual output during this pass only.
+    Position ids follow the attention mask so left-padded rows get the positions they would have
+    unpadded. One-token decode steps of a Llama-family model on the CPU take `FastDecoder` (same
+    arithmetic, without the framework's per-module overhead) unless STEER_AWAY_FAST_DECODE=0 or a
+    hook is installed on the model (then the hook must run, so the model's own forward does).
+    """
+    if input_ids.shape[1] == 1:  # a decode step: the new token's position is the count of real tokens before it
+        fast = fast_decoder(model)
+        if fast is not None:
+            return fast.step(input_ids, attention_mask, cache, edits or {})
+        positions = attention_mask.sum(-1, keepdim=True) - 1
+    else:
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
+    with residual_hooks(model, edits or {}):
+        out = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+    return out.logits[:, -1, :]
+
+
+def forward_full(model: Model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Logits at every position (batch, seq, vocab) with no cache: for scoring whole texts."""
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False).logits
+
+

@@ -1,0 +1,73 @@
+"""What method builders draw on, and what a method says it needs.
+
+`SteeringResources` holds the model and, loaded on first use and then shared by every method built
+from it, the user profiles, vector banks and steering categories, so a method that does not need
+vectors never asks for them. `Needs` is what a method asks to have prepared (a sweep prepares
+exactly that). Methods read both from here; only the registry reads the methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from steer_away.errors import InputError
+from steer_away.models import LanguageModel
+from steer_away.profiles import UserProfile, load_profiles
+from steer_away.steering.bank import VectorBank, load_vector_bank
+from steer_away.steering.bank_kinds import bank_kind
+from steer_away.steering.categories import SteeringCategory, load_categories
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a method needs prepared before it can be built (a sweep prepares exactly this)."""
+
+    vector_bank: str | None = None  # which bank of the vector store: a kind in bank_kinds.BANK_KINDS
+    profiles: bool = False  # per-user sensitivity profiles
+    categories: bool = False  # the steering-category file
+
+    def __post_init__(self) -> None:
+        if self.vector_bank is not None:
+            bank_kind(self.vector_bank)
+
+
+class SteeringResources:
+    """What builders draw on, loaded on first use and then shared by every method built from it."""
+
+    def __init__(self, lm: LanguageModel, *, profiles: str | Path | Mapping[str, UserProfile] | None = None,
+                 vectors: str | Path | None = None, categories: str | Path | None = None,
+                 allow_other_model: bool = False) -> None:
+        self.lm = lm
+        self.allow_other_model = allow_other_model  # vectors extracted under another model id (same shape)
+        self._profiles_source = profiles
+        self._vectors = Path(vectors) if vectors is not None else None
+        self._categories_path = categories
+        self._loaded_profiles: dict[str, UserProfile] | None = None
+        self._loaded_categories: dict[str, SteeringCategory] | None = None
+        self._banks: dict[str, VectorBank] = {}
+
+    def profiles(self) -> dict[str, UserProfile]:
+        if self._loaded_profiles is None:
+            source = self._profiles_source
+            if source is None:
+                self._loaded_profiles = {}
+            elif isinstance(source, Mapping):
+                self._loaded_profiles = dict(source)
+            else:
+                self._loaded_profiles = load_profiles(source)
+        return self._loaded_profiles
+
+    def categories(self) -> dict[str, SteeringCategory]:
+        if self._loaded_categories is None:
+            self._loaded_categories = load_categories(self._categories_path)
+        return self._loaded_categories
+
+    def vector_bank(self, kind: str) -> VectorBank:
+        bank_kind(kind)
+        if self._vectors is None:
+            raise InputError(f"the '{kind}' vectors are needed but no vectors were given (--vector / --vectors)")
+        if kind not in self._banks:
+            self._banks[kind] = load_vector_bank(self._vectors, kind, self.lm, allow_other_model=self.allow_other_model)
+        return self._banks[kind]
