@@ -13,7 +13,7 @@ from steer_away.cli.profiles import add_profiles
 from steer_away.cli.serve import add_serve
 from steer_away.cli.sweep import add_demo, add_report, add_sweep
 from steer_away.cli.vectors import add_vectors
-from steer_away.console import console
+from steer_away.console import console, show_library_messages
 
 __all__ = ["build_parser", "main"]
 
@@ -32,6 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. A user's error prints one line (exit 2, or 1 when the environment refused);
     any other exception is a bug and keeps its traceback, as does every error under --debug."""
     args = build_parser().parse_args(argv)
+    show_library_messages()
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

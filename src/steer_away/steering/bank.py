@@ -13,13 +13,13 @@ A vector store is a folder:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from steer_away import internals
-from steer_away.console import console
 from steer_away.data.pairs import pair_coverage, sample_pairs
 from steer_away.data.prompts import PromptSplit
 from steer_away.errors import InputError
@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from steer_away.models import LanguageModel, ModelShape
     from steer_away.profiles import UserProfile
     from steer_away.scoring.base import ToxicityScorer
+
+log = logging.getLogger(__name__)
+
 
 ACTIVATIONS_FILE = "pair_activations.safetensors"
 POPULATION_FILE = "population.safetensors"
@@ -106,7 +109,7 @@ def extract_population(lm: LanguageModel, data: PrismData, settings: ExtractionS
                          focus_pairs=settings.focus_pairs)
     if not pairs:
         raise InputError("no training pairs to extract from (is the data empty, or min_margin too high?)")
-    console.print(f"training pairs: {pair_coverage(pairs, train, settings.focus_users).summary()}")
+    log.info(f"training pairs: {pair_coverage(pairs, train, settings.focus_users).summary()}")
     depth = internals.num_layers(lm.model)
     layers = sorted({layer for spec in settings.layers for layer in parse_layer_spec(spec, depth)})
     acts = extract_pair_activations(lm, pairs, layers, position=settings.position, batch_size=settings.batch_size)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
 from rich.markup import escape
 
-from steer_away.console import console
 from steer_away.data.prism import load_prism
 from steer_away.evaluation.sweep.config import SweepConfig
 from steer_away.models import LanguageModel, load_model
@@ -13,6 +14,8 @@ from steer_away.scoring import make_scorer
 from steer_away.steering.bank import ExtractionSettings, build_vector_store
 from steer_away.steering.card import store_cards
 from steer_away.steering.registry import get_method
+
+log = logging.getLogger(__name__)
 
 
 def vector_layer_specs(config: SweepConfig) -> list[str]:
@@ -35,7 +38,7 @@ def prepare(config: SweepConfig, lm: LanguageModel | None = None) -> None:
     run.mkdir(parents=True, exist_ok=True)
     data = load_prism(config.prism)
     if data.report.skipped:
-        console.print(f"[yellow]PRISM: {escape(data.report.summary())}[/yellow]")
+        log.warning(f"[yellow]PRISM: {escape(data.report.summary())}[/yellow]")
     scorer = make_scorer(config.scorer, cache_path=run / "scores.sqlite")
     profiles_path = run / "profiles.json"
     if not profiles_path.is_file():
@@ -56,6 +59,6 @@ def prepare(config: SweepConfig, lm: LanguageModel | None = None) -> None:
         cards, banks = store_cards(lm, run / "vectors", settings.focus_users)
         for card in cards:
             colour = "red" if card.toward_toxicity else "green"
-            console.print(f"[{colour}]vector card, {card.name}: {escape(card.verdict)}[/{colour}]")
+            log.info(f"[{colour}]vector card, {card.name}: {escape(card.verdict)}[/{colour}]")
         for bank in banks:
-            console.print(escape(bank.markdown().replace("**", "")))
+            log.info(escape(bank.markdown().replace("**", "")))

@@ -7,6 +7,7 @@ computes only what the store does not have.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -15,12 +16,13 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from steer_away.console import console
 from steer_away.evaluation.store import CellSpec, ResultsStore
 from steer_away.evaluation.sweep.artefacts import prepare
 from steer_away.evaluation.sweep.cells import Batch, Cell, EvalContext, compute_cell, summarise
 from steer_away.evaluation.sweep.config import SweepConfig
 from steer_away.models import LanguageModel
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,7 +61,7 @@ def run_sweep(config: SweepConfig, *, ray_address: str | None = None, lm: Langua
     pending = [c for c in cells if store.cell_status(c.key) != "done"]
     skipped = [c.key for c in cells if c not in pending]
     if skipped:
-        console.print(f"{len(skipped)} of {len(cells)} cells already done; computing {len(pending)}")
+        log.info(f"{len(skipped)} of {len(cells)} cells already done; computing {len(pending)}")
     run_id = uuid.uuid4().hex[:8]
     bar = tqdm(total=(len(ctx.rows) + len(ctx.mmlu)) * len(pending), desc="sweep", unit="item",
                disable=not show_progress)
@@ -92,7 +94,7 @@ def run_sweep(config: SweepConfig, *, ray_address: str | None = None, lm: Langua
         bar.close()
         store.close()
     if elsewhere:
-        console.print(f"{len(elsewhere)} cells were being computed by another sweep on this store; left to it "
+        log.info(f"{len(elsewhere)} cells were being computed by another sweep on this store; left to it "
                       "(run again once it finishes to report them)")
     return SweepResult(cells, computed, skipped, ctx.fingerprint, time.perf_counter() - start, elsewhere)
 

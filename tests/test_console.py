@@ -1,0 +1,19 @@
+"""The library logs its progress notes; the command line shows them as plain lines."""
+
+import logging
+
+from steer_away.console import console, show_library_messages
+
+
+def test_library_messages_reach_the_console_once_with_markup_rendered():
+    logger = logging.getLogger("steer_away")
+    before = list(logger.handlers)
+    try:
+        show_library_messages()
+        show_library_messages()  # a second call adds no second handler
+        assert len(logger.handlers) == len(before) + 1
+        with console.capture() as captured:
+            logging.getLogger("steer_away.evaluation.sweep.runners").info("[yellow]3 of 4 cells already done[/yellow]")
+        assert captured.get().strip() == "3 of 4 cells already done"
+    finally:
+        logger.handlers[:] = before
