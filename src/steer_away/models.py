@@ -133,7 +133,8 @@ def load_model(
 def _check_hub(repo_id: str) -> None:
     """Fail in a second, not after a minute of download retries, when a hub model cannot be had:
     no local copy and the hub is out of reach, or the id does not exist."""
-    import huggingface_hub
+    import huggingface_hub  # only hub ids need it
+
 
     if huggingface_hub.try_to_load_from_cache(repo_id, "config.json") is not None:
         return  # cached: transformers loads it (offline too)
@@ -153,6 +154,7 @@ def _check_hub(repo_id: str) -> None:
 
 def _load_pretrained(name: str, model_id: str, kind: str, device: torch.device, dtype: torch.dtype,
                      **kwargs: object) -> LoadedModel:
+    # imported when loading: the auto classes take about a second to import and nothing else needs them
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:

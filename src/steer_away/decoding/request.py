@@ -84,6 +84,12 @@ class RunState:
         """Rows this request takes in a forward pass: one per branch."""
         return self.prepared.num_branches
 
+    @staticmethod
+    def of(request: DecodeRequest) -> RunState:
+        """A running request's state (the loop sets it when the request is added)."""
+        assert request.state is not None, "the loop accepts a request before it runs"
+        return request.state
+
 
 @dataclass(eq=False)
 class DecodeRequest:

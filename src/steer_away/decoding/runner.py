@@ -21,11 +21,6 @@ from steer_away.internals import Edit
 from steer_away.models import LanguageModel
 
 
-def _state(request: DecodeRequest) -> RunState:
-    assert request.state is not None, "the loop accepts a request before it runs"
-    return request.state
-
-
 def _gate_open(state: RunState) -> bool | None:
     edits = state.prepared.edits
     return edits.gate(state.steps) if edits is not None and edits.gate is not None else None
@@ -37,7 +32,7 @@ def stacked_edits(requests: Sequence[DecodeRequest], rows: int, lm: LanguageMode
     stacked: dict[tuple[int, object], torch.Tensor] = {}
     start = 0
     for request in requests:
-        state = _state(request)
+        state = RunState.of(request)
         edits = state.prepared.edits
         if edits is not None and (edits.gate is None or edits.gate(state.steps)):
             for layer, delta in edits.deltas.items():
@@ -74,10 +69,10 @@ class ModelRunner:
 
     def prefill(self, joining: Sequence[DecodeRequest]) -> tuple[torch.Tensor, RunningBatch]:
         """The joiners' first logits (their rows, vocab) and their cache and mask."""
-        texts = [text for r in joining for text in _state(r).texts]
+        texts = [text for r in joining for text in RunState.of(r).texts]
         prefixes: list[Conversation | None] = []
         for request in joining:
-            state = _state(request)
+            state = RunState.of(request)
             own = state.prepared.prefixes
             prefixes += [branch[0] for branch in own] if own else [None] * state.width
         ids, mask, cache = encode_rows(self.lm, texts, prefixes)
@@ -88,9 +83,9 @@ class ModelRunner:
     def decode(self, running: Sequence[DecodeRequest], batch: RunningBatch) -> torch.Tensor:
         """Feed each running request's last token (once per branch row); its rows' next logits."""
         rows = sum(r.width for r in running)
-        ids = torch.tensor([_state(r).next_token for r in running for _ in range(r.width)], device=self.lm.device)
+        ids = torch.tensor([RunState.of(r).next_token for r in running for _ in range(r.width)], device=self.lm.device)
         mask = batch.grow()
-        key = tuple((id(r), _gate_open(_state(r))) for r in running)
+        key = tuple((id(r), _gate_open(RunState.of(r))) for r in running)
         if key != self._edit_key:
             self._edits, self._edit_key = stacked_edits(running, rows, self.lm), key
         return internals.forward_step(self.lm.model, ids[:, None], mask, batch.cache, self._edits)

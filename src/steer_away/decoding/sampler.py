@@ -16,21 +16,17 @@ from transformers import LogitsProcessorList
 from steer_away.decoding.request import DecodeRequest, GenerationConfig, RunState
 
 
-def _state(request: DecodeRequest) -> RunState:
-    assert request.state is not None, "the loop accepts a request before it runs"
-    return request.state
-
-
 class Sampler:
-    """Picks tokens; keeps one list of score processors per sampling configuration."""
+    """Picks tokens; keeps one list of score processors per (temperature, top-p) in use."""
 
     def __init__(self) -> None:
-        self._processors: dict[GenerationConfig, LogitsProcessorList] = {}
+        self._processors: dict[tuple[bool, float, float], LogitsProcessorList] = {}
 
     def processors(self, config: GenerationConfig) -> LogitsProcessorList:
-        if config not in self._processors:
-            self._processors[config] = config.score_processors()
-        return self._processors[config]
+        key = (config.do_sample, config.temperature, config.top_p)  # all the processors depend on
+        if key not in self._processors:
+            self._processors[key] = config.score_processors()
+        return self._processors[key]
 
     def sample(self, requests: Sequence[DecodeRequest], logits: torch.Tensor) -> list[int]:
         """One token per request; `logits` holds every request's branch rows in order, (rows, vocab)."""
@@ -39,7 +35,7 @@ class Sampler:
         combined: list[tuple[int, torch.Tensor]] = []  # greedy requests whose method combines branches
         start = 0
         for i, request in enumerate(requests):
-            state = _state(request)
+            state = RunState.of(request)
             width, config = state.width, request.config
             if state.prepared.passes_logits_through and not config.do_sample:
                 plain_rows.append((i, start))

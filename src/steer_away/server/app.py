@@ -39,7 +39,8 @@ from steer_away import internals
 from steer_away.chat import render_chat, token_count
 from steer_away.models import LanguageModel
 from steer_away.server.api import APIError, ChatRequest, Job, ServerSettings, make_job
-from steer_away.server.engine import BatchingEngine, ServedMethods
+from steer_away.server.engine import BatchingEngine
+from steer_away.server.methods import ServedMethods
 
 
 def create_app(lm: LanguageModel, *, profiles: str | None = None, vectors: str | None = None,

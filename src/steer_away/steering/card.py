@@ -20,6 +20,7 @@ import torch
 from steer_away import internals
 from steer_away.data.pairs import PreferencePair
 from steer_away.errors import InputError
+from steer_away.files import read_structured
 from steer_away.resources import respect_contrast_path
 from steer_away.steering.bank import POPULATION_FILE
 from steer_away.steering.bank_kinds import COMPOSED_KINDS, POPULATION
@@ -165,7 +166,7 @@ def save_cards(cards: Sequence[VectorCard], path: str | Path, banks: Sequence[Ba
 
 
 def load_cards(path: str | Path) -> tuple[list[VectorCard], list[BankSummary]]:
-    raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    raw = read_structured(path, "vector-card file", "json", error=InputError)
     if not isinstance(raw, dict) or raw.get("format") != CARD_FORMAT:
         raise InputError(f"{path} is not a steer-away vector-card file (expected format '{CARD_FORMAT}')")
     return ([VectorCard.from_dict(c) for c in raw["cards"]],

@@ -30,7 +30,7 @@ from steer_away.evaluation.summary import (
     SensitivityEffectRow,
 )
 from steer_away.profiles import SENSITIVITIES
-from steer_away.steering.registry import BASELINE, method_names
+from steer_away.steering.registry import BASELINE, get_method, method_names
 
 Answers = Mapping[str, Sequence[AnswerRecord]]  # cell key -> its stored answers
 
@@ -52,10 +52,12 @@ def ordered(cells: Sequence[StoredCell]) -> list[StoredCell]:
 
 
 def alpha_text(method: str, alpha: float | None) -> str:
-    """α as shown: a number, '-' for the baseline, 'by category' for logit steering's per-user strength."""
-    if alpha is None:
-        return "-" if method == BASELINE else "by category"
-    return f"{alpha:g}"
+    """α as shown: a number; 'by <what picks it>' when the method picks it per row (logit steering:
+    'by category'); '-' for a method with no strength (the baseline)."""
+    if alpha is not None:
+        return f"{alpha:g}"
+    strength = get_method(method).args.strength if method in method_names() else None
+    return "-" if strength is None else f"by {strength.unset}"
 
 
 def cell_label(cell: StoredCell) -> str:

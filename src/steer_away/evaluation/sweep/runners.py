@@ -16,6 +16,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from steer_away.errors import InputError
 from steer_away.evaluation.store import CellSpec, ResultsStore
 from steer_away.evaluation.sweep.artefacts import prepare
 from steer_away.evaluation.sweep.cells import Batch, Cell, EvalContext, compute_cell, summarise
@@ -105,7 +106,7 @@ def _run_on_ray(config: SweepConfig, ctx: EvalContext, store: ResultsStore, pend
     try:
         import ray
     except ImportError as err:
-        raise RuntimeError("--ray needs Ray: pip install 'steer-away[ray]'") from err
+        raise InputError("--ray needs Ray: pip install 'steer-away[ray]'") from err
     if not ray.is_initialized():
         if address == "local":
             ray.init(num_cpus=max(1, config.ray_workers), include_dashboard=False, log_to_driver=False)
