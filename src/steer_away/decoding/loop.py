@@ -103,7 +103,7 @@ class DecodeLoop:
         if plan.decode:
             assert self.batch is not None
             for request in plan.decode:
-                request.state.steps += 1  # type: ignore[union-attr]
+                RunState.of(request).steps += 1
             logits = self.runner.decode(plan.decode, self.batch)
             self._update(plan.decode, self.sampler.sample(plan.decode, logits))
         if plan.join:
@@ -134,7 +134,7 @@ class DecodeLoop:
                 request.status = RequestStatus.FINISHED_STOPPED
                 continue
             request.tokens.append(token)
-            request.state.next_token = token  # type: ignore[union-attr]
+            RunState.of(request).next_token = token
             if request.on_token is not None:
                 request.on_token(token)
             if len(request.tokens) >= config.max_new_tokens:
