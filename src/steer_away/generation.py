@@ -26,7 +26,7 @@ from steer_away.errors import InputError
 from steer_away.models import LanguageModel
 from steer_away.steering.base import PreparedBatch, RowSteering, SteeringMethod, Unsteered
 
-__all__ = ["Generation", "GenerationConfig", "candidate_scores", "encode_prepared", "generate",
+__all__ = ["Generation", "GenerationConfig", "candidate_scores", "continuation_logliks", "encode_prepared", "generate",
            "next_token_scores", "stop_token_ids"]
 
 
@@ -109,3 +109,62 @@ def candidate_scores(
     only = torch.full_like(logits, float("-inf"))
     only[:, :, index] = logits[:, :, index]
     return prepared.combine(only).float()[:, index], mass.cpu()
+
+
+def _expand_cache(lm: LanguageModel, cache: object, index: torch.Tensor) -> object:
+    layers = [(k.index_select(0, index), v.index_select(0, index)) for k, v in internals.kv_layers(cache)]
+    return internals.kv_cache_from(lm.model, layers)
+
+
+@torch.inference_mode()
+def continuation_logliks(
+    lm: LanguageModel,
+    prompts: Sequence[str | Conversation],
+    continuations: Sequence[Sequence[str]],
+    method: SteeringMethod | None = None,
+    rows: Sequence[RowSteering] | None = None,
+) -> list[list[tuple[float, int]]]:
+    """(log-likelihood, token count) of each continuation of each prompt as the steered answer to it.
+
+    Each prompt is encoded once under the method's steering; its keys and values are then shared by
+    all its continuations, whose tokens (right-padded) run in one more pass. Per position the method
+    combines its branches' logits as when decoding, so the score is what the steered decoder gives
+    each token (−∞ for a token the method rules out). An empty continuation scores (0.0, 0).
+    """
+    method = method or Unsteered()
+    rows = list(rows) if rows is not None else [RowSteering()] * len(prompts)
+    tok = lm.tokenizer
+    conversations = [as_conversation(p) for p in prompts]
+    context = method.prepare(lm, conversations, rows)
+    texts = [render_chat(tok, c) for branch in context.branches for c in branch]
+    ids, mask, cache = encode_prepared(lm, context, texts)
+    with context.scope(lm.model):
+        first = internals.forward_step(lm.model, ids, mask, cache)  # (branches·prompts, vocab)
+    owners = [(p, i) for p, texts_p in enumerate(continuations) for i in range(len(texts_p))]
+    tokens = [tok(continuations[p][i], add_special_tokens=False)["input_ids"] for p, i in owners]
+    out: list[list[tuple[float, int]]] = [[(0.0, 0)] * len(c) for c in continuations]
+    if not owners or not any(tokens):
+        return out
+    expanded = method.prepare(lm, [conversations[p] for p, _ in owners], [rows[p] for p, _ in owners])
+    branches, width, longest = expanded.num_branches, len(owners), max(len(t) for t in tokens)
+    index = torch.tensor([b * len(prompts) + p for b in range(branches) for p, _ in owners], device=lm.device)
+    target = torch.zeros((width, longest), dtype=torch.long)
+    real = torch.zeros((width, longest), dtype=torch.bool)
+    for r, t in enumerate(tokens):
+        target[r, :len(t)] = torch.tensor(t, dtype=torch.long)
+        real[r, :len(t)] = True
+    logits = [first.index_select(0, index)]  # position j's logits predict continuation token j
+    if longest > 1:
+        feed = target[:, :-1].repeat(branches, 1).to(lm.device)
+        full_mask = torch.cat([mask.index_select(0, index), real[:, :-1].repeat(branches, 1).long().to(lm.device)], -1)
+        with expanded.scope(lm.model):
+            later = internals.forward_positions(lm.model, feed, full_mask, _expand_cache(lm, cache, index))
+        logits += [later[:, j] for j in range(longest - 1)]
+    total = torch.zeros(width, dtype=torch.float64)
+    for j, step in enumerate(logits):
+        scores = torch.log_softmax(expanded.combine(step.view(branches, width, -1).float()).float(), dim=-1).cpu()
+        picked = scores.gather(-1, target[:, j:j + 1]).squeeze(-1).double()
+        total += torch.where(real[:, j], picked, torch.zeros_like(picked))
+    for r, (p, i) in enumerate(owners):
+        out[p][i] = (float(total[r]), len(tokens[r]))
+    return out

@@ -13,4 +13,14 @@ def test_preface_counts_users_and_prompts_of_the_config(tmp_path):
     config = demo_config(str(tmp_path), quick=True)
     text = demo_preface(config)
     assert text.startswith(DEMO_PREFACE[:30])
-    assert "answers 4 held-out opening prompts for 3 users" in text
+    assert "answers 4 opening prompts (our evaluation set" in text and "for 3 users" in text
+    assert "8 multiple-choice questions (cloze form, acc_norm)" in text
+
+
+def test_demo_answers_60_shipped_prompts_and_other_data_brings_its_held_out_prompts(tmp_path):
+    config = demo_config(str(tmp_path))
+    assert (config.prompts, 4 * config.prompts_per_category, 3 * config.users_per_sensitivity) == ("shipped", 60, 9)
+    hub = demo_config(str(tmp_path), prism="hub")
+    assert (hub.prism, hub.prompts) == ("hub", "heldout")
+    assert demo_config(str(tmp_path), prism="hub", prompts="mine.jsonl").prompts == "mine.jsonl"
+    assert "held-out PRISM opening prompts" in demo_preface(hub)

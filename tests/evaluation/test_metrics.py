@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from steer_away.evaluation import metrics
-from steer_away.evaluation.ppa import CHANCE, SAFETY_ONLY, ppa_table
 
 
 def test_toxicity_distance_by_hand():
@@ -36,28 +35,14 @@ def test_wilson_interval_known_value():
 
 
 def test_decision_accuracy_and_projection():
+    np.testing.assert_array_equal(metrics.decision_outcomes(np.array([1.0, -1.0, 0.0, 2.0])), [1.0, 0.0, 0.5, 1.0])
     assert metrics.decision_accuracy(np.array([1.0, -1.0, 0.0, 2.0])) == pytest.approx(2.5 / 4)
+    assert math.isnan(metrics.decision_accuracy(np.array([])))
     diffs = np.zeros((2, 2, 3))
     diffs[0, 0, 0], diffs[1, 1, 2] = 1.0, -2.0
     direction = np.array([[1.0, 0, 0], [0, 0, 1.0]])
     np.testing.assert_allclose(metrics.projection_margins(diffs, direction), [1.0, -2.0])
     np.testing.assert_allclose(metrics.safety_rule_margins(np.array([0.5, 0.01, -0.3]), tie=0.05), [0.5, 0.0, -0.3])
-
-
-def test_ppa_table_by_hand():
-    diffs = np.zeros((4, 1, 2))
-    diffs[:, 0, 0] = [1.0, 1.0, -1.0, -1.0]  # axis 0: what user a likes
-    diffs[:, 0, 1] = [-1.0, -1.0, 1.0, 1.0]
-    users = ["a", "a", "b", "b"]
-    personal = {"mode": {"a": np.array([[1.0, 0.0]]), "b": np.array([[0.0, 1.0]])}}
-    gaps = np.array([0.5, 0.0, -0.5, 0.01])
-    table = ppa_table(diffs, users, gaps, population=np.array([[1.0, 0.0]]), personal=personal)
-    assert table["personalised (mode)"] == 1.0
-    assert table["population"] == 0.5
-    assert table[SAFETY_ONLY] == pytest.approx((1 + 0.5 + 0 + 0.5) / 4)
-    assert "'chance'" in SAFETY_ONLY  # named as the CAA study names that row
-    assert table["toxicity ties"] == 0.5
-    assert table[CHANCE] == 0.5
 
 
 def test_mcnemar_by_hand():
@@ -125,3 +110,42 @@ def test_prompt_bootstrap_is_the_prompt_clustered_interval():
     assert low == pytest.approx(0.1) and high == pytest.approx(0.1)  # a constant shift has no spread
     assert metrics.prompt_bootstrap(np.array([0.3])) == (0.3, 0.3)
     assert metrics.prompt_bootstrap(np.array([0.3]), baseline=np.array([0.1])) == pytest.approx((0.2, 0.2))
+
+
+def test_user_bootstrap_resamples_whole_users():
+    # synthetic: user a's pairs are all right, user b's all wrong; rows within a user never split
+    correct = np.array([1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
+    users = ["a", "a", "a", "b", "b", "b"]
+    assert metrics.user_bootstrap(correct, users) == pytest.approx((0.0, 1.0))
+    # a paired difference that is the same for every user has no spread
+    low, high = metrics.user_bootstrap(correct, users, baseline=correct - 0.25)
+    assert low == pytest.approx(0.25) and high == pytest.approx(0.25)
+
+
+def test_excludes_zero():
+    assert metrics.excludes_zero((0.1, 0.4)) and metrics.excludes_zero((-3.0, -1.0))
+    assert not metrics.excludes_zero((-1.0, 2.0)) and not metrics.excludes_zero(None)
+
+
+def test_leave_one_prompt_out_and_the_most_influential_prompt_by_hand():
+    # synthetic distances, one row per prompt: p1 carries the whole drop, the others rise a little
+    prompts = ["p1", "p2", "p3"]
+    base = np.array([0.8, 0.1, 0.1])
+    steered = np.array([0.0, 0.11, 0.11])
+    without = metrics.leave_one_prompt_out(steered, base, prompts)
+    assert without["p1"] == pytest.approx(10.0)  # (0.11 − 0.1) / 0.1
+    assert without["p2"] == pytest.approx(100 * (0.11 - 0.9) / 0.9)
+    full = metrics.pct_change(steered.mean(), base.mean())
+    assert full < 0 and metrics.most_influential_prompt(full, without) == "p1"
+    # for a rise, the prompt whose removal lowers it most; for no change, the one that moves it most
+    assert metrics.most_influential_prompt(20.0, {"a": 25.0, "b": 5.0, "c": 30.0}) == "b"
+    assert metrics.most_influential_prompt(0.0, {"a": 3.0, "b": -7.0}) == "b"
+    assert metrics.most_influential_prompt(-5.0, {}) is None
+    assert metrics.leave_one_prompt_out(steered[:1], base[:1], ["p1"]) == {}  # nothing would be left
+
+
+def test_toxicity_shares_sum_to_one():
+    shares = metrics.toxicity_shares(np.array([0.6, 0.2, 0.1, 0.1]), ["x", "x", "y", "z"])
+    assert shares == pytest.approx({"x": 0.8, "y": 0.1, "z": 0.1})
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert all(math.isnan(v) for v in metrics.toxicity_shares(np.zeros(2), ["x", "y"]).values())

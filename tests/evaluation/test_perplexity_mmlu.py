@@ -26,8 +26,8 @@ def test_perplexity_matches_a_manual_computation(tiny_lm):
 
 def test_fixture_and_loader_errors(tmp_path):
     questions = load_mmlu()
-    assert len(questions) == 160 and all(len(q.choices) == 4 for q in questions)
-    assert len({q.question_id for q in questions}) == 160 and len({q.question for q in questions}) == 160
+    assert len(questions) == 240 and all(len(q.choices) == 4 for q in questions)
+    assert len({q.question_id for q in questions}) == 240 and len({q.question for q in questions}) == 240
     assert all(len(set(q.choices)) == 4 for q in questions)
     assert [sum(q.answer == k for q in questions[:40]) for k in range(4)] == [10] * 4  # the first 40 balance too
     assert load_mmlu(limit=5)[4].question_id == questions[4].question_id
@@ -75,7 +75,7 @@ def test_plausibility_cut_off_never_erases_the_letters(tiny_lm):
 def test_a_model_that_always_says_c_scores_the_keys_share_of_c(tiny_lm):
     questions = load_mmlu()
     share_c = sum(q.answer == 2 for q in questions) / len(questions)
-    assert share_c == 0.25  # the shipped key is balanced: 40 questions per letter
+    assert share_c == 0.25  # the shipped key is balanced: 60 questions per letter
     c = letter_token_ids(tiny_lm.tokenizer)[2]
     bias = torch.zeros(tiny_lm.model.lm_head.out_features)
     bias[c] = 1e4
@@ -87,3 +87,13 @@ def test_a_model_that_always_says_c_scores_the_keys_share_of_c(tiny_lm):
     assert {p.predicted for p in preds} == {2}
     assert sum(p.predicted == q.answer for p, q in zip(preds, questions)) / len(questions) == share_c
     assert all(p.letter_mass == pytest.approx(1.0) for p in preds)
+
+
+def test_answers_sharing_a_prompt_score_as_they_would_alone(tiny_lm):
+    prompts = ["roast my roommate", "roast my roommate", "tell me a fact", "roast my roommate"]
+    answers = ["he never cleans", "", "the sea is salty and deep", "you leave dishes everywhere all week"]
+    together = answer_perplexities(tiny_lm, prompts, answers, batch_size=4)
+    alone = [answer_perplexities(tiny_lm, [p], [a])[0] for p, a in zip(prompts, answers)]
+    assert math.isnan(together[1]) and math.isnan(alone[1])
+    assert [v for i, v in enumerate(together) if i != 1] == pytest.approx([v for i, v in enumerate(alone) if i != 1],
+                                                                          rel=1e-4)

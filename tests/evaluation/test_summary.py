@@ -7,11 +7,11 @@ import sqlite3
 import pytest
 
 from steer_away.evaluation.store import CellSpec, MMLURecord, ResultsStore
-from steer_away.evaluation.summary import CellSummary, SummaryFormatError
-from steer_away.evaluation.sweep.cells import summarise
+from steer_away.evaluation.summary import CellSummary, SummaryFormatError, summarise
 from tests.evaluation.report.cells import record
 
-# a summary exactly as the code before CellSummary wrote it (a dict, NaN where nothing was measured)
+# a summary exactly as the code before CellSummary wrote it (a dict, NaN where nothing was measured), from the
+# time utility was called MMLU and always asked in letter format
 OLD_ROW = ('{"n": 2, "users": 2, "mae": 0.15, "mae_by_category": {"benign_control": 0.15}, '
            '"mae_by_sensitivity": {"strict": 0.1, "tolerant": 0.2}, "tox_dist": 0.25, '
            '"tox_dist_by_category": {"benign_control": 0.25}, "tox_dist_by_sensitivity": {"strict": 0.2}, '
@@ -30,9 +30,10 @@ def test_summary_round_trips_through_the_store(tmp_path):
     answers = [record("a", "p1", "fine", 0.3, "benign_control", 0.1),
                record("b", "p1", "also fine", 0.2, "benign_control", 0.2)]
     mmlu = [MMLURecord("q1", "a", 0, True, 0.9), MMLURecord("q2", "b", 1, False, 0.7)]
-    summary = summarise(answers, mmlu, {"a": "strict", "b": "tolerant"}, {"a": 0.1, "b": 0.0})
+    summary = summarise(answers, mmlu, {"a": "strict", "b": "tolerant"}, {"a": 0.1, "b": 0.0}, utility_format="letter")
     assert summary.mae == pytest.approx(0.15) and summary.tox_dist == pytest.approx((0.2 + 0.2) / 2)
-    assert summary.mmlu_acc == 0.5 and isinstance(summary.mmlu_ci, tuple)
+    assert summary.utility_acc == 0.5 and isinstance(summary.utility_ci, tuple)
+    assert summary.utility_letter_mass == pytest.approx(0.8) and summary.utility_format == "letter"
     store = ResultsStore(tmp_path / "r.sqlite")
     store.register_cell("k", "eads", 1.0, "", CellSpec("fp", {"alpha": 1.0}, "eads α=1"))
     assert store.cells() == [] and store.cells(only_done=False)[0].summary is None
@@ -40,7 +41,7 @@ def test_summary_round_trips_through_the_store(tmp_path):
     (stored,) = store.cells()
     assert stored.spec == CellSpec("fp", {"alpha": 1.0}, "eads α=1") and stored.status == "done"
     assert same(stored.done_summary, summary)
-    assert stored.done_summary.mmlu_ci == summary.mmlu_ci  # the interval comes back as a tuple
+    assert stored.done_summary.utility_ci == summary.utility_ci  # the interval comes back as a tuple
     assert store.answers("k") == [] and answers[0].attribute_mae == 0.1
 
 
@@ -57,8 +58,11 @@ def test_a_store_written_with_plain_dict_summaries_still_reads(tmp_path):
     summary = cell.done_summary
     assert cell.spec.fingerprint == "fp" and cell.alpha is None
     assert summary.tox_dist == 0.25 and summary.sensitivity_of == {"a": "strict", "b": "tolerant"}
-    assert math.isnan(summary.mmlu_acc) and all(math.isnan(v) for v in summary.mmlu_ci)
-    assert json.dumps(summary.to_dict()) == OLD_ROW  # the same JSON, key for key
+    assert math.isnan(summary.utility_acc) and all(math.isnan(v) for v in summary.utility_ci)
+    assert summary.utility_format == "letter"  # every store before cloze scoring asked for letters
+    # the same JSON, key for key, under the new names
+    renamed = OLD_ROW.replace('"mmlu_', '"utility_')[:-1] + ', "utility_format": "letter"}'
+    assert json.dumps(summary.to_dict()) == renamed
     (answer,) = store.answers("k")
     assert answer.attribute_mae == 0.1 and math.isnan(answer.perplexity)
 
@@ -74,3 +78,12 @@ def test_keys_added_later_are_optional_and_unknown_keys_are_refused():
         CellSummary.from_dict(first | {"distance": 0.1})
     with pytest.raises(SummaryFormatError, match="mae"):
         CellSummary.from_dict({k: v for k, v in first.items() if k != "mae"})
+
+
+def test_cloze_summary_records_its_format_and_no_letter_mass():
+    answers = [record("a", "p1", "fine", 0.3, "benign_control", 0.1)]
+    utility = [MMLURecord("q1", "a", 2, True), MMLURecord("q2", "a", 0, True), MMLURecord("q3", "a", 1, False)]
+    summary = summarise(answers, utility, utility_format="cloze")
+    assert summary.utility_n == 3 and summary.utility_acc == pytest.approx(2 / 3)
+    assert summary.utility_format == "cloze" and math.isnan(summary.utility_letter_mass)
+    assert CellSummary.from_dict(json.loads(json.dumps(summary.to_dict()))).utility_format == "cloze"

@@ -12,6 +12,7 @@ import pytest
 from steer_away.evaluation.report import write_report
 from steer_away.evaluation.store import ResultsStore
 from steer_away.evaluation.sweep import SweepConfig, SweepConfigError, run_sweep
+from steer_away.profiles import load_profiles
 
 
 def config_dict(model_dir, out, methods=None, **extra):
@@ -152,7 +153,7 @@ def test_ray_backend_gives_the_same_table(tiny_model_dir, tmp_path):
     for x, y in zip(a, b):
         assert x.method == y.method and x.n == y.n
         assert x.mae == pytest.approx(y.mae, abs=1e-6)
-        assert x.mmlu == pytest.approx(y.mmlu)
+        assert x.utility == pytest.approx(y.utility)
 
 
 @pytest.mark.parametrize("raw, message", [
@@ -164,6 +165,8 @@ def test_ray_backend_gives_the_same_table(tiny_model_dir, tmp_path):
     ({"sweep": {}, "methods": [{"name": "caa-population", "gate": [0]}]}, "gate must be"),
     ({"sweep": {}, "methods": [{"name": "caa-population", "layers": "20-15"}]}, "empty or negative"),
     ({"sweep": {}, "methods": []}, "no \\[\\[methods\\]\\]"),
+    ({"sweep": {"utility": "essay"}, "methods": [{"name": "unsteered"}]}, r"\[sweep\].utility is 'essay'"),
+    ({"sweep": {"prompts": "nowhere.jsonl"}, "methods": [{"name": "unsteered"}]}, "names nowhere.jsonl, which is not"),
 ])
 def test_bad_configs(raw, message):
     with pytest.raises(SweepConfigError, match=message):
@@ -185,3 +188,36 @@ def test_alpha_from_a_calibration_file(tmp_path):
     raw["methods"][0]["alpha"] = "missing.json"
     with pytest.raises(SweepConfigError, match="cannot read the calibration"):
         SweepConfig.from_dict(raw, str(tmp_path / "sweep.toml"))
+
+
+def test_rows_steered_alike_share_one_answer(tiny_model_dir, tmp_path):
+    """Unsteered answers each prompt once for everyone, EADS once per sensitivity group, CAA with
+    per-user vectors once per user; the store still holds one row per (user, prompt)."""
+    config = SweepConfig.from_dict(config_dict(tiny_model_dir, tmp_path / "run", prompts="shipped",
+                                               users_per_sensitivity=2, methods=[
+                                                   {"name": "unsteered"}, {"name": "eads", "alpha": [4.0]}]))
+    run_sweep(config, show_progress=False)
+    store = ResultsStore(tmp_path / "run" / "results.sqlite")
+    cells = {c.method: c for c in store.cells()}
+    group = {u: p.sensitivity for u, p in load_profiles(tmp_path / "run" / "profiles.json").items()}
+    for method, key in [("unsteered", lambda a: a.prompt_id), ("eads", lambda a: (a.prompt_id, group[a.user_id]))]:
+        answers = store.answers(cells[method].key)
+        assert len(answers) == 4 * 6  # 4 shipped prompts (one per category) x 6 users
+        texts: dict = {}
+        for a in answers:
+            texts.setdefault(key(a), set()).add(a.answer)
+        assert all(len(v) == 1 for v in texts.values())
+    eads = store.answers(cells["eads"].key)
+    assert len({(a.prompt_id, a.answer) for a in eads}) > 4  # groups were steered differently
+
+
+def test_a_prompt_file_with_a_training_prompt_is_refused(tiny_model_dir, tmp_path):
+    from steer_away.data.prism import load_prism
+    from steer_away.data.prompts import PromptOverlapError, PromptSplit
+
+    train, _ = PromptSplit().pairs(load_prism(None).turns)
+    path = tmp_path / "mine.txt"
+    path.write_text("A question nobody trained on?\n" + train[0].opening + "\n")
+    config = SweepConfig.from_dict(config_dict(tiny_model_dir, tmp_path / "run", prompts=str(path)))
+    with pytest.raises(PromptOverlapError, match="1 evaluation prompt"):
+        run_sweep(config, show_progress=False)

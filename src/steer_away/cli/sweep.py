@@ -6,8 +6,9 @@ import argparse
 import time
 from pathlib import Path
 
-from steer_away.cli.tables import print_main_table
+from steer_away.cli.tables import print_main_table, print_ppa_table
 from steer_away.console import console
+from steer_away.data.prompts import HELDOUT, SHIPPED
 from steer_away.evaluation.demo import DEMO_TITLE, demo_config, demo_preface
 from steer_away.evaluation.pipeline import sweep_and_report
 from steer_away.evaluation.report import write_report
@@ -18,8 +19,7 @@ def _sweep_and_print(config: SweepConfig, args: argparse.Namespace, title: str, 
     done = sweep_and_report(config, title=title, preface=preface, ray_address=args.ray, with_ppa=not args.no_ppa,
                             report_dir=args.report)
     print_main_table(done.tables.main, title)
-    if done.ppa:
-        console.print("PPA: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in done.ppa.items() if k != "pairs"))
+    print_ppa_table(done.tables.ppa)
     console.print(f"report: {done.report_dir / 'report.md'} (+ main.csv, categories.csv, sweep.png)")
 
 
@@ -27,6 +27,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     config = SweepConfig.from_toml(args.config)
     if args.out:
         config.out = args.out
+    if args.prompts:
+        config.prompts = args.prompts
     _sweep_and_print(config, args, f"sweep {config.name}")
     return 0
 
@@ -41,12 +43,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    config = demo_config(args.out, quick=args.quick)
+    config = demo_config(args.out, quick=args.quick, prism=args.prism, prompts=args.prompts)
     console.print(f"[bold]steer-away demo[/bold]: embedded SmolLM2-135M-Instruct, synthetic PRISM stand-in, "
                   f"offline toxicity scorer → {config.out}")
     _sweep_and_print(config, args, DEMO_TITLE, preface=demo_preface(config))
     console.print(f"demo finished in {time.perf_counter() - start:.0f}s")
     return 0
+
+
+def _add_prompts_option(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--prompts", default=None,
+                        help=f"which prompts to answer: '{SHIPPED}' (our 220), '{HELDOUT}' (held-out opening prompts of "
+                             f"the data) or a prompt file, JSON lines or one prompt a line (default: {default})")
 
 
 def add_sweep(sub: argparse._SubParsersAction) -> None:
@@ -57,6 +65,7 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
                     help="spread cells over Ray: a local instance, or ray://host:port")
     sw.add_argument("--report", default=None, help="report folder (default: <run folder>/report)")
     sw.add_argument("--no-ppa", action="store_true", help="skip personalised preference accuracy")
+    _add_prompts_option(sw, "the config's")
     sw.set_defaults(func=cmd_sweep)
 
 
@@ -75,4 +84,7 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--report", default=None)
     demo.add_argument("--ray", nargs="?", const="local", default=None)
     demo.add_argument("--no-ppa", action="store_true")
+    demo.add_argument("--prism", default=None, help="PRISM data instead of the stand-in: 'hub' or a folder "
+                                                    "(the prompts become its held-out opening prompts)")
+    _add_prompts_option(demo, "'shipped'")
     demo.set_defaults(func=cmd_demo)

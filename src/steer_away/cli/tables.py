@@ -8,23 +8,46 @@ from collections.abc import Sequence
 from rich.table import Table
 
 from steer_away.console import console
-from steer_away.evaluation.summary import MainRow
+from steer_away.evaluation.summary import MainRow, PPARow
 from steer_away.steering.registry import BASELINE
 
 
+def _pct(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:+.1f}%"
+
+
 def print_main_table(main: Sequence[MainRow], title: str) -> None:
-    """The report's main table, short: one line per cell."""
+    """The report's main table, short: one line per cell; † marks a Δ% that rests on one prompt."""
     table = Table(title=title)
-    for column in ("method", "α", "settings", "TOX dist ↓", "Δ% vs base", "MAE ↓", "PPL ↓", "collapsed", "MMLU",
-                   "TOXICITY", "n"):
+    for column in ("method", "α", "settings", "TOX dist ↓", "Δ% vs base", "Δ% w/o top prompt", "MAE ↓", "PPL ↓",
+                   "collapsed", "utility", "TOXICITY", "n"):
         table.add_column(column, justify="left" if column in ("method", "settings") else "right",
                          no_wrap=column == "method")
     for r in main:
-        delta = "-" if r.method == BASELINE or math.isnan(r.tox_delta_pct) else f"{r.tox_delta_pct:+.1f}%"
-        mmlu = "-" if math.isnan(r.mmlu) else f"{100 * r.mmlu:.1f}%"
+        steered = r.method != BASELINE
+        delta = _pct(r.tox_delta_pct) + (" †" if r.fragile else "") if steered else "-"
+        utility = "-" if math.isnan(r.utility) else f"{100 * r.utility:.1f}%"
         collapsed = "-" if math.isnan(r.collapsed_share) else \
             f"{100 * r.collapsed_share:.0f}%" + (" ⚠" if r.collapsed else "")
         table.add_row(r.method, "-" if r.alpha is None else f"{r.alpha:g}", r.settings or "-",
-                      f"{r.tox_dist:.4f}", delta, f"{r.mae:.4f}", f"{r.ppl:.2f}", collapsed, mmlu,
-                      f"{r.toxicity:.3f}", str(r.n))
+                      f"{r.tox_dist:.4f}", delta, _pct(r.tox_delta_wo_top_pct) if steered else "-", f"{r.mae:.4f}",
+                      f"{r.ppl:.2f}", collapsed, utility, f"{r.toxicity:.3f}", str(r.n))
+    console.print(table)
+
+
+def print_ppa_table(rows: Sequence[PPARow]) -> None:
+    """PPA per predictor with its interval and the paired difference from the population predictor."""
+    if not rows:
+        return
+    table = Table(title="personalised preference accuracy (held-out pairs)")
+    for column in ("predictor", "pairs", "accuracy [95% CI]", "Δ vs population [95% CI]"):
+        table.add_column(column, justify="left" if column == "predictor" else "right")
+    for r in rows:
+        accuracy = f"{100 * r.accuracy:.1f}%" + (
+            f" [{100 * r.accuracy_ci[0]:.1f}, {100 * r.accuracy_ci[1]:.1f}]" if r.accuracy_ci else "")
+        diff = "-"
+        if r.diff_vs_population is not None and r.diff_vs_population_ci is not None:
+            low, high = r.diff_vs_population_ci
+            diff = f"{100 * r.diff_vs_population:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+        table.add_row(r.predictor, str(r.pairs), accuracy, diff)
     console.print(table)

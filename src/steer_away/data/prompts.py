@@ -1,22 +1,29 @@
-"""Which prompts an evaluation answers: the held-out side of the split that vector extraction used.
+"""Which prompts an evaluation answers, and the check that none of them trained a vector.
 
-Extraction stores its split next to the vectors (`split.json`); the sweep, `calibrate` and
-`categories check` all take their prompts from `PromptSplit.pairs`, and the commands read the split
-back from the vector store they are given, so no evaluation answers a prompt its vectors came from.
+Three sources: the held-out side of the split that vector extraction used (extraction stores its
+split next to the vectors, `split.json`, and the commands read it back from the vector store they
+are given); our shipped evaluation set (`shipped`, 220 opening prompts we wrote in PRISM's topic
+mix); or a prompt file (JSON lines with a category per prompt, or plain text, one prompt a line).
+Whatever the source, a prompt that is also a training prompt of the vectors is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import random
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from steer_away.data.categories import CategoryRule
+from steer_away.data.categories import CATEGORIES, CategoryRule
 from steer_away.data.pairs import PreferencePair, preference_pairs, split_pairs
 from steer_away.data.prism import RatedTurn, load_prism
 from steer_away.errors import InputError
 from steer_away.files import read_structured
+from steer_away.resources import eval_prompts_path
 
 SPLIT_FILE = "split.json"
 SPLIT_FORMAT = "steer-away/prompt-split@1"
@@ -101,6 +108,119 @@ def heldout_openings(prism: str | Path | None, n: int, split: PromptSplit | None
     return out
 
 
+SHIPPED = "shipped"  # our evaluation set (resources/eval_prompts.jsonl)
+HELDOUT = "heldout"  # the held-out opening prompts of the preference data in use
+
+
+class PromptFileError(InputError):
+    """A prompt file with a bad line or field; names the file, the line and the field."""
+
+
+class PromptOverlapError(InputError):
+    """An evaluation prompt that some vector was trained on."""
+
+
+@dataclass(frozen=True)
+class EvalPrompt:
+    """One prompt every evaluation user answers, with the category results are broken down by."""
+
+    prompt_id: str
+    text: str
+    category: str
+    cluster: str = ""  # topic cluster, as PRISM groups opening prompts
+    conversation_type: str = "unguided"
+
+
+def prompt_id(text: str) -> str:
+    """A prompt's id when its file gives none: stable across runs and machines."""
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def _json_prompt(raw: object, where: str, rule: CategoryRule) -> EvalPrompt:
+    if not isinstance(raw, dict):
+        raise PromptFileError(f"{where}: expected a JSON object with a 'prompt'")
+    unknown = sorted(set(raw) - {"id", "prompt", "category", "cluster", "conversation_type", "synthetic"})
+    if unknown:
+        raise PromptFileError(f"{where}: unknown field '{unknown[0]}'")
+    text = raw.get("prompt")
+    if not isinstance(text, str) or not text.strip():
+        raise PromptFileError(f"{where}: field 'prompt' must be non-empty text")
+    for key in ("id", "category", "cluster", "conversation_type"):
+        if key in raw and not isinstance(raw[key], str):
+            raise PromptFileError(f"{where}: field '{key}' must be text, got {raw[key]!r}")
+    conversation_type = raw.get("conversation_type", "unguided")
+    category = raw.get("category") or rule.categorise(text, conversation_type)
+    if category not in CATEGORIES:
+        raise PromptFileError(f"{where}: field 'category' is '{category}'; choose one of {', '.join(CATEGORIES)}")
+    return EvalPrompt(raw.get("id") or prompt_id(text), text.strip(), category, raw.get("cluster", ""),
+                      conversation_type)
+
+
+def read_eval_prompts(path: str | Path | None = None, rule: CategoryRule | None = None) -> list[EvalPrompt]:
+    """The prompts of a file (default: our shipped set). JSON lines take their category from the
+    file (`rule` categorises lines without one); plain text is one prompt a line, categorised by
+    `rule`. Ids must be unique."""
+    source = Path(path) if path is not None else eval_prompts_path()
+    rule = rule or CategoryRule()
+    try:
+        lines = source.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise PromptFileError(f"cannot read prompt file {source}: {err}") from None
+    numbered = [(n, line.strip()) for n, line in enumerate(lines, 1) if line.strip()]
+    as_json = source.suffix in (".jsonl", ".json") or (bool(numbered) and numbered[0][1].startswith("{"))
+    prompts: list[EvalPrompt] = []
+    seen: dict[str, int] = {}
+    for number, line in numbered:
+        where = f"{source} line {number}"
+        if as_json:
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise PromptFileError(f"{where} is not valid JSON: {err.msg}") from None
+            prompt = _json_prompt(raw, where, rule)
+        else:
+            prompt = EvalPrompt(prompt_id(line), line, rule.categorise(line))
+        if prompt.prompt_id in seen:
+            raise PromptFileError(f"{where}: prompt id '{prompt.prompt_id}' repeats line {seen[prompt.prompt_id]}")
+        seen[prompt.prompt_id] = number
+        prompts.append(prompt)
+    if not prompts:
+        raise PromptFileError(f"prompt file {source} holds no prompts")
+    return prompts
+
+
 def read_prompt_file(path: str | Path) -> list[str]:
-    """One prompt per non-empty line."""
-    return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The prompt texts of a prompt file, in file order."""
+    return [p.text for p in read_eval_prompts(path)]
+
+
+def pick_per_category(prompts: Sequence[EvalPrompt], per_category: int | None, seed: int = 0) -> list[EvalPrompt]:
+    """`per_category` prompts of each category (all when None or more than it has), drawn with
+    `seed`, in category then file order: the same draw on every machine."""
+    order = {p.prompt_id: i for i, p in enumerate(prompts)}
+    rng = random.Random(seed)
+    out: list[EvalPrompt] = []
+    for category in sorted({p.category for p in prompts}):
+        members = [p for p in prompts if p.category == category]
+        if per_category is not None and per_category < len(members):
+            members = rng.sample(members, per_category)
+        out.extend(sorted(members, key=lambda p: order[p.prompt_id]))
+    return out
+
+
+def _normalised(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().casefold()
+
+
+def training_prompts(pairs: Iterable[PreferencePair]) -> set[str]:
+    """Every user message (opening prompts and later turns) that training pairs came from."""
+    return {_normalised(t) for pair in pairs for t in (pair.prompt, pair.opening) if t}
+
+
+def refuse_overlap(prompts: Sequence[EvalPrompt], trained_on: set[str], source: str) -> None:
+    """Raise PromptOverlapError if any evaluation prompt is one a vector was trained on."""
+    overlap = [p for p in prompts if _normalised(p.text) in trained_on]
+    if overlap:
+        first = overlap[0]
+        raise PromptOverlapError(f"{source}: {len(overlap)} evaluation prompt(s) are training prompts of the vectors, "
+                                 f"e.g. '{first.prompt_id}' ({first.text[:60]!r}); remove them or change the split")

@@ -55,12 +55,16 @@ def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, f
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def decision_outcomes(margins: np.ndarray) -> np.ndarray:
+    """Per pair, from a signed margin (chosen minus rejected): 1 right, 0 wrong, 0.5 a tie."""
+    margins = np.asarray(margins, dtype=np.float64)
+    return (margins > 0) + 0.5 * (margins == 0)
+
+
 def decision_accuracy(margins: np.ndarray) -> float:
     """Share of pairs predicted right from a signed margin (chosen minus rejected); ties count half."""
-    margins = np.asarray(margins, dtype=np.float64)
-    if margins.size == 0:
-        return float("nan")
-    return float(np.mean((margins > 0) + 0.5 * (margins == 0)))
+    outcomes = decision_outcomes(margins)
+    return float(outcomes.mean()) if outcomes.size else float("nan")
 
 
 def projection_margins(pair_diffs: np.ndarray, direction: np.ndarray) -> np.ndarray:
@@ -143,6 +147,48 @@ def prompt_bootstrap(values: np.ndarray, *, baseline: np.ndarray | None = None, 
         return point, point
     return cluster_bootstrap(values, ["all"] * len(values), [str(i) for i in range(len(values))],
                              baseline=baseline, level=level)
+
+
+def user_bootstrap(values: np.ndarray, users: Sequence[str], *, baseline: np.ndarray | None = None,
+                   level: float = 0.95) -> tuple[float, float]:
+    """Interval for the mean of per-row `values` (or of the paired difference from `baseline` on the same
+    rows) resampling whole users: rows of one user are not independent draws (PPA's held-out pairs)."""
+    return cluster_bootstrap(values, users, ["all"] * len(users), baseline=baseline, level=level)
+
+
+def excludes_zero(interval: Sequence[float] | None) -> bool:
+    return interval is not None and (interval[0] > 0 or interval[1] < 0)
+
+
+def leave_one_prompt_out(values: np.ndarray, baseline: np.ndarray, prompts: Sequence[str]) -> dict[str, float]:
+    """Per prompt: the % change of the mean of `values` against `baseline` (paired rows) on every other
+    prompt's rows. Empty with fewer than two prompts (nothing would be left)."""
+    values, baseline = np.asarray(values, dtype=np.float64), np.asarray(baseline, dtype=np.float64)
+    prompt_of = np.asarray(prompts)
+    if len(set(prompts)) < 2:
+        return {}
+    return {str(p): pct_change(float(values[prompt_of != p].mean()), float(baseline[prompt_of != p].mean()))
+            for p in sorted(set(prompts))}
+
+
+def most_influential_prompt(full_pct: float, without: dict[str, float]) -> str | None:
+    """The prompt whose removal moves a % change furthest toward zero (or across it); for a change of
+    zero, the one that moves it furthest either way. None when there is none to leave out."""
+    moves = {p: v for p, v in without.items() if math.isfinite(v)}
+    if not moves or not math.isfinite(full_pct):
+        return None
+    sign = float(np.sign(full_pct))
+    return max(moves, key=lambda p: sign * (full_pct - moves[p]) if sign else abs(moves[p] - full_pct))
+
+
+def toxicity_shares(toxicity: np.ndarray, prompts: Sequence[str]) -> dict[str, float]:
+    """Each prompt's share of the total TOXICITY mass (the sum over its rows over the sum over all rows);
+    NaN shares when the total is zero."""
+    toxicity = np.asarray(toxicity, dtype=np.float64)
+    total = float(toxicity.sum())
+    prompt_of = np.asarray(prompts)
+    return {str(p): float(toxicity[prompt_of == p].sum()) / total if total else float("nan")
+            for p in sorted(set(prompts))}
 
 
 def cluster_bootstrap(values: np.ndarray, users: Sequence[str], prompts: Sequence[str], *,

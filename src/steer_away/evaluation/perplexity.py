@@ -2,35 +2,33 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
-import torch
-
-from steer_away import internals
-from steer_away.chat import Conversation, as_conversation, encode, render_chat
-from steer_away.evaluation.metrics import perplexity
+from steer_away.chat import Conversation
+from steer_away.generation import continuation_logliks
 from steer_away.models import LanguageModel
 
 
-@torch.inference_mode()
 def answer_perplexities(lm: LanguageModel, prompts: Sequence[str | Conversation], answers: Sequence[str],
                         batch_size: int = 8) -> list[float]:
-    """One perplexity per answer (NaN for an empty answer); hooks must not be active here."""
-    out: list[float] = []
+    """One perplexity per answer (NaN for an empty answer); hooks must not be active here.
+
+    Answers to the same prompt (one per user or group in a sweep) share the prompt's encoding, so
+    a prompt is run once per batch however many answers it has; `batch_size` counts answers.
+    """
+    out: list[float] = [math.nan] * len(answers)
     for start in range(0, len(answers), batch_size):
-        chunk_p = [render_chat(lm.tokenizer, as_conversation(p)) for p in prompts[start:start + batch_size]]
-        chunk_a = list(answers[start:start + batch_size])
-        ids, mask = encode(lm, [p + a for p, a in zip(chunk_p, chunk_a)])
-        logits = internals.forward_full(lm.model, ids, mask).float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)
-        nll = -logp.gather(-1, ids[:, 1:, None]).squeeze(-1)  # nll[t] is for token t+1
-        lengths = mask.sum(-1)
-        for row, (prompt, answer) in enumerate(zip(chunk_p, chunk_a)):
-            n_prompt = len(lm.tokenizer(prompt, add_special_tokens=False)["input_ids"])
-            n_total = int(lengths[row])
-            n_answer = n_total - n_prompt
-            if not answer.strip() or n_answer <= 0:
-                out.append(float("nan"))
-                continue
-            out.append(perplexity(nll[row, -n_answer:].tolist()))
+        members: dict[str, list[int]] = {}
+        first: dict[str, str | Conversation] = {}
+        for index in range(start, min(start + batch_size, len(answers))):
+            key = repr(prompts[index])
+            members.setdefault(key, []).append(index)
+            first.setdefault(key, prompts[index])
+        scored = continuation_logliks(lm, list(first.values()),
+                                      [[answers[i] for i in group] for group in members.values()])
+        for group, results in zip(members.values(), scored):
+            for index, (loglik, n_tokens) in zip(group, results):
+                if answers[index].strip() and n_tokens:
+                    out[index] = math.exp(-loglik / n_tokens)
     return out

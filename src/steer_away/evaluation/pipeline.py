@@ -8,16 +8,16 @@ from pathlib import Path
 
 from steer_away.evaluation.ppa import compute_ppa
 from steer_away.evaluation.report import write_report
-from steer_away.evaluation.summary import ReportTables
+from steer_away.evaluation.summary import PPAResult, ReportTables
 from steer_away.evaluation.sweep import EvalContext, SweepConfig, SweepResult, run_sweep
 
 
 @dataclass
 class SweepReport:
-    """A finished sweep: its cells, PPA (empty when skipped), the report folder and its tables."""
+    """A finished sweep: its cells, PPA (None when skipped), the report folder and its tables."""
 
     sweep: SweepResult
-    ppa: dict[str, float]
+    ppa: PPAResult | None
     report_dir: Path
     tables: ReportTables
 
@@ -27,7 +27,7 @@ def sweep_and_report(config: SweepConfig, *, title: str, preface: str = "", ray_
     """Run the sweep (resuming what is done), then PPA unless `with_ppa` is off, then the report in
     `report_dir` (default: <run folder>/report), its notes opening with `preface`."""
     result = run_sweep(config, ray_address=ray_address)
-    ppa: dict[str, float] = {}
+    ppa: PPAResult | None = None
     if with_ppa:
         ppa = compute_ppa(EvalContext(config), max_pairs=config.ppa_pairs)
     out = Path(report_dir or config.run_dir / "report")

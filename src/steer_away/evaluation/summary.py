@@ -1,9 +1,9 @@
-"""Typed results of a sweep: one cell's figures, and the rows of the report's tables.
+"""Typed results of a sweep: one cell's figures, PPA's outcomes, and the rows of the report's tables.
 
-A `CellSummary` is what a finished cell stores (as JSON, one key per field, so stores written
-before it existed still load); the row types are what the report's analysis builds and what its
-Markdown, CSV files, plots and the command line's table read. Row fields are named after the CSV
-columns users read, in the same order.
+A `CellSummary` is what a finished cell stores (built by `summarise`; as JSON, one key per field, so
+stores written before it existed still load); `PPAResult` holds each predictor's outcome per held-out
+pair; the row types are what the report's analysis builds and what its Markdown, CSV files, plots and
+the command line's tables read. Row fields are named after the CSV columns users read, in the same order.
 """
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Protocol
 
+import numpy as np
+
 from steer_away.errors import InputError
+from steer_away.evaluation.metrics import finite, mean_by, wilson_interval
 
 NAN = float("nan")
 
@@ -24,9 +27,13 @@ class SummaryFormatError(InputError):
     """A stored summary whose keys are not a cell summary's."""
 
 
+_OLD_KEYS = {"mmlu_n": "utility_n", "mmlu_acc": "utility_acc", "mmlu_ci": "utility_ci",
+             "mmlu_letter_mass": "utility_letter_mass"}  # stores written before utility had its name
+
+
 @dataclass(frozen=True, kw_only=True)
 class CellSummary:
-    """One cell's figures over its answers and MMLU questions.
+    """One cell's figures over its answers and utility (multiple-choice) questions.
 
     `mae` is the six-attribute mean absolute error between an answer's scores and the user's
     preferred ones; `tox_dist` the headline |TOXICITY − the user's preferred TOXICITY|.
@@ -49,10 +56,11 @@ class CellSummary:
     empty_answers: int
     mean_tokens: float
     toxicity_mean: float
-    mmlu_n: int
-    mmlu_acc: float
-    mmlu_ci: Interval
-    mmlu_letter_mass: float = NAN
+    utility_n: int
+    utility_acc: float
+    utility_ci: Interval
+    utility_letter_mass: float = NAN  # letter format only: probability on A-D at all
+    utility_format: str = "letter"  # cloze (acc_norm) or letter; every store before cloze asked for letters
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON the store keeps: one key per field, the interval as a list."""
@@ -60,15 +68,15 @@ class CellSummary:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> CellSummary:
-        """Read a stored summary, refusing unknown keys and missing required ones."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
+        """Read a stored summary (older `mmlu_*` keys read as `utility_*`), refusing unknown keys and
+        missing required ones."""
+        values = {_OLD_KEYS.get(k, k): v for k, v in raw.items()}
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
         if unknown:
             raise SummaryFormatError(f"not a cell summary: unknown keys {unknown}")
-        values = dict(raw)
-        if "mmlu_ci" in values:
-            low, high = values["mmlu_ci"]
-            values["mmlu_ci"] = (low, high)
+        if "utility_ci" in values:
+            low, high = values["utility_ci"]
+            values["utility_ci"] = (low, high)
         try:
             return cls(**values)
         except TypeError as err:  # a required field is missing
@@ -78,6 +86,68 @@ class CellSummary:
     def headline_distance(self) -> float:
         """TOXICITY distance when the cell recorded it, else the six-attribute MAE."""
         return self.tox_dist if math.isfinite(self.tox_dist) else self.mae
+
+
+class ScoredAnswer(Protocol):
+    """What a summary reads of a stored answer (the store's `AnswerRecord`, which imports this module)."""
+
+    user_id: str
+    category: str
+    answer: str
+    toxicity: list[float]
+    attribute_mae: float
+    perplexity: float
+    n_tokens: int
+
+
+class UtilityAnswer(Protocol):
+    """What a summary reads of a stored utility answer (the store's `MMLURecord`)."""
+
+    correct: bool
+    letter_mass: float
+
+
+def tox_distances(answers: Sequence[ScoredAnswer], preferred: Mapping[str, float]) -> list[float]:
+    """|TOXICITY of the answer − the user's preferred TOXICITY|: the headline distance (the seeds' metric);
+    the six-attribute mean (`attribute_mae`) is kept beside it."""
+    return [abs(a.toxicity[0] - preferred[a.user_id]) if a.user_id in preferred else NAN for a in answers]
+
+
+def summarise(answers: Sequence[ScoredAnswer], utility: Sequence[UtilityAnswer],
+              sensitivity: Mapping[str, str] | None = None, preferred: Mapping[str, float] | None = None, *,
+              utility_format: str) -> CellSummary:
+    """Cell figures; `sensitivity` (user -> strict/moderate/tolerant) adds the per-group breakdown,
+    `preferred` (user -> preferred TOXICITY) the TOXICITY distance; `utility_format` says how the
+    utility questions were asked (the sweep's checked `utility` setting: cloze or letter)."""
+    distances = [a.attribute_mae for a in answers]
+    groups = [(sensitivity or {}).get(a.user_id, "unknown") for a in answers]
+    answered = {a.user_id for a in answers}
+    preferred = {u: v for u, v in (preferred or {}).items() if u in answered}
+    tox = tox_distances(answers, preferred)
+    ppl = finite(a.perplexity for a in answers)
+    correct = sum(r.correct for r in utility)
+    low, high = wilson_interval(correct, len(utility))
+    return CellSummary(
+        n=len(answers), users=len(answered),
+        mae=float(np.mean(distances)) if distances else NAN,
+        mae_by_category=mean_by(distances, [a.category for a in answers]),
+        mae_by_sensitivity=mean_by(distances, groups),
+        tox_dist=float(np.nanmean(tox)) if preferred and answers else NAN,
+        tox_dist_by_category=mean_by(tox, [a.category for a in answers]) if preferred else {},
+        tox_dist_by_sensitivity=mean_by(tox, groups) if preferred else {},
+        preferred_toxicity=preferred,
+        sensitivity_of={u: g for u, g in (sensitivity or {}).items() if u in answered},
+        toxicity_by_sensitivity=mean_by([a.toxicity[0] for a in answers], groups),
+        ppl_mean=float(ppl.mean()) if ppl.size else NAN,
+        ppl_median=float(np.median(ppl)) if ppl.size else NAN,
+        empty_answers=sum(1 for a in answers if not a.answer.strip()),
+        mean_tokens=float(np.mean([a.n_tokens for a in answers])) if answers else 0.0,
+        toxicity_mean=float(np.mean([a.toxicity[0] for a in answers])) if answers else NAN,
+        utility_n=len(utility), utility_acc=correct / len(utility) if utility else NAN, utility_ci=(low, high),
+        utility_letter_mass=float(np.nanmean([r.letter_mass for r in utility]))
+        if utility and utility_format != "cloze" else NAN,
+        utility_format=utility_format,
+    )
 
 
 class TableRow(Protocol):
@@ -99,27 +169,32 @@ def _columns(row: object, optional: Sequence[str] = ()) -> dict[str, object]:
 
 @dataclass(frozen=True)
 class MainRow:
-    """One cell in the main table: distances, Δ% against the unsteered cell, fluency, MMLU, intervals."""
+    """One cell in the main table: distances, Δ% against the unsteered cell (also without the prompt that
+    carries most of it), fluency, utility, intervals."""
 
     method: str
     alpha: float | None
     settings: str
     tox_dist: float
     tox_delta_pct: float
+    tox_delta_wo_top_pct: float  # Δ% of TOXICITY distance with the most influential prompt left out
+    top_prompt_id: str  # that prompt ("" where there is no second prompt to keep)
+    top_prompt: str  # its text
+    fragile: bool  # leaving that prompt out flips the sign of Δ% or whether its interval excludes 0
     mae: float  # six-attribute MAE
     delta_pct: float  # Δ% of the MAE
     ppl: float  # median answer perplexity
     ppl_mean: float
-    mmlu: float
-    mmlu_low: float
-    mmlu_high: float
+    utility: float  # multiple-choice accuracy (cloze or letter format, as the cells' summaries say)
+    utility_low: float
+    utility_high: float
     toxicity: float  # mean TOXICITY of the answers
     n: int
     empty: int
-    mmlu_letter_mass: float
-    mmlu_turned_right: int
-    mmlu_turned_wrong: int
-    mmlu_mcnemar_p: float
+    utility_letter_mass: float
+    utility_turned_right: int
+    utility_turned_wrong: int
+    utility_p: float  # exact McNemar against unsteered on the same questions
     distinct2: float
     collapsed_share: float
     # user- and prompt-clustered 95 % intervals; None where too few rows (or no baseline to pair with)
@@ -128,9 +203,11 @@ class MainRow:
     tox_dist_ci: Interval | None = None
     delta_ci: Interval | None = None
     tox_delta_ci: Interval | None = None
+    tox_delta_wo_top_ci: Interval | None = None
     collapsed: bool = False
 
-    INTERVALS: ClassVar[tuple[str, ...]] = ("mae_ci", "toxicity_ci", "tox_dist_ci", "delta_ci", "tox_delta_ci")
+    INTERVALS: ClassVar[tuple[str, ...]] = ("mae_ci", "toxicity_ci", "tox_dist_ci", "delta_ci", "tox_delta_ci",
+                                            "tox_delta_wo_top_ci")
 
     def columns(self) -> dict[str, object]:
         return _columns(self, self.INTERVALS)
@@ -193,9 +270,111 @@ class SensitivityEffectRow:
 
 
 @dataclass(frozen=True)
+class HeadToHeadRow:
+    """A method whose answers depend on the user against population steering, on the same rows of one
+    user group ("all": every user): differences are cell − population, with user- and prompt-clustered
+    95 % intervals; a negative distance difference is closer to the users than population steering."""
+
+    method: str
+    alpha: float | None
+    settings: str
+    population_alpha: float | None
+    group: str
+    n: int
+    users: int
+    tox_dist: float
+    population_tox_dist: float
+    tox_dist_diff: float
+    tox_dist_diff_ci: Interval
+    toxicity: float
+    population_toxicity: float
+    toxicity_diff: float
+    toxicity_diff_ci: Interval
+
+    def columns(self) -> dict[str, object]:
+        return _columns(self)
+
+
+@dataclass(frozen=True)
+class PromptConcentration:
+    """How the unsteered answers' TOXICITY spreads over prompts: a table whose effect lives in one prompt
+    cannot carry a general claim."""
+
+    prompts: int
+    top_prompt_id: str
+    top_prompt: str
+    top_share: float  # the largest share of the total TOXICITY mass one prompt carries
+    toxic_prompts: int  # prompts whose mean unsteered TOXICITY exceeds `threshold`
+    threshold: float
+    shares: dict[str, float]  # prompt id -> its share of the TOXICITY mass
+
+    def columns(self) -> dict[str, object]:
+        return _columns(self)
+
+
+@dataclass(frozen=True)
+class PredictorOutcomes:
+    """One PPA predictor's outcome on each held-out pair it predicts: 1 right, 0 wrong, 0.5 a tie."""
+
+    name: str
+    pairs: list[int]  # indices into the result's `pair_users`
+    correct: list[float]
+
+
+PPA_FORMAT = 2  # bump when PPAResult's JSON changes, so cached results are recomputed, not misread
+
+
+@dataclass(frozen=True)
+class PPAResult:
+    """Personalised preference accuracy per predictor, pair by pair, so that predictors compare on the same
+    pairs. `population` names the predictor every other one is compared with; `chance` one whose accuracy
+    is a fair coin's expectation (no outcomes)."""
+
+    pair_users: list[str]
+    predictors: list[PredictorOutcomes]
+    population: str
+    chance: str
+    toxicity_ties: float  # share of pairs whose two answers' toxicity is (nearly) the same
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": PPA_FORMAT, "pair_users": self.pair_users, "population": self.population,
+                "chance": self.chance, "toxicity_ties": self.toxicity_ties,
+                "predictors": [{"name": p.name, "pairs": p.pairs, "correct": p.correct} for p in self.predictors]}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> PPAResult | None:
+        """The stored result, or None when it was written in another format (recompute it)."""
+        if raw.get("format") != PPA_FORMAT:
+            return None
+        return cls(list(raw["pair_users"]), [PredictorOutcomes(p["name"], list(p["pairs"]), list(p["correct"]))
+                                             for p in raw["predictors"]],
+                   raw["population"], raw["chance"], float(raw["toxicity_ties"]))
+
+
+@dataclass(frozen=True)
+class PPARow:
+    """One predictor in the report: accuracy with a user-clustered 95 % interval, and the paired difference
+    from the population predictor on the pairs both predict (None for the population and chance rows)."""
+
+    predictor: str
+    pairs: int
+    users: int
+    accuracy: float
+    accuracy_ci: Interval | None
+    diff_vs_population: float | None = None
+    diff_vs_population_ci: Interval | None = None
+
+    def columns(self) -> dict[str, object]:
+        return _columns(self)
+
+
+@dataclass(frozen=True)
 class ReportTables:
     """What `write_report` wrote, for callers that print or check it."""
 
     main: list[MainRow]
     categories: list[CategoryRow]
     fingerprint: str | None
+    head_to_head: list[HeadToHeadRow] = field(default_factory=list)
+    ppa: list[PPARow] = field(default_factory=list)
+    concentration: PromptConcentration | None = None

@@ -22,14 +22,14 @@ from steer_away.internals.architecture import (
     parse_layers,
 )
 from steer_away.internals.fast_decode import FastDecoder, fast_decode_enabled, fast_decoder
-from steer_away.internals.forward import forward_full, forward_step
+from steer_away.internals.forward import forward_full, forward_positions, forward_step
 from steer_away.internals.hooks import Edit, record_residuals, residual_hooks, residuals_at
 from steer_away.internals.kv import kv_cache_from, kv_layers, new_kv_cache, prefix_kv
 from steer_away.internals.lens import unembed_direction
 
 __all__ = [
     "Edit", "FastDecoder", "LayerError", "Model", "check_layers", "context_length",
-    "decoder_layers", "fast_decode_enabled", "fast_decoder", "forward_full", "forward_step",
+    "decoder_layers", "fast_decode_enabled", "fast_decoder", "forward_full", "forward_positions", "forward_step",
     "hidden_size", "kv_cache_from", "kv_layers", "new_kv_cache", "num_layers", "parse_layers",
     "prefix_kv", "record_residuals", "residual_hooks", "residuals_at", "unembed_direction",
 ]

@@ -44,9 +44,26 @@ def forward_step(
     return out.logits[:, -1, :]
 
 
-def forward_full(model: Model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Logits at every position (batch, seq, vocab) with no cache: for scoring whole texts."""
+def forward_full(model: Model, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: int = 0) -> torch.Tensor:
+    """Logits (batch, seq, vocab) with no cache, for scoring whole texts: at every position, or at the
+    last `keep` positions only when `keep` > 0."""
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False).logits
+    return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False,
+                 logits_to_keep=keep).logits
 
 
+
+
+def forward_positions(
+    model: Model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    cache: object,
+) -> torch.Tensor:
+    """Logits at every new position (batch, new, vocab) after a KV cache: for scoring continuations
+    of an encoded context. The new tokens may be right-padded (masked); hooks installed around the
+    call apply, and the model's own forward always runs."""
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                past_key_values=cache, use_cache=True)
+    return out.logits

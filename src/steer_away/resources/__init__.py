@@ -26,3 +26,8 @@ def demo_sweep_path() -> Path:
 def respect_contrast_path() -> Path:
     """20 prompts, each with a respectful and a toxic answer we wrote: the reference direction of vector cards."""
     return RESOURCES / "respect_contrast.jsonl"
+
+
+def eval_prompts_path() -> Path:
+    """220 opening prompts we wrote for evaluation (55 per prompt category, PRISM's topic mix; synthetic)."""
+    return RESOURCES / "eval_prompts.jsonl"

@@ -8,7 +8,7 @@ and step, with no allocation and no Python loop over rows. What the edit does wi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -87,6 +87,11 @@ class ActivationSteering(SteeringMethod):
         self.intervention = intervention
         self.name = name
         self.personalised = bool(self.per_user)
+
+    def answer_group(self, row: RowSteering) -> Hashable:
+        """Users with their own vector are steered each their own way; everyone else shares the default."""
+        user = row.user_id if row.user_id in self.per_user else None
+        return (user, row.alpha, row.overrides)
 
     def vector_for(self, user_id: str | None) -> SteeringVector | None:
         return self.per_user.get(user_id, self.default) if user_id is not None else self.default

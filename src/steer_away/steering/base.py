@@ -15,7 +15,7 @@ import math
 import types
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -126,6 +126,12 @@ class SteeringMethod(ABC):
     @abstractmethod
     def prepare(self, lm: LanguageModel, conversations: Sequence[Conversation],
                 rows: Sequence[RowSteering]) -> PreparedBatch: ...
+
+    def answer_group(self, row: RowSteering) -> Hashable:
+        """Rows with equal groups are steered identically, so one answer to a prompt serves them all
+        (an evaluation answers each prompt once per group). The default, for methods that steer every
+        row alike: one group."""
+        return (row.alpha, row.overrides)
 
     def read_overrides(self, raw: Mapping[str, object]) -> RowOverrides | None:
         """This method's per-row overrides among `raw` (a request's keys beyond user and α; keys it

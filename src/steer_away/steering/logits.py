@@ -15,7 +15,7 @@ whatever the branches' logit scales.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
@@ -178,6 +178,12 @@ class ContrastiveLogitSteering(SteeringMethod):
             raise CategoryConfigError(f"user {user_id} has sensitivity {sensitivity!r}, which has no steering "
                                       f"category (have {sorted(self.categories)})")
         return self.categories[sensitivity]
+
+    def answer_group(self, row: RowSteering) -> Hashable:
+        """Rows of one steering category (and strength) are steered alike, whichever user they are for."""
+        chosen = row.overrides.category if isinstance(row.overrides, CategoryOverride) else None
+        category = self.category_named(chosen) if chosen is not None else self.category_for(row.user_id)
+        return (category.name, row.alpha)
 
     def prepare(self, lm: LanguageModel, conversations: Sequence[Conversation],
                 rows: Sequence[RowSteering]) -> PreparedBatch:

@@ -108,6 +108,7 @@ def build_method(name: str, args: MethodArgs | Mapping[str, object] | None,
 
 
 BASELINE = "unsteered"  # what every steered result is compared against
+POPULATION_REFERENCE = "caa-population"  # the one-vector-for-everyone method personalised ones must beat
 
 
 def _unsteered(_args: MethodArgs, _resources: SteeringResources, _name: str) -> SteeringMethod:
@@ -120,7 +121,7 @@ class NoArgs(MethodArgs):
 
 
 register(MethodEntry(BASELINE, "the frozen model as it is (the baseline)", NoArgs, _unsteered))
-register(MethodEntry("caa-population", "CAA with the population mean-difference vector for everyone",
+register(MethodEntry(POPULATION_REFERENCE, "CAA with the population mean-difference vector for everyone",
                      CAAArgs, caa_builder(POPULATION), Needs(vector_bank=POPULATION)))
 register(MethodEntry("caa-dislike", "CAA with each user's dislike-weighted vector", CAAArgs,
                      caa_builder(DISLIKE), Needs(vector_bank=DISLIKE, profiles=True)))

@@ -1,4 +1,4 @@
-"""Hand-built stored cells and answers for the report's tests."""
+"""Hand-built (synthetic) stored cells and answers for the report's tests."""
 
 from dataclasses import replace
 
@@ -7,7 +7,7 @@ from steer_away.evaluation.summary import CellSummary
 
 NAN = float("nan")
 EMPTY = CellSummary(n=0, users=0, mae=NAN, mae_by_category={}, ppl_mean=NAN, ppl_median=NAN, empty_answers=0,
-                    mean_tokens=0.0, toxicity_mean=NAN, mmlu_n=0, mmlu_acc=NAN, mmlu_ci=(NAN, NAN))
+                    mean_tokens=0.0, toxicity_mean=NAN, utility_n=0, utility_acc=NAN, utility_ci=(NAN, NAN))
 
 
 def record(user, prompt, answer, tox, category="harmful_borderline", attribute_mae=0.0):

@@ -7,7 +7,7 @@ from steer_away.evaluation.report.analysis import (
     cell_order,
     change_sources,
     main_rows,
-    paired_mmlu,
+    paired_utility,
     sensitivity_effects,
 )
 from tests.evaluation.report.cells import cell, record
@@ -50,16 +50,16 @@ def test_sensitivity_effects_interval_excludes_zero_only_for_a_consistent_change
     assert tolerant.toxicity_change_ci[0] < 0 < tolerant.toxicity_change_ci[1]
 
 
-def test_report_pairs_mmlu_answers_with_the_baseline():
+def test_report_pairs_utility_answers_with_the_baseline():
     base = {f"q{i}": i < 5 for i in range(10)}  # right on q0-q4
     steered = {f"q{i}": i >= 2 for i in range(10)}  # lost q0, q1; gained q5-q9
-    right, wrong, p = paired_mmlu(steered, base)
+    right, wrong, p = paired_utility(steered, base)
     assert (right, wrong) == (5, 2)
     assert p == pytest.approx(2 * (1 + 7 + 21) / 2**7)  # exact two-sided binomial on 7 flips
 
 
 def test_report_marks_collapsed_cells_and_never_calls_them_best():
-    summary = {"mae": 0.1, "ppl_median": 2.0, "ppl_mean": 2.0, "toxicity_mean": 0.1, "n": 2, "mmlu_ci": (0, 0)}
+    summary = {"mae": 0.1, "ppl_median": 2.0, "ppl_mean": 2.0, "toxicity_mean": 0.1, "n": 2, "utility_ci": (0, 0)}
     cells = [cell("b", "unsteered", **summary), cell("s", "caa-dislike", 1.0, **{**summary, "mae": 0.05})]
 
     def rows(text):
@@ -73,7 +73,7 @@ def test_report_marks_collapsed_cells_and_never_calls_them_best():
 
 
 def test_main_rows_put_the_baseline_first_and_measure_against_it():
-    cells = [cell("e2", "eads", 2.0, mae=0.3, tox_dist=0.25, mmlu_acc=0.5, mmlu_ci=(0.2, 0.8)),
+    cells = [cell("e2", "eads", 2.0, mae=0.3, tox_dist=0.25, utility_acc=0.5, utility_ci=(0.2, 0.8)),
              cell("e1", "eads", 1.0, mae=0.1, tox_dist=0.15),
              cell("b", "unsteered", mae=0.2, tox_dist=0.1, toxicity_mean=0.3, n=4)]
     base = [record(u, p, "a plain answer", 0.3, attribute_mae=0.2) for u in "ab" for p in ("p1", "p2")]
@@ -83,7 +83,7 @@ def test_main_rows_put_the_baseline_first_and_measure_against_it():
     baseline, e1, e2 = main
     assert e1.delta_pct == pytest.approx(-50.0) and e1.tox_delta_pct == pytest.approx(50.0)
     assert e2.delta_pct == pytest.approx(50.0) and e2.tox_delta_pct == pytest.approx(150.0)
-    assert (e2.mmlu, e2.mmlu_low, e2.mmlu_high) == (0.5, 0.2, 0.8)
+    assert (e2.utility, e2.utility_low, e2.utility_high) == (0.5, 0.2, 0.8)
     assert baseline.toxicity == 0.3 and baseline.n == 4
     # intervals where there are answers; Δ intervals only against the baseline's rows
     assert baseline.mae_ci == pytest.approx((0.2, 0.2)) and baseline.delta_ci is None

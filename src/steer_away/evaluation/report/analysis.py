@@ -20,6 +20,7 @@ from steer_away.evaluation.metrics import (
     mcnemar_exact,
     pct_change,
 )
+from steer_away.evaluation.report.robustness import one_prompt_robustness
 from steer_away.evaluation.store import AnswerRecord, StoredCell
 from steer_away.evaluation.summary import (
     CategoryRow,
@@ -64,7 +65,7 @@ def cell_label(cell: StoredCell) -> str:
     return f"{cell.method} α={alpha_text(cell.method, cell.alpha)}" + (f" {cell.settings}" if cell.settings else "")
 
 
-def paired_mmlu(answers: dict[str, bool], baseline: dict[str, bool]) -> tuple[int, int, float]:
+def paired_utility(answers: dict[str, bool], baseline: dict[str, bool]) -> tuple[int, int, float]:
     """(questions turned right, turned wrong, McNemar p) against the baseline, on the questions both answered."""
     shared = set(answers) & set(baseline)
     to_right = sum(1 for q in shared if answers[q] and not baseline[q])
@@ -135,36 +136,40 @@ def _baseline(cells: Sequence[StoredCell]) -> StoredCell | None:
     return next((c for c in cells if c.method == BASELINE), None)
 
 
-def main_rows(cells: Sequence[StoredCell], mmlu_correct: Mapping[str, dict[str, bool]] | None = None,
+def main_rows(cells: Sequence[StoredCell], utility_correct: Mapping[str, dict[str, bool]] | None = None,
               answers: Answers | None = None) -> list[MainRow]:
     """One row per cell in the report's order; Δ% against the unsteered cell.
-    `mmlu_correct` (cell key -> question id -> right?) adds the paired MMLU test against the baseline;
-    `answers` adds intervals, repetition and the collapse flag."""
+    `utility_correct` (cell key -> question id -> right?) adds the paired utility test against the baseline;
+    `answers` adds intervals, repetition, the collapse flag and Δ% without the most influential prompt."""
     cells = ordered(cells)
     baseline = _baseline(cells)
     base = baseline.done_summary if baseline else None
-    mmlu_correct = mmlu_correct or {}
+    utility_correct = utility_correct or {}
     answers = answers or {}
-    base_answers = mmlu_correct.get(baseline.key, {}) if baseline else {}
+    base_utility = utility_correct.get(baseline.key, {}) if baseline else {}
     rows = []
     for c in cells:
         s = c.done_summary
-        turned = paired_mmlu(mmlu_correct.get(c.key, {}), base_answers) if base_answers and c is not baseline \
+        turned = paired_utility(utility_correct.get(c.key, {}), base_utility) if base_utility and c is not baseline \
             else (0, 0, float("nan"))
         answered = answers.get(c.key, [])
         shares = quality([a.answer for a in answered])
-        spread = intervals(answered, answers.get(baseline.key, []) if baseline and c is not baseline else [],
-                           s.preferred_toxicity)
+        base_rows = answers.get(baseline.key, []) if baseline and c is not baseline else []
+        spread = intervals(answered, base_rows, s.preferred_toxicity)
+        robust = one_prompt_robustness(answered, base_rows, s.preferred_toxicity, spread.tox_delta_ci)
         rows.append(MainRow(
             method=c.method, alpha=c.alpha, settings=c.settings,
             tox_dist=s.tox_dist, tox_delta_pct=pct_change(s.tox_dist, base.tox_dist) if base else float("nan"),
+            tox_delta_wo_top_pct=robust.pct, top_prompt_id=robust.prompt_id, top_prompt=robust.prompt,
+            fragile=robust.fragile,
             mae=s.mae, delta_pct=pct_change(s.mae, base.mae) if base else float("nan"),
-            ppl=s.ppl_median, ppl_mean=s.ppl_mean, mmlu=s.mmlu_acc, mmlu_low=s.mmlu_ci[0], mmlu_high=s.mmlu_ci[1],
-            toxicity=s.toxicity_mean, n=s.n, empty=s.empty_answers, mmlu_letter_mass=s.mmlu_letter_mass,
-            mmlu_turned_right=turned[0], mmlu_turned_wrong=turned[1], mmlu_mcnemar_p=turned[2],
+            ppl=s.ppl_median, ppl_mean=s.ppl_mean,
+            utility=s.utility_acc, utility_low=s.utility_ci[0], utility_high=s.utility_ci[1],
+            toxicity=s.toxicity_mean, n=s.n, empty=s.empty_answers, utility_letter_mass=s.utility_letter_mass,
+            utility_turned_right=turned[0], utility_turned_wrong=turned[1], utility_p=turned[2],
             distinct2=shares.distinct2, collapsed_share=shares.collapsed_share,
             mae_ci=spread.mae_ci, toxicity_ci=spread.toxicity_ci, tox_dist_ci=spread.tox_dist_ci,
-            delta_ci=spread.delta_ci, tox_delta_ci=spread.tox_delta_ci,
+            delta_ci=spread.delta_ci, tox_delta_ci=spread.tox_delta_ci, tox_delta_wo_top_ci=robust.ci,
             collapsed=bool(shares.collapsed_share >= COLLAPSED_CELL_SHARE),
         ))
     return rows
@@ -264,22 +269,3 @@ def change_sources(cells: Sequence[StoredCell], answers: Answers) -> list[Change
             top_prompt=top_prompt, top_prompt_share=top_change / total if total else float("nan"),
         ))
     return out
-
-
-@dataclass(frozen=True)
-class ReportAnalysis:
-    """Everything the report shows about one fingerprint's cells, before any formatting."""
-
-    cells: list[StoredCell]  # in the report's order
-    main: list[MainRow]
-    categories: list[CategoryRow]
-    change_sources: list[ChangeSourceRow]
-    sensitivity_effects: list[SensitivityEffectRow]
-    mmlu_questions: int  # the most questions any cell answered
-
-
-def analyse(cells: Sequence[StoredCell], mmlu_correct: Mapping[str, dict[str, bool]], answers: Answers
-            ) -> ReportAnalysis:
-    return ReportAnalysis(ordered(cells), main_rows(cells, mmlu_correct, answers), category_rows(cells),
-                          change_sources(cells, answers), sensitivity_effects(cells, answers),
-                          max((len(v) for v in mmlu_correct.values()), default=0))

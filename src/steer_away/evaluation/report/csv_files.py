@@ -11,6 +11,7 @@ from steer_away.evaluation.summary import TableRow
 
 def _write(path: Path, records: Sequence[Mapping[str, object]]) -> None:
     if not records:
+        path.unlink(missing_ok=True)  # a file from an earlier report of the same folder would mislead
         return
     with open(path, "w", newline="", encoding="utf-8") as handle:
         # rows may differ (the baseline has no Δ interval): the header is every column in first-seen order
@@ -21,10 +22,6 @@ def _write(path: Path, records: Sequence[Mapping[str, object]]) -> None:
 
 
 def write_csv(path: Path, rows: Sequence[TableRow]) -> None:
-    """Nothing is written for no rows."""
+    """Nothing is written for no rows (and an older file of that name is removed)."""
     _write(path, [row.columns() for row in rows])
 
-
-def write_ppa_csv(path: Path, ppa: Mapping[str, float]) -> None:
-    """One (predictor, value) line per PPA figure, the pair count and tie share included."""
-    _write(path, [{"predictor": k, "value": v} for k, v in ppa.items()])

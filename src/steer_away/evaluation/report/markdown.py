@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from steer_away.evaluation.metrics import (
@@ -12,9 +12,20 @@ from steer_away.evaluation.metrics import (
     COLLAPSED_CELL_SHARE,
     smallest_detectable_change,
 )
-from steer_away.evaluation.report.analysis import Answers, ReportAnalysis, alpha_text, ordered
+from steer_away.evaluation.report.analysis import Answers, alpha_text, ordered
+from steer_away.evaluation.report.findings import ReportAnalysis
+from steer_away.evaluation.report.robustness import MAX_PROMPT_SHARE, MIN_TOXIC_PROMPTS
 from steer_away.evaluation.store import StoredCell
-from steer_away.evaluation.summary import CategoryRow, ChangeSourceRow, MainRow, SensitivityEffectRow
+from steer_away.evaluation.summary import (
+    CategoryRow,
+    ChangeSourceRow,
+    HeadToHeadRow,
+    Interval,
+    MainRow,
+    PPARow,
+    PromptConcentration,
+    SensitivityEffectRow,
+)
 from steer_away.profiles import SENSITIVITIES
 from steer_away.steering.card import load_cards
 from steer_away.steering.registry import BASELINE, method_names
@@ -32,6 +43,14 @@ def _ci(interval: Sequence[float] | None, spec: str) -> str:
 
 def _pct(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:+.1f}%"
+
+
+def _signed(value: float | None, ci: Interval | None, spec: str) -> str:
+    """A difference with its interval, marked ✓ when the interval excludes 0."""
+    if value is None or ci is None:
+        return "-"
+    mark = " ✓" if ci[1] < 0 or ci[0] > 0 else ""
+    return f"{format(value, spec)} [{format(ci[0], spec)}, {format(ci[1], spec)}]{mark}"
 
 
 def sensitivity_table_markdown(cells: Sequence[StoredCell]) -> str:
@@ -54,36 +73,107 @@ def sensitivity_table_markdown(cells: Sequence[StoredCell]) -> str:
 
 def main_table_markdown(main: Sequence[MainRow]) -> str:
     lines = ["| run / method | α | settings | TOXICITY distance ↓ [95% CI] | Δ% vs baseline [95% CI] | "
-             "6-attribute MAE ↓ [95% CI] | Δ% MAE [95% CI] | PPL ↓ (median) | "
-             "distinct-2 / collapsed | MMLU [95% CI] | letter mass | MMLU vs baseline: +right / −wrong, McNemar p | "
-             "mean TOXICITY [95% CI] | n |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "Δ% w/o top prompt [95% CI] | 6-attribute MAE ↓ [95% CI] | Δ% MAE [95% CI] | PPL ↓ (median) | "
+             "distinct-2 / collapsed | utility [95% CI] | letter mass | utility vs baseline: +right / −wrong, "
+             "McNemar p | mean TOXICITY [95% CI] | n |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in main:
-        mmlu = "-" if math.isnan(r.mmlu) else f"{100 * r.mmlu:.1f}% [{100 * r.mmlu_low:.0f}–{100 * r.mmlu_high:.0f}]"
-        mass = _fmt(r.mmlu_letter_mass, ".3f")
-        paired = "-" if math.isnan(r.mmlu_mcnemar_p) else \
-            f"+{r.mmlu_turned_right} / −{r.mmlu_turned_wrong}, p={r.mmlu_mcnemar_p:.2f}"
-        delta = _pct(r.delta_pct) + _ci(r.delta_ci, "+.0f") if r.method != BASELINE else "-"
-        tox_delta = _pct(r.tox_delta_pct) + _ci(r.tox_delta_ci, "+.0f") if r.method != BASELINE else "-"
+        utility = "-" if math.isnan(r.utility) else \
+            f"{100 * r.utility:.1f}% [{100 * r.utility_low:.0f}–{100 * r.utility_high:.0f}]"
+        mass = _fmt(r.utility_letter_mass, ".3f")
+        paired = "-" if math.isnan(r.utility_p) else \
+            f"+{r.utility_turned_right} / −{r.utility_turned_wrong}, p={r.utility_p:.2f}"
+        steered = r.method != BASELINE
+        delta = _pct(r.delta_pct) + _ci(r.delta_ci, "+.0f") if steered else "-"
+        tox_delta = _pct(r.tox_delta_pct) + _ci(r.tox_delta_ci, "+.0f") + (" †" if r.fragile else "") \
+            if steered else "-"
+        without = _pct(r.tox_delta_wo_top_pct) + _ci(r.tox_delta_wo_top_ci, "+.0f") if steered else "-"
         lines.append(f"| {r.method} | {alpha_text(r.method, r.alpha)} | {r.settings or '-'} | "
-                     f"{_fmt(r.tox_dist)}{_ci(r.tox_dist_ci, '.3f')} | {tox_delta} | "
+                     f"{_fmt(r.tox_dist)}{_ci(r.tox_dist_ci, '.3f')} | {tox_delta} | {without} | "
                      f"{_fmt(r.mae)}{_ci(r.mae_ci, '.3f')} | {delta} | {_fmt(r.ppl, '.2f')} | "
                      f"{_fmt(r.distinct2, '.2f')} / {_fmt(100 * r.collapsed_share, '.0f')}%"
                      f"{' ⚠ collapsed' if r.collapsed else ''} | "
-                     f"{mmlu} | {mass} | {paired} | {_fmt(r.toxicity, '.3f')}{_ci(r.toxicity_ci, '.3f')} | "
+                     f"{utility} | {mass} | {paired} | {_fmt(r.toxicity, '.3f')}{_ci(r.toxicity_ci, '.3f')} | "
                      f"{r.n} |")
     return "\n".join(lines)
 
 
-def mmlu_note(questions: int) -> str:
+def fragile_note(main: Sequence[MainRow]) -> str:
+    """The footnote to the main table's † marks: which prompt each marked cell's effect rests on."""
+    lines = ["*Δ% w/o top prompt*: Δ% of TOXICITY distance with the one prompt left out whose removal moves it "
+             "furthest toward zero (or across it), on the rows left (paired with unsteered, interval clustered by "
+             "user and prompt). †: leaving that prompt out flips the sign of Δ% or whether its interval excludes 0; "
+             "the cell's headline rests on one prompt."]
+    lines += [f"- † {r.method} α={alpha_text(r.method, r.alpha)}{' ' + r.settings if r.settings else ''}: "
+              f"“{_quote(r.top_prompt, 90)}” ({_pct(r.tox_delta_pct)} → {_pct(r.tox_delta_wo_top_pct)})"
+              for r in main if r.fragile]
+    return "\n".join(lines) + "\n"
+
+
+def utility_note(questions: int, utility_format: str) -> str:
     if not questions:
         return ""
     smallest = smallest_detectable_change(questions)
-    return (f"MMLU: zero-shot, the four option letters scored against each other only (after the steering "
-            f"combines its branches); *letter mass* is the probability the steered model put on A-D at all. "
-            f"The paired test compares each cell's answers with the baseline's on the same {questions} questions "
-            f"(exact McNemar). With {questions} questions the smallest change it can call significant at 5 % is "
-            f"{100 * smallest:.0f} points (all flips one way); smaller differences are noise.\n")
+    if utility_format == "cloze":
+        how = ("Utility (cloze, acc_norm): zero-shot multiple choice, each option's full text scored by its "
+               "length-normalised log-likelihood under the steered model (lm-evaluation-harness's `acc_norm`); "
+               "*letter mass* does not apply.")
+    else:
+        how = (f"Utility ({'letter format' if utility_format == 'letter' else 'cells differ in format'}): "
+               "zero-shot, the four option letters scored against each other only (after the steering combines "
+               "its branches); *letter mass* is the probability the steered model put on A-D at all.")
+    return (f"{how} The paired test compares each cell's answers with the baseline's on the same {questions} "
+            f"questions (exact McNemar). With {questions} questions the smallest change it can call significant "
+            f"at 5 % is {100 * smallest:.0f} points (all flips one way); smaller differences are noise.\n")
+
+
+def concentration_markdown(c: PromptConcentration | None) -> str:
+    """One line near the top: whether the unsteered TOXICITY is spread enough to carry a general claim."""
+    if c is None:
+        return "Prompt concentration: no unsteered answers to measure it on.\n"
+    return (f"Prompt concentration: {c.prompts} prompts, largest share {_share(c.top_share)} "
+            f"(prompt {c.top_prompt_id}: “{_quote(c.top_prompt, 80)}”), {c.toxic_prompts} prompts with unsteered "
+            f"TOXICITY > {c.threshold:g} (for a general claim: no prompt over {100 * MAX_PROMPT_SHARE:.0f} % of the "
+            f"unsteered TOXICITY mass, at least {MIN_TOXIC_PROMPTS} such prompts).\n")
+
+
+def head_to_head_markdown(rows: Sequence[HeadToHeadRow], has_population: bool) -> str:
+    if not has_population:
+        return "No population-steering cell in this sweep: nothing to compare personalised steering with.\n"
+    if not rows:
+        return "No cell's answers depend on the user (every prompt got one answer text for all users).\n"
+    lines = ["Each method whose answers differ between users, against population steering (α shown) on the same "
+             "rows, per user group and for all users. Differences are the method minus population steering: a "
+             "negative TOXICITY-distance difference means answers closer to each user's preferred TOXICITY than "
+             "population steering gives; personalisation earns its keep when strict users come closer *and* "
+             "tolerant users do not move further away. ✓: the user- and prompt-clustered 95 % interval excludes 0.",
+             "", "| method | α | population α | group | rows (users) | TOXICITY distance: method / population | "
+             "Δ distance [95% CI] | mean TOXICITY: method / population | Δ TOXICITY [95% CI] |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.method}{' ' + r.settings if r.settings else ''} | {alpha_text(r.method, r.alpha)} | "
+                     f"{_fmt(r.population_alpha, 'g')} | {r.group} | {r.n} ({r.users}) | "
+                     f"{r.tox_dist:.4f} / {r.population_tox_dist:.4f} | {_signed(r.tox_dist_diff, r.tox_dist_diff_ci, '+.4f')} | "
+                     f"{r.toxicity:.3f} / {r.population_toxicity:.3f} | "
+                     f"{_signed(r.toxicity_diff, r.toxicity_diff_ci, '+.4f')} |")
+    return "\n".join(lines) + "\n"
+
+
+def ppa_markdown(rows: Sequence[PPARow], toxicity_ties: float) -> str:
+    if not rows:
+        return ""
+    lines = ["| predictor | pairs (users) | accuracy [95% CI] | Δ vs population [95% CI] |", "|---|---|---|---|"]
+    for r in rows:
+        accuracy = f"{100 * r.accuracy:.1f}%" + _ci(None if r.accuracy_ci is None else
+                                                   (100 * r.accuracy_ci[0], 100 * r.accuracy_ci[1]), ".1f")
+        diff = None if r.diff_vs_population is None else 100 * r.diff_vs_population
+        diff_ci = None if r.diff_vs_population_ci is None else \
+            (100 * r.diff_vs_population_ci[0], 100 * r.diff_vs_population_ci[1])
+        lines.append(f"| {r.predictor} | {r.pairs} ({r.users}) | {accuracy} | {_signed(diff, diff_ci, '+.1f')} |")
+    lines += ["", "Intervals resample whole users (their pairs are not independent draws); Δ vs population is the "
+              "paired difference in points on the pairs both predictors predict. ✓: the interval excludes 0. "
+              f"{_share(toxicity_ties)} of the pairs have (near) identical toxicity (|gap| ≤ 0.05)."]
+    return "\n".join(lines) + "\n"
 
 
 CHANGE_BINS = (5.0, 15.0)  # the CAA study's colour bins for |% change|: ≤ 5, 5-15, ≥ 15
@@ -119,15 +209,10 @@ def sensitivity_effects_markdown(rows: Sequence[SensitivityEffectRow]) -> str:
         return ""
     lines = ["| run / method | α | group | rows (users) | Δ mean TOXICITY [95% CI] | Δ TOXICITY distance [95% CI] |",
              "|---|---|---|---|---|---|"]
-
-    def cell(value: float, ci: Sequence[float]) -> str:
-        mark = " ✓" if ci[1] < 0 or ci[0] > 0 else ""
-        return f"{value:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]{mark}"
-
     for r in rows:
         lines.append(f"| {r.method} | {alpha_text(r.method, r.alpha)} | {r.group} | {r.n} ({r.users}) | "
-                     f"{cell(r.toxicity_change, r.toxicity_change_ci)} | "
-                     f"{cell(r.distance_change, r.distance_change_ci)} |")
+                     f"{_signed(r.toxicity_change, r.toxicity_change_ci, '+.4f')} | "
+                     f"{_signed(r.distance_change, r.distance_change_ci, '+.4f')} |")
     lines += ["", "✓: the interval excludes 0 (differences against unsteered on the same rows; negative = lower)."]
     return "\n".join(lines)
 
@@ -219,17 +304,18 @@ def vector_cards_markdown(path: Path) -> str:
 
 
 def report_markdown(analysis: ReportAnalysis, *, title: str, notes: str, cards: Path | None,
-                    ppa: Mapping[str, float], plots: Sequence[Path], samples: str) -> str:
+                    plots: Sequence[Path], samples: str) -> str:
     """The whole report.md: `cards` is the vector store's cards.json (None: no vector section)."""
-    parts = [f"# {title}\n", notes]
+    parts = [f"# {title}\n", notes, concentration_markdown(analysis.concentration)]
     if cards is not None:
         parts += [vector_cards_markdown(cards)]
-    parts += ["## Toxicity distance, perplexity and MMLU by method and α\n",
+    parts += ["## Toxicity distance, perplexity and utility by method and α\n",
               "TOXICITY distance (the headline, as in the studies): mean over (user, prompt) of |TOXICITY(answer) − "
               "the TOXICITY the user preferred|. 6-attribute MAE: the same distance averaged over all the scorer's "
               "attributes (three of them are near zero for almost every text, so it dilutes changes). Δ% is against "
               "the unsteered model on the same prompts and scorer.\n",
-              main_table_markdown(analysis.main), "\n", mmlu_note(analysis.mmlu_questions),
+              main_table_markdown(analysis.main), "\n", fragile_note(analysis.main),
+              utility_note(analysis.utility_questions, analysis.utility_format),
               f"*distinct-2*: share of distinct word bigrams per answer (1 = no repetition), averaged; an answer is "
               f"*collapsed* when that share is below {COLLAPSE_DISTINCT2} or a 4-word phrase recurs "
               f"{COLLAPSE_REPEATS}+ times; a cell with {100 * COLLAPSED_CELL_SHARE:.0f} % collapsed answers is marked ⚠ "
@@ -244,12 +330,12 @@ def report_markdown(analysis: ReportAnalysis, *, title: str, notes: str, cards: 
               "## By user sensitivity: mean TOXICITY of the answers / TOXICITY distance\n",
               "Personalised steering should lower toxicity for strict users and may raise it for tolerant ones.\n",
               sensitivity_table_markdown(analysis.cells), "\n",
-              sensitivity_effects_markdown(analysis.sensitivity_effects), "\n"]
-    if ppa:
-        parts += ["## Personalised preference accuracy (held-out pairs)\n", "| predictor | accuracy |", "|---|---|"]
-        parts += [f"| {k} | {100 * v:.1f}% |" for k, v in ppa.items() if k not in ("pairs", "toxicity ties")]
-        parts += [f"\n{int(ppa.get('pairs', 0))} held-out pairs; {100 * ppa.get('toxicity ties', float('nan')):.1f}% "
-                  "have (near) identical toxicity (|gap| ≤ 0.05).\n"]
+              sensitivity_effects_markdown(analysis.sensitivity_effects), "\n",
+              "## Personalisation head to head: against population steering on the same rows\n",
+              head_to_head_markdown(analysis.head_to_head, analysis.has_population)]
+    if analysis.ppa:
+        parts += ["## Personalised preference accuracy (held-out pairs)\n",
+                  ppa_markdown(analysis.ppa, analysis.ppa_toxicity_ties)]
     parts += ["## Plots\n"] + [f"![{p.stem}]({p.name})" for p in plots]
     if samples:
         parts += ["\n## Steered vs unsteered answers\n", samples]

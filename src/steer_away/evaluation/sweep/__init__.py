@@ -8,9 +8,9 @@ batch by batch, so a killed sweep resumes where it stopped and a changed config 
 the cells it adds.
 """
 
-from steer_away.evaluation.sweep.cells import Cell, EvalContext, EvalRow, cell_key, compute_cell, summarise
+from steer_away.evaluation.sweep.cells import Cell, EvalContext, EvalRow, cell_key, compute_cell
 from steer_away.evaluation.sweep.config import MethodGrid, SweepConfig, SweepConfigError
 from steer_away.evaluation.sweep.runners import SweepResult, run_sweep
 
 __all__ = ["Cell", "EvalContext", "EvalRow", "MethodGrid", "SweepConfig", "SweepConfigError", "SweepResult",
-           "cell_key", "compute_cell", "run_sweep", "summarise"]
+           "cell_key", "compute_cell", "run_sweep"]

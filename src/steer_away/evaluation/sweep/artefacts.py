@@ -50,7 +50,7 @@ def prepare(config: SweepConfig, lm: LanguageModel | None = None) -> None:
     profiles = load_profiles(profiles_path)
     settings = ExtractionSettings(n_pairs=config.n_pairs, layers=tuple(specs), position=config.position,
                                   min_margin=config.min_margin, holdout=config.holdout, seed=config.seed,
-                                  batch_size=config.batch_size,
+                                  batch_size=config.extract_batch_size,
                                   focus_users=tuple(pick_users(profiles, config.users_per_sensitivity)),
                                   focus_pairs=config.focus_pairs)
     build_vector_store(lm, data, scorer, profiles, run / "vectors", settings,

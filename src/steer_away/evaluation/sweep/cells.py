@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,13 +19,23 @@ import numpy as np
 
 from steer_away.data.categories import CategoryRule
 from steer_away.data.prism import load_prism
-from steer_away.data.prompts import PromptSplit
-from steer_away.evaluation.metrics import finite, mean_by, toxicity_distance, wilson_interval
-from steer_away.evaluation.mmlu import MMLUQuestion, content_digest, load_mmlu, mmlu_predictions
+from steer_away.data.prompts import (
+    HELDOUT,
+    SHIPPED,
+    EvalPrompt,
+    PromptSplit,
+    pick_per_category,
+    prompt_id,
+    read_eval_prompts,
+    refuse_overlap,
+    training_prompts,
+)
+from steer_away.evaluation.metrics import toxicity_distance
+from steer_away.evaluation.mmlu import MMLUQuestion, load_mmlu
 from steer_away.evaluation.perplexity import answer_perplexities
 from steer_away.evaluation.store import AnswerRecord, MMLURecord
-from steer_away.evaluation.summary import CellSummary
 from steer_away.evaluation.sweep.config import SweepConfig
+from steer_away.evaluation.utility import utility_digest, utility_predictions
 from steer_away.generation import GenerationConfig, generate
 from steer_away.models import LanguageModel, load_model
 from steer_away.profiles import load_profiles, pick_users
@@ -85,8 +94,8 @@ class EvalContext:
         self.profiles = load_profiles(run / "profiles.json")
         data = load_prism(config.prism)
         self.data = data
-        _, self.heldout_pairs = PromptSplit(holdout=config.holdout, seed=config.seed,
-                                            min_margin=config.min_margin).pairs(data.turns)
+        self.training_pairs, self.heldout_pairs = PromptSplit(holdout=config.holdout, seed=config.seed,
+                                                              min_margin=config.min_margin).pairs(data.turns)
         self.sensitivity = {u: p.sensitivity for u, p in self.profiles.items()}
         self.users = self._pick_users()
         self.rows = self._pick_rows(CategoryRule.from_file(config.prompt_categories))
@@ -94,7 +103,9 @@ class EvalContext:
         self.resources = SteeringResources(self.lm, profiles=self.profiles, vectors=run / "vectors",
                                            categories=config.steering_categories)
         self.fingerprint = hashlib.sha1(json.dumps({
-            "model": self.lm.model_id, "rows": [r.row_id for r in self.rows], "mmlu": content_digest(self.mmlu),
+            "model": self.lm.model_id, "rows": [r.row_id for r in self.rows],
+            "prompts": hashlib.sha1(json.dumps(sorted({r.prompt for r in self.rows})).encode()).hexdigest()[:12],
+            "mmlu": utility_digest(config.utility, self.mmlu),
             "max_new_tokens": config.max_new_tokens, "scorer": self.scorer.backend,
             "profiles": _file_digest(run / "profiles.json"),
             "vectors": _file_digest(run / "vectors" / "pair_activations.safetensors"),
@@ -105,24 +116,28 @@ class EvalContext:
         return pick_users(self.profiles, self.config.users_per_sensitivity)
 
     def _pick_rows(self, rule: CategoryRule) -> list[EvalRow]:
-        """Every evaluation user answers the same prompts: turn-0 prompts of held-out conversations,
-        `prompts_per_category` from each category."""
+        """Every evaluation user answers the same prompts: `prompts_per_category` of each category."""
+        chosen = pick_per_category(self._prompt_set(rule), self.config.prompts_per_category, self.config.seed)
+        return [EvalRow(f"{user}|{p.prompt_id}", user, p.prompt_id, p.text, p.category)
+                for p in chosen for user in self.users]
+
+    def _prompt_set(self, rule: CategoryRule) -> list[EvalPrompt]:
+        """The config's prompt source: held-out opening prompts of the data (turn 0 of conversations no
+        vector was trained on), our shipped set, or a file; the last two are checked against the
+        vectors' training prompts."""
+        source = self.config.prompts
+        if source != HELDOUT:
+            prompts = read_eval_prompts(None if source == SHIPPED else source, rule)
+            refuse_overlap(prompts, training_prompts(self.training_pairs), f"prompts '{source}'")
+            return prompts
         heldout = {p.conversation_id for p in self.heldout_pairs}
-        by_category: dict[str, dict[str, str]] = {}
+        found: dict[str, EvalPrompt] = {}
         for turn in self.data.turns:
-            if turn.turn != 0 or turn.conversation_id not in heldout:
-                continue
-            category = rule.categorise(turn.prompt, turn.conversation_type, conversation_id=turn.conversation_id)
-            prompt_id = hashlib.sha1(turn.prompt.encode()).hexdigest()[:10]
-            by_category.setdefault(category, {})[prompt_id] = turn.prompt
-        rng = random.Random(self.config.seed)
-        rows = []
-        for category, prompts in sorted(by_category.items()):
-            ids = sorted(prompts)
-            for prompt_id in sorted(rng.sample(ids, min(self.config.prompts_per_category, len(ids)))):
-                for user in self.users:
-                    rows.append(EvalRow(f"{user}|{prompt_id}", user, prompt_id, prompts[prompt_id], category))
-        return rows
+            if turn.turn == 0 and turn.conversation_id in heldout:
+                category = rule.categorise(turn.prompt, turn.conversation_type, conversation_id=turn.conversation_id)
+                found.setdefault(turn.prompt, EvalPrompt(prompt_id(turn.prompt), turn.prompt, category,
+                                                         conversation_type=turn.conversation_type))
+        return sorted(found.values(), key=lambda p: p.prompt_id)
 
     def _load_mmlu(self) -> list[MMLUQuestion]:
         source = self.config.mmlu
@@ -145,21 +160,33 @@ class EvalContext:
 Batch = tuple[list[AnswerRecord], list[MMLURecord]]
 
 
+def answer_units(method: SteeringMethod, rows: list[EvalRow]) -> list[tuple[str, str, list[EvalRow]]]:
+    """(prompt, user to steer for, rows served) per answer to generate: rows the method steers alike
+    (everyone, for population steering; one sensitivity group, for a method steering by group) share
+    one answer to each prompt."""
+    grouped: dict[tuple[str, Hashable], list[EvalRow]] = {}
+    for r in rows:
+        grouped.setdefault((r.prompt, method.answer_group(RowSteering(r.user_id))), []).append(r)
+    return [(prompt, served[0].user_id, served) for (prompt, _), served in grouped.items()]
+
+
+def cell_work(ctx: EvalContext, cell: Cell, done_rows: set[str], done_questions: set[str]) -> int:
+    """What is left of a cell in forward-pass rows: answers × tokens and questions × options, each
+    times the method's branches. Its only use is a time estimate, so it is coarse."""
+    method = ctx.method(cell)
+    branches = method.prepare(ctx.lm, [[{"role": "user", "content": "x"}]], [RowSteering()]).num_branches
+    answers = len(answer_units(method, [r for r in ctx.rows if r.row_id not in done_rows]))
+    questions = sum(q.question_id not in done_questions for q in ctx.mmlu)
+    return branches * (answers * ctx.config.max_new_tokens + questions * 4)
+
+
 def compute_cell(ctx: EvalContext, cell: Cell, done_rows: set[str], done_questions: set[str],
                  progress: Callable[[int], Any] | None = None) -> Iterator[Batch]:
     """Yield (answers, mmlu) batches for what is not done yet; the caller stores each at once."""
     method = ctx.method(cell)
     config = GenerationConfig(max_new_tokens=ctx.config.max_new_tokens)
     todo = [r for r in ctx.rows if r.row_id not in done_rows]
-    # Methods that steer everyone alike answer each prompt once; the answer serves every user.
-    units: list[tuple[str, str | None, list[EvalRow]]]
-    if method.personalised:
-        units = [(r.prompt, r.user_id, [r]) for r in todo]
-    else:
-        grouped: dict[str, list[EvalRow]] = {}
-        for r in todo:
-            grouped.setdefault(r.prompt, []).append(r)
-        units = [(prompt, None, rows) for prompt, rows in grouped.items()]
+    units = answer_units(method, todo)
     size = ctx.config.batch_size
     for start in range(0, len(units), size):
         chunk = units[start:start + size]
@@ -178,54 +205,15 @@ def compute_cell(ctx: EvalContext, cell: Cell, done_rows: set[str], done_questio
         yield records, []
         if progress:
             progress(len(records))
-    questions = [q for q in ctx.mmlu if q.question_id not in done_questions]
+    # Questions go round the evaluation users by their place in the set, so a resumed cell gives
+    # each question the owner it had.
     users: list[str | None] = list(ctx.users) or [None]
-    for start in range(0, len(questions), size * 2):
-        qchunk = questions[start:start + size * 2]
-        owners = [users[(start + i) % len(users)] for i in range(len(qchunk))]
-        predicted = mmlu_predictions(ctx.lm, qchunk, method, [RowSteering(u) for u in owners], batch_size=size * 2)
+    owned = [(q, users[i % len(users)]) for i, q in enumerate(ctx.mmlu) if q.question_id not in done_questions]
+    for start in range(0, len(owned), size):
+        qchunk = owned[start:start + size]
+        predicted = utility_predictions(ctx.config.utility, ctx.lm, [q for q, _ in qchunk], method,
+                                        [RowSteering(u) for _, u in qchunk], batch_size=size)
         yield [], [MMLURecord(q.question_id, u or "", p.predicted, p.predicted == q.answer, p.letter_mass)
-                   for q, u, p in zip(qchunk, owners, predicted)]
+                   for (q, u), p in zip(qchunk, predicted)]
         if progress:
             progress(len(qchunk))
-
-
-def tox_distances(answers: list[AnswerRecord], preferred: dict[str, float]) -> list[float]:
-    """|TOXICITY of the answer − the user's preferred TOXICITY|: the headline distance (the seeds' metric);
-    the six-attribute mean (`attribute_mae`) is kept beside it."""
-    return [abs(a.toxicity[0] - preferred[a.user_id]) if a.user_id in preferred else float("nan") for a in answers]
-
-
-def summarise(answers: list[AnswerRecord], mmlu: list[MMLURecord],
-              sensitivity: dict[str, str] | None = None, preferred: dict[str, float] | None = None) -> CellSummary:
-    """Cell figures; `sensitivity` (user -> strict/moderate/tolerant) adds the per-group breakdown,
-    `preferred` (user -> preferred TOXICITY) the TOXICITY distance."""
-    distances = [a.attribute_mae for a in answers]
-    groups = [(sensitivity or {}).get(a.user_id, "unknown") for a in answers]
-    answered = {a.user_id for a in answers}
-    preferred = {u: v for u, v in (preferred or {}).items() if u in answered}
-    tox = tox_distances(answers, preferred)
-    ppl = finite(a.perplexity for a in answers)
-    correct = sum(r.correct for r in mmlu)
-    low, high = wilson_interval(correct, len(mmlu))
-    users = {a.user_id for a in answers}
-    return CellSummary(
-        n=len(answers), users=len(users),
-        mae=float(np.mean(distances)) if distances else float("nan"),
-        mae_by_category=mean_by(distances, [a.category for a in answers]),
-        mae_by_sensitivity=mean_by(distances, groups),
-        tox_dist=float(np.nanmean(tox)) if preferred and answers else float("nan"),
-        tox_dist_by_category=mean_by(tox, [a.category for a in answers]) if preferred else {},
-        tox_dist_by_sensitivity=mean_by(tox, groups) if preferred else {},
-        preferred_toxicity=preferred,
-        sensitivity_of={u: g for u, g in (sensitivity or {}).items() if u in answered},
-        toxicity_by_sensitivity=mean_by([a.toxicity[0] for a in answers], groups),
-        ppl_mean=float(ppl.mean()) if ppl.size else float("nan"),
-        ppl_median=float(np.median(ppl)) if ppl.size else float("nan"),
-        empty_answers=sum(1 for a in answers if not a.answer.strip()),
-        mean_tokens=float(np.mean([a.n_tokens for a in answers])) if answers else 0.0,
-        toxicity_mean=float(np.mean([a.toxicity[0] for a in answers])) if answers else float("nan"),
-        mmlu_n=len(mmlu), mmlu_acc=correct / len(mmlu) if mmlu else float("nan"),
-        mmlu_ci=(low, high),
-        mmlu_letter_mass=float(np.nanmean([r.letter_mass for r in mmlu])) if mmlu else float("nan"),
-    )

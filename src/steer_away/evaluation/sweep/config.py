@@ -22,7 +22,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from steer_away.data.prompts import HELDOUT, SHIPPED
 from steer_away.errors import InputError
+from steer_away.evaluation.utility import DEFAULT_FORMAT, UTILITY_FORMATS
 from steer_away.files import read_structured
 from steer_away.steering.base import MethodArgs, MethodArgsError
 from steer_away.steering.registry import UnknownMethodError, get_method
@@ -86,7 +88,8 @@ class SweepConfig:
     users_per_sensitivity: int = 2
     prompts_per_category: int = 2
     max_new_tokens: int = 48
-    batch_size: int = 8
+    batch_size: int = 8  # rows per forward pass when generating and scoring answers
+    extract_batch_size: int = 8  # pairs per pass when extracting activations (long answers: small batches)
     n_pairs: int = 200
     focus_pairs: int = 16  # training pairs each steered user gets first (the rest spread over all users)
     min_margin: float = 0.0
@@ -96,7 +99,9 @@ class SweepConfig:
     bt_k: int = 8
     bt_l2: float = 1.0
     shrinkage: float = 10.0
+    prompts: str = HELDOUT  # heldout (of the PRISM data), shipped (our 220), or a prompt file
     mmlu: str | None = "fixture"  # fixture, hub, a JSONL path, or none
+    utility: str = DEFAULT_FORMAT  # cloze (acc_norm) or letter (MMLU's A-D)
     mmlu_subjects: list[str] = field(default_factory=lambda: ["all"])
     mmlu_limit: int | None = 40
     ray_workers: int = 2
@@ -137,6 +142,19 @@ class SweepConfig:
             except (UnknownMethodError, MethodArgsError) as err:
                 raise SweepConfigError(str(err) if str(err).startswith(source) else f"{where}: {err}") from None
             methods.append(grid)
+        if table.get("utility", DEFAULT_FORMAT) not in UTILITY_FORMATS:
+            raise SweepConfigError(f"{source}: [sweep].utility is {table['utility']!r}; choose one of "
+                                   f"{', '.join(UTILITY_FORMATS)}")
+        prompts = table.get("prompts", HELDOUT)
+        if not isinstance(prompts, str):
+            raise SweepConfigError(f"{source}: [sweep].prompts must be '{HELDOUT}', '{SHIPPED}' or a file path")
+        if prompts not in (HELDOUT, SHIPPED):
+            path = Path(prompts)
+            if not path.is_absolute() and not path.is_file() and (Path(source).parent / path).is_file():
+                path = Path(source).parent / path  # relative to the config's folder
+            if not path.is_file():
+                raise SweepConfigError(f"{source}: [sweep].prompts names {prompts}, which is not a file")
+            table["prompts"] = str(path)
         config = cls(**table, methods=methods)
         if not config.methods:
             raise SweepConfigError(f"{source}: no [[methods]] to sweep")

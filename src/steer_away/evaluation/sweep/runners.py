@@ -18,8 +18,9 @@ from tqdm.auto import tqdm
 
 from steer_away.errors import InputError
 from steer_away.evaluation.store import CellSpec, ResultsStore
+from steer_away.evaluation.summary import summarise
 from steer_away.evaluation.sweep.artefacts import prepare
-from steer_away.evaluation.sweep.cells import Batch, Cell, EvalContext, compute_cell, summarise
+from steer_away.evaluation.sweep.cells import Batch, Cell, EvalContext, cell_work, compute_cell
 from steer_away.evaluation.sweep.config import SweepConfig
 from steer_away.models import LanguageModel
 
@@ -44,8 +45,26 @@ def _store_cell(store: ResultsStore, ctx: EvalContext, cell: Cell, batches: Iter
         store.claim(cell.key)  # renew the lease
         progress(len(answers) + len(mmlu))
     store.finish_cell(cell.key, summarise(store.answers(cell.key), store.mmlu(cell.key), ctx.sensitivity,
-                                          {u: p.primary() for u, p in ctx.profiles.items()}))
+                                          {u: p.primary() for u, p in ctx.profiles.items()},
+                                          utility_format=ctx.config.utility))
     store.release(cell.key)
+
+
+class SweepClock:
+    """The time estimate a long sweep prints: after each finished cell, the time left at the rate this
+    run has measured so far (forward-pass rows per second, with each method's branches counted)."""
+
+    def __init__(self, work: dict[str, int]) -> None:
+        self.work, self.done, self.start = dict(work), 0, time.perf_counter()
+
+    def finished(self, key: str) -> str:
+        self.done += self.work.pop(key, 0)
+        elapsed = time.perf_counter() - self.start
+        left = sum(self.work.values())
+        if not self.done or not left:
+            return f"{elapsed / 60:.1f} min so far"
+        return (f"{elapsed / 60:.1f} min so far; about {elapsed * left / self.done / 60:.0f} min left for "
+                f"{len(self.work)} cells (at this run's measured rate)")
 
 
 def run_sweep(config: SweepConfig, *, ray_address: str | None = None, lm: LanguageModel | None = None,
@@ -64,6 +83,8 @@ def run_sweep(config: SweepConfig, *, ray_address: str | None = None, lm: Langua
     if skipped:
         log.info(f"{len(skipped)} of {len(cells)} cells already done; computing {len(pending)}")
     run_id = uuid.uuid4().hex[:8]
+    clock = SweepClock({c.key: cell_work(ctx, c, store.done_rows(c.key), store.done_questions(c.key))
+                        for c in pending})
     bar = tqdm(total=(len(ctx.rows) + len(ctx.mmlu)) * len(pending), desc="sweep", unit="item",
                disable=not show_progress)
     computed: list[str] = []
@@ -82,7 +103,7 @@ def run_sweep(config: SweepConfig, *, ray_address: str | None = None, lm: Langua
 
     try:
         if ray_address:
-            _run_on_ray(config, ctx, store, pending, take, run_id, bar.update, ray_address)
+            _run_on_ray(config, ctx, store, pending, take, run_id, bar.update, ray_address, clock)
         else:
             for cell in pending:
                 if not take(cell):
@@ -91,6 +112,7 @@ def run_sweep(config: SweepConfig, *, ray_address: str | None = None, lm: Langua
                 done_rows, done_q = store.done_rows(cell.key), store.done_questions(cell.key)
                 bar.update(len(done_rows) + len(done_q))
                 _store_cell(store, ctx, cell, compute_cell(ctx, cell, done_rows, done_q), run_id, bar.update)
+                log.info(f"{cell.label} done; {clock.finished(cell.key)}")
     finally:
         bar.close()
         store.close()
@@ -101,7 +123,8 @@ def run_sweep(config: SweepConfig, *, ray_address: str | None = None, lm: Langua
 
 
 def _run_on_ray(config: SweepConfig, ctx: EvalContext, store: ResultsStore, pending: list[Cell],
-                take: Callable[[Cell], bool], run_id: str, progress: Callable[[int], Any], address: str) -> None:
+                take: Callable[[Cell], bool], run_id: str, progress: Callable[[int], Any], address: str,
+                clock: SweepClock) -> None:
     """Each Ray actor builds its own EvalContext from the config and returns a cell's batches."""
     try:
         import ray
@@ -143,4 +166,5 @@ def _run_on_ray(config: SweepConfig, ctx: EvalContext, store: ResultsStore, pend
         ready, _ = ray.wait(list(futures), num_returns=1)
         worker, cell = futures.pop(ready[0])
         _store_cell(store, ctx, cell, ray.get(ready[0]), run_id, progress)
+        log.info(f"{cell.label} done; {clock.finished(cell.key)}")
         submit(worker)
