@@ -8,7 +8,7 @@ from rich.markup import escape
 
 from steer_away.cli.errors import UsageError
 from steer_away.console import console, status
-from steer_away.data.prompts import PromptSplit, heldout_openings, read_prompt_file
+from steer_away.data.prompts import SHIPPED, PromptSplit, heldout_openings, read_eval_prompts, read_prompt_file
 from steer_away.models import LanguageModel, LoadedModel, load_model
 from steer_away.scoring import CachedScorer, make_scorer
 from steer_away.scoring.registry import DEFAULT_BACKEND
@@ -54,8 +54,9 @@ def add_max_tokens_option(parser: argparse.ArgumentParser, default: int) -> None
 
 def add_prompt_set_options(parser: argparse.ArgumentParser) -> None:
     """--prompts FILE, else --n-prompts held-out opening prompts of --prism."""
-    parser.add_argument("--prompts", default=None, help="a text file, one prompt per line (default: held-out "
-                                                        "opening prompts of --prism)")
+    parser.add_argument("--prompts", default=None, help="'shipped' (our evaluation prompts) or a prompt file: JSON "
+                                                        "lines or one prompt per line (default: held-out opening "
+                                                        "prompts of --prism)")
     add_prism_option(parser)
     parser.add_argument("--n-prompts", type=int, default=12)
 
@@ -63,6 +64,8 @@ def add_prompt_set_options(parser: argparse.ArgumentParser) -> None:
 def prompt_set(args: argparse.Namespace) -> list[str]:
     """The prompts --prompts names, else held-out openings of --prism, held out by the split stored
     with --vectors when the command takes vectors."""
+    if args.prompts == SHIPPED:
+        return [p.text for p in read_eval_prompts()][:args.n_prompts]
     if args.prompts:
         return read_prompt_file(args.prompts)
     return heldout_openings(args.prism, args.n_prompts, PromptSplit.stored_with(getattr(args, "vectors", None)))
