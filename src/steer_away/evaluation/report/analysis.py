@@ -204,6 +204,38 @@ def _baseline_answers(cells: Sequence[StoredCell], answers: Answers
     return baseline, {a.row_id: a for a in answers.get(baseline.key, [])}
 
 
+@dataclass(frozen=True)
+class PairedComparison:
+    """One cell's rows against a reference cell's answers to the same rows (the baseline, or population
+    steering): means, and each difference (cell − reference) with a user- and prompt-clustered interval."""
+
+    n: int
+    users: int
+    toxicity: float
+    reference_toxicity: float
+    toxicity_ci: Interval
+    tox_dist: float
+    reference_tox_dist: float
+    tox_dist_ci: Interval
+
+
+def paired_comparison(rows: Sequence[AnswerRecord], reference: Mapping[str, AnswerRecord],
+                      preferred: Mapping[str, float]) -> PairedComparison | None:
+    """`rows` paired on row id with `reference`; None when fewer than two rows pair."""
+    paired = [a for a in rows if a.row_id in reference and a.user_id in preferred]
+    if len(paired) < 2:
+        return None
+    users, prompts = [a.user_id for a in paired], [a.prompt_id for a in paired]
+    tox = np.array([a.toxicity[0] for a in paired])
+    ref_tox = np.array([reference[a.row_id].toxicity[0] for a in paired])
+    pref = np.array([preferred[a.user_id] for a in paired])
+    dist, ref_dist = np.abs(tox - pref), np.abs(ref_tox - pref)
+    return PairedComparison(len(paired), len(set(users)), float(tox.mean()), float(ref_tox.mean()),
+                            cluster_bootstrap(tox, users, prompts, baseline=ref_tox),
+                            float(dist.mean()), float(ref_dist.mean()),
+                            cluster_bootstrap(dist, users, prompts, baseline=ref_dist))
+
+
 def sensitivity_effects(cells: Sequence[StoredCell], answers: Answers) -> list[SensitivityEffectRow]:
     """Per user group: the change in mean TOXICITY and in TOXICITY distance against unsteered on the same
     rows, with user- and prompt-clustered 95 % intervals (an interval that excludes 0 is a measured effect)."""
@@ -217,21 +249,14 @@ def sensitivity_effects(cells: Sequence[StoredCell], answers: Answers) -> list[S
         if c is baseline or not groups or not preferred:
             continue
         for group in SENSITIVITIES:
-            rows = [a for a in answers.get(c.key, []) if groups.get(a.user_id) == group and a.row_id in base
-                    and a.user_id in preferred]
-            if len(rows) < 2:
+            pair = paired_comparison([a for a in answers.get(c.key, []) if groups.get(a.user_id) == group],
+                                     base, preferred)
+            if pair is None:
                 continue
-            users, prompts = [a.user_id for a in rows], [a.prompt_id for a in rows]
-            tox = np.array([a.toxicity[0] for a in rows])
-            base_tox = np.array([base[a.row_id].toxicity[0] for a in rows])
-            pref = np.array([preferred[a.user_id] for a in rows])
-            dist, base_dist = np.abs(tox - pref), np.abs(base_tox - pref)
             out.append(SensitivityEffectRow(
-                c.method, c.alpha, c.settings, group, n=len(rows), users=len(set(users)),
-                toxicity_change=float(tox.mean() - base_tox.mean()),
-                toxicity_change_ci=cluster_bootstrap(tox, users, prompts, baseline=base_tox),
-                distance_change=float(dist.mean() - base_dist.mean()),
-                distance_change_ci=cluster_bootstrap(dist, users, prompts, baseline=base_dist)))
+                c.method, c.alpha, c.settings, group, n=pair.n, users=pair.users,
+                toxicity_change=pair.toxicity - pair.reference_toxicity, toxicity_change_ci=pair.toxicity_ci,
+                distance_change=pair.tox_dist - pair.reference_tox_dist, distance_change_ci=pair.tox_dist_ci))
     return out
 
 

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from steer_away.evaluation.metrics import cluster_bootstrap, user_bootstrap
-from steer_away.evaluation.report.analysis import Answers, ordered
+from steer_away.evaluation.metrics import user_bootstrap
+from steer_away.evaluation.report.analysis import Answers, ordered, paired_comparison
 from steer_away.evaluation.store import AnswerRecord, StoredCell
 from steer_away.evaluation.summary import NAN, HeadToHeadRow, Interval, PPAResult, PPARow
 from steer_away.profiles import SENSITIVITIES
@@ -57,23 +57,16 @@ def head_to_head(cells: Sequence[StoredCell], answers: Answers) -> list[HeadToHe
             continue
         preferred, groups = c.done_summary.preferred_toxicity, c.done_summary.sensitivity_of
         for group in (*SENSITIVITIES, ALL_USERS):
-            paired = [a for a in rows if a.row_id in population and a.user_id in preferred
-                      and (group == ALL_USERS or groups.get(a.user_id) == group)]
-            if len(paired) < 2:
+            pair = paired_comparison([a for a in rows if group == ALL_USERS or groups.get(a.user_id) == group],
+                                     population, preferred)
+            if pair is None:
                 continue
-            users, prompts = [a.user_id for a in paired], [a.prompt_id for a in paired]
-            tox = np.array([a.toxicity[0] for a in paired])
-            pop_tox = np.array([population[a.row_id].toxicity[0] for a in paired])
-            pref = np.array([preferred[a.user_id] for a in paired])
-            dist, pop_dist = np.abs(tox - pref), np.abs(pop_tox - pref)
             out.append(HeadToHeadRow(
-                c.method, c.alpha, c.settings, reference.alpha, group, n=len(paired), users=len(set(users)),
-                tox_dist=float(dist.mean()), population_tox_dist=float(pop_dist.mean()),
-                tox_dist_diff=float(dist.mean() - pop_dist.mean()),
-                tox_dist_diff_ci=cluster_bootstrap(dist, users, prompts, baseline=pop_dist),
-                toxicity=float(tox.mean()), population_toxicity=float(pop_tox.mean()),
-                toxicity_diff=float(tox.mean() - pop_tox.mean()),
-                toxicity_diff_ci=cluster_bootstrap(tox, users, prompts, baseline=pop_tox)))
+                c.method, c.alpha, c.settings, reference.alpha, group, n=pair.n, users=pair.users,
+                tox_dist=pair.tox_dist, population_tox_dist=pair.reference_tox_dist,
+                tox_dist_diff=pair.tox_dist - pair.reference_tox_dist, tox_dist_diff_ci=pair.tox_dist_ci,
+                toxicity=pair.toxicity, population_toxicity=pair.reference_toxicity,
+                toxicity_diff=pair.toxicity - pair.reference_toxicity, toxicity_diff_ci=pair.toxicity_ci))
     return out
 
 
