@@ -221,3 +221,17 @@ def test_a_prompt_file_with_a_training_prompt_is_refused(tiny_model_dir, tmp_pat
     config = SweepConfig.from_dict(config_dict(tiny_model_dir, tmp_path / "run", prompts=str(path)))
     with pytest.raises(PromptOverlapError, match="1 evaluation prompt"):
         run_sweep(config, show_progress=False)
+
+
+def test_sweep_clock_projects_the_time_left_from_the_measured_rate(monkeypatch):
+    from steer_away.evaluation.sweep import runners
+
+    now = [100.0]
+    monkeypatch.setattr(runners.time, "perf_counter", lambda: now[0])
+    clock = runners.SweepClock({"a": 100, "b": 300, "c": 200})
+    now[0] += 120.0  # 100 units in 2 minutes
+    assert clock.finished("a") == "2.0 min so far; about 10 min left for 2 cells (at this run's measured rate)"
+    now[0] += 360.0  # 300 more units in 6 minutes: still 1 unit / 1.2 s
+    assert clock.finished("b").endswith("about 4 min left for 1 cells (at this run's measured rate)")
+    now[0] += 60.0
+    assert clock.finished("c") == "9.0 min so far"

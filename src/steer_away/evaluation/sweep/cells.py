@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from steer_away.chat import render_chat, token_count
 from steer_away.data.categories import CategoryRule
 from steer_away.data.prism import load_prism
 from steer_away.data.prompts import (
@@ -171,13 +172,21 @@ def answer_units(method: SteeringMethod, rows: list[EvalRow]) -> list[tuple[str,
 
 
 def cell_work(ctx: EvalContext, cell: Cell, done_rows: set[str], done_questions: set[str]) -> int:
-    """What is left of a cell in forward-pass rows: answers × tokens and questions × options, each
-    times the method's branches. Its only use is a time estimate, so it is coarse."""
+    """What is left of a cell in tokens run through the model: each answer's prompt and new tokens, and
+    each question with its options, times the method's branches. Only a time estimate reads it, so
+    it takes mean lengths from a sample of prompts and questions."""
     method = ctx.method(cell)
     branches = method.prepare(ctx.lm, [[{"role": "user", "content": "x"}]], [RowSteering()]).num_branches
     answers = len(answer_units(method, [r for r in ctx.rows if r.row_id not in done_rows]))
     questions = sum(q.question_id not in done_questions for q in ctx.mmlu)
-    return branches * (answers * ctx.config.max_new_tokens + questions * 4)
+
+    def tokens(texts: list[str]) -> float:
+        return float(np.mean([token_count(ctx.lm.tokenizer, t) for t in texts])) if texts else 0.0
+
+    prompt = tokens([render_chat(ctx.lm.tokenizer, [{"role": "user", "content": r.prompt}]) for r in ctx.rows[:32]])
+    question = tokens([render_chat(ctx.lm.tokenizer, [{"role": "user", "content": q.question}]) for q in ctx.mmlu[:32]])
+    options = tokens([c for q in ctx.mmlu[:32] for c in q.choices])
+    return int(branches * (answers * (prompt + ctx.config.max_new_tokens) + questions * (question + 4 * options)))
 
 
 def compute_cell(ctx: EvalContext, cell: Cell, done_rows: set[str], done_questions: set[str],
