@@ -129,7 +129,8 @@ def test_categories_check_reads_a_prompt_file(tiny_model_dir, tmp_path, capsys):
 def test_calibrate_prompts_come_from_the_split_the_vectors_were_extracted_with(tiny_model_dir, tmp_path):
     from steer_away.cli import build_parser
     from steer_away.cli.options import prompt_set
-    from steer_away.data.prompts import PromptSplit, heldout_openings
+    from steer_away.data.prism import load_prism
+    from steer_away.data.prompts import PromptOverlapError, PromptSplit, heldout_openings
 
     store = tmp_path / "vectors"
     assert main(["vectors", "extract", "--model", str(tiny_model_dir), "--device", "cpu", "--layers", "1-2",
@@ -141,3 +142,14 @@ def test_calibrate_prompts_come_from_the_split_the_vectors_were_extracted_with(t
     # without vectors (categories check): the default split, as before
     check = build_parser().parse_args(["categories", "check", "--n-prompts", "12"])
     assert prompt_set(check) == heldout_openings(None, 12)
+    # a prompt file: read whole; one the vectors were trained on is refused, naming it
+    train, _ = PromptSplit(holdout=0.5, seed=3).pairs(load_prism(None).turns)
+    mine = tmp_path / "mine.txt"
+    mine.write_text("Is this new?\n")
+    assert prompt_set(build_parser().parse_args(["calibrate", "--vectors", str(store), "--prompts", str(mine)])) \
+        == ["Is this new?"]
+    mine.write_text("Is this new?\n" + train[0].prompt + "\n")
+    with pytest.raises(PromptOverlapError, match="--prompts"):
+        prompt_set(build_parser().parse_args(["calibrate", "--vectors", str(store), "--prompts", str(mine)]))
+    shipped = prompt_set(build_parser().parse_args(["categories", "check", "--prompts", "shipped", "--n-prompts", "8"]))
+    assert len(shipped) == 8 and len(set(shipped)) == 8

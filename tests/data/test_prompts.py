@@ -16,7 +16,6 @@ from steer_away.data.prompts import (
     pick_per_category,
     prompt_id,
     read_eval_prompts,
-    read_prompt_file,
     refuse_overlap,
     training_prompts,
 )
@@ -66,7 +65,7 @@ def test_bad_split_files_are_refused(tmp_path, content, message):
 def test_prompt_file_skips_blank_lines(tmp_path):
     path = tmp_path / "p.txt"
     path.write_text("  first \n\nsecond\n")
-    assert read_prompt_file(path) == ["first", "second"]
+    assert [p.text for p in read_eval_prompts(path)] == ["first", "second"]
 
 
 def test_shipped_evaluation_set_is_balanced_and_disjoint_from_the_stand_in_training_prompts():

@@ -8,7 +8,17 @@ from rich.markup import escape
 
 from steer_away.cli.errors import UsageError
 from steer_away.console import console, status
-from steer_away.data.prompts import SHIPPED, PromptSplit, heldout_openings, read_eval_prompts, read_prompt_file
+from steer_away.data.categories import CATEGORIES
+from steer_away.data.prism import load_prism
+from steer_away.data.prompts import (
+    SHIPPED,
+    PromptSplit,
+    heldout_openings,
+    pick_per_category,
+    read_eval_prompts,
+    refuse_overlap,
+    training_prompts,
+)
 from steer_away.models import LanguageModel, LoadedModel, load_model
 from steer_away.scoring import CachedScorer, make_scorer
 from steer_away.scoring.registry import DEFAULT_BACKEND
@@ -62,13 +72,20 @@ def add_prompt_set_options(parser: argparse.ArgumentParser) -> None:
 
 
 def prompt_set(args: argparse.Namespace) -> list[str]:
-    """The prompts --prompts names, else held-out openings of --prism, held out by the split stored
-    with --vectors when the command takes vectors."""
+    """The prompts --prompts names (our shipped set: --n-prompts of it, spread over the categories),
+    else held-out openings of --prism, held out by the split stored with --vectors when the command
+    takes vectors; a named prompt those vectors were trained on is refused."""
+    vectors = getattr(args, "vectors", None)
+    split = PromptSplit.stored_with(vectors)
+    if not args.prompts:
+        return heldout_openings(args.prism, args.n_prompts, split)
+    prompts = read_eval_prompts(None if args.prompts == SHIPPED else args.prompts)
     if args.prompts == SHIPPED:
-        return [p.text for p in read_eval_prompts()][:args.n_prompts]
-    if args.prompts:
-        return read_prompt_file(args.prompts)
-    return heldout_openings(args.prism, args.n_prompts, PromptSplit.stored_with(getattr(args, "vectors", None)))
+        prompts = pick_per_category(prompts, -(-args.n_prompts // len(CATEGORIES)))[:args.n_prompts]
+    if vectors:
+        training, _ = split.pairs(load_prism(args.prism).turns)
+        refuse_overlap(prompts, training_prompts(training), f"--prompts {args.prompts}")
+    return [p.text for p in prompts]
 
 
 def add_categories_option(parser: argparse.ArgumentParser) -> None:

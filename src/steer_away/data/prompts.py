@@ -189,11 +189,6 @@ def read_eval_prompts(path: str | Path | None = None, rule: CategoryRule | None 
     return prompts
 
 
-def read_prompt_file(path: str | Path) -> list[str]:
-    """The prompt texts of a prompt file, in file order."""
-    return [p.text for p in read_eval_prompts(path)]
-
-
 def pick_per_category(prompts: Sequence[EvalPrompt], per_category: int | None, seed: int = 0) -> list[EvalPrompt]:
     """`per_category` prompts of each category (all when None or more than it has), drawn with
     `seed`, in category then file order: the same draw on every machine."""

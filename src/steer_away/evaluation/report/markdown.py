@@ -74,13 +74,13 @@ def sensitivity_table_markdown(cells: Sequence[StoredCell]) -> str:
 def main_table_markdown(main: Sequence[MainRow]) -> str:
     lines = ["| run / method | α | settings | TOXICITY distance ↓ [95% CI] | Δ% vs baseline [95% CI] | "
              "Δ% w/o top prompt [95% CI] | 6-attribute MAE ↓ [95% CI] | Δ% MAE [95% CI] | PPL ↓ (median) | "
-             "distinct-2 / collapsed | utility [95% CI] | letter mass | utility vs baseline: +right / −wrong, "
+             "distinct-2 / collapsed | utility [95% CI] | letter mass / no option | utility vs baseline: +right / −wrong, "
              "McNemar p | mean TOXICITY [95% CI] | n |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in main:
         utility = "-" if math.isnan(r.utility) else \
             f"{100 * r.utility:.1f}% [{100 * r.utility_low:.0f}–{100 * r.utility_high:.0f}]"
-        mass = _fmt(r.utility_letter_mass, ".3f")
+        mass = f"none possible: {r.utility_no_option}" if r.utility_no_option else _fmt(r.utility_letter_mass, ".3f")
         paired = "-" if math.isnan(r.utility_p) else \
             f"+{r.utility_turned_right} / −{r.utility_turned_wrong}, p={r.utility_p:.2f}"
         steered = r.method != BASELINE
@@ -117,7 +117,11 @@ def utility_note(questions: int, utility_format: str) -> str:
     if utility_format == "cloze":
         how = ("Utility (cloze, acc_norm): zero-shot multiple choice, each option's full text scored by its "
                "length-normalised log-likelihood under the steered model (lm-evaluation-harness's `acc_norm`); "
-               "*letter mass* does not apply.")
+               "*letter mass* does not apply; *none possible* counts questions where the method's own decoding "
+               "rule gives every option a token it would never emit (ACD's plausibility cut-off: the options' "
+               "first tokens often fall below β times the base model's favourite), scored wrong: a limit of "
+               "the rule under cloze scoring rather than lost knowledge (the letter format compares the "
+               "candidates alone for that reason).")
     else:
         how = (f"Utility ({'letter format' if utility_format == 'letter' else 'cells differ in format'}): "
                "zero-shot, the four option letters scored against each other only (after the steering combines "
