@@ -9,6 +9,7 @@ logits the way the method decodes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
@@ -111,6 +112,13 @@ def candidate_scores(
     return prepared.combine(only).float()[:, index], mass.cpu()
 
 
+def _gated_scope(prepared: PreparedBatch, lm: LanguageModel, step: int) -> AbstractContextManager[object]:
+    """The batch's edits for a pass at the decoder's `step` (0: prefill), as its gate says; gates only
+    ever open a first run of steps, so a pass is all in or all out."""
+    gate = prepared.edits.gate if prepared.edits is not None else None
+    return prepared.scope(lm.model) if gate is None or gate(step) else nullcontext()
+
+
 def _expand_cache(lm: LanguageModel, cache: object, index: torch.Tensor) -> object:
     layers = [(k.index_select(0, index), v.index_select(0, index)) for k, v in internals.kv_layers(cache)]
     return internals.kv_cache_from(lm.model, layers)
@@ -128,8 +136,9 @@ def continuation_logliks(
 
     Each prompt is encoded once under the method's steering; its keys and values are then shared by
     all its continuations, whose tokens (right-padded) run in one more pass. Per position the method
-    combines its branches' logits as when decoding, so the score is what the steered decoder gives
-    each token (−∞ for a token the method rules out). An empty continuation scores (0.0, 0).
+    combines its branches' logits as when decoding, and residual edits follow the method's gate as
+    when decoding (token j is fed at step j + 1), so the score is what the steered decoder gives each
+    token (−∞ for a token the method rules out). An empty continuation scores (0.0, 0).
     """
     method = method or Unsteered()
     rows = list(rows) if rows is not None else [RowSteering()] * len(prompts)
@@ -138,7 +147,7 @@ def continuation_logliks(
     context = method.prepare(lm, conversations, rows)
     texts = [render_chat(tok, c) for branch in context.branches for c in branch]
     ids, mask, cache = encode_prepared(lm, context, texts)
-    with context.scope(lm.model):
+    with _gated_scope(context, lm, 0):
         first = internals.forward_step(lm.model, ids, mask, cache)  # (branches·prompts, vocab)
     owners = [(p, i) for p, texts_p in enumerate(continuations) for i in range(len(texts_p))]
     tokens = [tok(continuations[p][i], add_special_tokens=False)["input_ids"] for p, i in owners]
@@ -155,11 +164,19 @@ def continuation_logliks(
         real[r, :len(t)] = True
     logits = [first.index_select(0, index)]  # position j's logits predict continuation token j
     if longest > 1:
+        # Token j is fed at the decoder's step j + 1: steps the method's gate closes run without its edits.
         feed = target[:, :-1].repeat(branches, 1).to(lm.device)
-        full_mask = torch.cat([mask.index_select(0, index), real[:, :-1].repeat(branches, 1).long().to(lm.device)], -1)
-        with expanded.scope(lm.model):
-            later = internals.forward_positions(lm.model, feed, full_mask, _expand_cache(lm, cache, index))
-        logits += [later[:, j] for j in range(longest - 1)]
+        fed_mask = real[:, :-1].repeat(branches, 1).long().to(lm.device)
+        context_mask, expanded_cache = mask.index_select(0, index), _expand_cache(lm, cache, index)
+        gate = expanded.edits.gate if expanded.edits is not None else None
+        steered = next((j for j in range(longest - 1) if gate is not None and not gate(j + 1)), longest - 1)
+        for start, stop in ((0, steered), (steered, longest - 1)):
+            if stop > start:
+                with _gated_scope(expanded, lm, start + 1):
+                    later = internals.forward_positions(lm.model, feed[:, start:stop],
+                                                        torch.cat([context_mask, fed_mask[:, :stop]], -1),
+                                                        expanded_cache)
+                logits += [later[:, j] for j in range(stop - start)]
     total = torch.zeros(width, dtype=torch.float64)
     for j, step in enumerate(logits):
         scores = torch.log_softmax(expanded.combine(step.view(branches, width, -1).float()).float(), dim=-1).cpu()

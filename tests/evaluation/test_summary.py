@@ -61,7 +61,7 @@ def test_a_store_written_with_plain_dict_summaries_still_reads(tmp_path):
     assert math.isnan(summary.utility_acc) and all(math.isnan(v) for v in summary.utility_ci)
     assert summary.utility_format == "letter"  # every store before cloze scoring asked for letters
     # the same JSON, key for key, under the new names
-    renamed = OLD_ROW.replace('"mmlu_', '"utility_')[:-1] + ', "utility_format": "letter", "utility_no_option": 0}'
+    renamed = OLD_ROW.replace('"mmlu_', '"utility_')[:-1] + ', "utility_format": "letter"}'
     assert json.dumps(summary.to_dict()) == renamed
     (answer,) = store.answers("k")
     assert answer.attribute_mae == 0.1 and math.isnan(answer.perplexity)
@@ -87,6 +87,3 @@ def test_cloze_summary_records_its_format_and_no_letter_mass():
     assert summary.utility_n == 3 and summary.utility_acc == pytest.approx(2 / 3)
     assert summary.utility_format == "cloze" and math.isnan(summary.utility_letter_mass)
     assert CellSummary.from_dict(json.loads(json.dumps(summary.to_dict()))).utility_format == "cloze"
-    assert summary.utility_no_option == 0
-    ruled_out = summarise(answers, [*utility, MMLURecord("q4", "a", -1, False)], utility_format="cloze")
-    assert ruled_out.utility_no_option == 1 and ruled_out.utility_acc == pytest.approx(2 / 4)

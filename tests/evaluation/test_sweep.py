@@ -235,3 +235,40 @@ def test_sweep_clock_projects_the_time_left_from_the_measured_rate(monkeypatch):
     assert clock.finished("b").endswith("about 4 min left for 1 cells (at this run's measured rate)")
     now[0] += 60.0
     assert clock.finished("c") == "9.0 min so far"
+
+
+def test_answer_units_group_rows_the_method_steers_alike():
+    from types import SimpleNamespace
+
+    import torch
+
+    from steer_away.evaluation.sweep.cells import EvalRow, answer_units
+    from steer_away.steering.activation import ActivationSteering
+    from steer_away.steering.base import RowSteering, SteeringMethod
+    from steer_away.steering.logits import EADS
+    from steer_away.steering.vectors import SteeringVector
+
+    def vector(seed):
+        g = torch.Generator().manual_seed(seed)
+        return SteeringVector({1: torch.randn(32, generator=g)}, model_id="m", hidden_size=32, num_layers=4)
+
+    users = ["u0", "u1", "x", "y"]
+    rows = [EvalRow(f"{u}|{p}", u, p, f"prompt {p}", "benign_control") for p in ("p1", "p2") for u in users]
+    per_user = ActivationSteering({"u0": vector(0), "u1": vector(1)}, alpha=1.0, default=vector(2))
+    units = answer_units(per_user, rows)  # u0, u1 alone; x and y (no vector) share the default
+    assert sorted(len(served) for _, _, served in units) == [1, 1, 1, 1, 2, 2]
+    population = ActivationSteering(vector(2), alpha=1.0)
+    assert [len(served) for _, _, served in answer_units(population, rows)] == [4, 4]
+    profiles = {"u0": SimpleNamespace(sensitivity="strict"), "u1": SimpleNamespace(sensitivity="strict"),
+                "x": SimpleNamespace(sensitivity="tolerant"), "y": SimpleNamespace(sensitivity="moderate")}
+    eads = EADS(profiles=profiles)
+    assert sorted(len(served) for _, _, served in answer_units(eads, rows)) == [1, 1, 1, 1, 2, 2]
+    assert eads.answer_group(RowSteering("u0")) != eads.answer_group(RowSteering("u0", alpha=0.1))
+
+    class Forgetful(SteeringMethod):  # personalised, no answer_group of its own: never shares across users
+        personalised = True
+
+        def prepare(self, lm, conversations, rows):
+            raise NotImplementedError
+
+    assert [len(served) for _, _, served in answer_units(Forgetful(), rows)] == [1] * 8

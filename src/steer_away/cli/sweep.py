@@ -8,7 +8,7 @@ from pathlib import Path
 
 from steer_away.cli.tables import print_main_table, print_ppa_table
 from steer_away.console import console
-from steer_away.data.prompts import HELDOUT, SHIPPED
+from steer_away.data.prompts import HELDOUT, SHIPPED, prompt_source
 from steer_away.evaluation.demo import DEMO_TITLE, demo_config, demo_preface
 from steer_away.evaluation.pipeline import sweep_and_report
 from steer_away.evaluation.report import write_report
@@ -28,7 +28,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.out:
         config.out = args.out
     if args.prompts:
-        config.prompts = args.prompts
+        config.prompts = prompt_source(args.prompts)
     _sweep_and_print(config, args, f"sweep {config.name}")
     return 0
 
@@ -43,7 +43,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    config = demo_config(args.out, quick=args.quick, prism=args.prism, prompts=args.prompts)
+    config = demo_config(args.out, quick=args.quick, prism=args.prism,
+                         prompts=prompt_source(args.prompts) if args.prompts else None)
     console.print(f"[bold]steer-away demo[/bold]: embedded SmolLM2-135M-Instruct, synthetic PRISM stand-in, "
                   f"offline toxicity scorer → {config.out}")
     _sweep_and_print(config, args, DEMO_TITLE, preface=demo_preface(config))

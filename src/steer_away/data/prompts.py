@@ -131,6 +131,21 @@ class EvalPrompt:
     conversation_type: str = "unguided"
 
 
+def prompt_source(value: object, base: Path | None = None) -> str:
+    """A prompt source as configs and flags give it: 'heldout', 'shipped', or a prompt file that exists
+    (a relative path is also looked for beside `base`, a config's folder)."""
+    if value in (HELDOUT, SHIPPED):
+        return str(value)
+    if not isinstance(value, str):
+        raise PromptFileError(f"prompts must be '{HELDOUT}', '{SHIPPED}' or a file path, got {value!r}")
+    path = Path(value)
+    if not path.is_absolute() and not path.is_file() and base is not None and (base / path).is_file():
+        path = base / path
+    if not path.is_file():
+        raise PromptFileError(f"prompts names {value}, which is not a file")
+    return str(path)
+
+
 def prompt_id(text: str) -> str:
     """A prompt's id when its file gives none: stable across runs and machines."""
     return hashlib.sha1(text.encode()).hexdigest()[:10]
@@ -152,7 +167,7 @@ def _json_prompt(raw: object, where: str, rule: CategoryRule) -> EvalPrompt:
     category = raw.get("category") or rule.categorise(text, conversation_type)
     if category not in CATEGORIES:
         raise PromptFileError(f"{where}: field 'category' is '{category}'; choose one of {', '.join(CATEGORIES)}")
-    return EvalPrompt(raw.get("id") or prompt_id(text), text.strip(), category, raw.get("cluster", ""),
+    return EvalPrompt(raw.get("id") or prompt_id(text.strip()), text.strip(), category, raw.get("cluster", ""),
                       conversation_type)
 
 

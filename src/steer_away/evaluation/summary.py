@@ -61,7 +61,6 @@ class CellSummary:
     utility_ci: Interval
     utility_letter_mass: float = NAN  # letter format only: probability on A-D at all
     utility_format: str = "letter"  # cloze (acc_norm) or letter; every store before cloze asked for letters
-    utility_no_option: int = 0  # cloze: questions where the method rules out every option (counted wrong)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON the store keeps: one key per field, the interval as a list."""
@@ -106,7 +105,6 @@ class UtilityAnswer(Protocol):
 
     correct: bool
     letter_mass: float
-    predicted: int  # the option picked; −1 when the method ruled out every option
 
 
 def tox_distances(answers: Sequence[ScoredAnswer], preferred: Mapping[str, float]) -> list[float]:
@@ -149,7 +147,6 @@ def summarise(answers: Sequence[ScoredAnswer], utility: Sequence[UtilityAnswer],
         utility_letter_mass=float(np.nanmean([r.letter_mass for r in utility]))
         if utility and utility_format != "cloze" else NAN,
         utility_format=utility_format,
-        utility_no_option=sum(1 for r in utility if r.predicted < 0),
     )
 
 

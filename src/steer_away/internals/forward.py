@@ -44,13 +44,10 @@ def forward_step(
     return out.logits[:, -1, :]
 
 
-def forward_full(model: Model, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: int = 0) -> torch.Tensor:
-    """Logits (batch, seq, vocab) with no cache, for scoring whole texts: at every position, or at the
-    last `keep` positions only when `keep` > 0."""
+def forward_full(model: Model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Logits at every position (batch, seq, vocab) with no cache: for scoring whole texts."""
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False,
-                 logits_to_keep=keep).logits
-
+    return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False).logits
 
 
 

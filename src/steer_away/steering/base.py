@@ -129,9 +129,10 @@ class SteeringMethod(ABC):
 
     def answer_group(self, row: RowSteering) -> Hashable:
         """Rows with equal groups are steered identically, so one answer to a prompt serves them all
-        (an evaluation answers each prompt once per group). The default, for methods that steer every
-        row alike: one group."""
-        return (row.alpha, row.overrides)
+        (an evaluation answers each prompt once per group). The default is safe for any method: one
+        group per user when it is personalised, one for everyone when not; methods that know better
+        (one vector shared by users without their own, one category per group) say so."""
+        return (row.user_id if self.personalised else None, row.alpha, row.overrides)
 
     def read_overrides(self, raw: Mapping[str, object]) -> RowOverrides | None:
         """This method's per-row overrides among `raw` (a request's keys beyond user and α; keys it

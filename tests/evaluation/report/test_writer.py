@@ -27,7 +27,8 @@ def synthetic_store(path):
     for key, (method, alpha, answers) in cells.items():
         store.register_cell(key, method, alpha, "", CellSpec("fp"))
         store.put_answers(key, answers, "run")
-        utility = [MMLURecord(f"q{i}", "s0", 0, i % 2 == 0) for i in range(6)]
+        # the per-user method rules out every option of q5 (picked −1, as ACD's cut-off can under cloze)
+        utility = [MMLURecord(f"q{i}", "s0", -1 if key == "d" and i == 5 else 0, i % 2 == 0) for i in range(6)]
         store.put_mmlu(key, utility, "run")
         store.finish_cell(key, summarise(answers, utility, GROUPS, PREFERRED, utility_format="cloze"))
     store.close()
@@ -75,3 +76,12 @@ def test_report_says_when_there_is_nothing_to_compare(tmp_path):
     assert "No population-steering cell in this sweep" in report
     assert "Personalised preference accuracy" not in report and tables.ppa == [] and tables.head_to_head == []
     assert not (tmp_path / "report" / "head_to_head.csv").exists()
+
+
+
+def test_questions_with_no_possible_option_are_counted_from_the_records(tmp_path):
+    synthetic_store(tmp_path / "results.sqlite")
+    write_report(tmp_path / "results.sqlite", tmp_path / "report")
+    rows = {row["method"]: row for row in csv.DictReader((tmp_path / "report" / "main.csv").open())}
+    assert (rows["caa-dislike"]["utility_no_option"], rows["unsteered"]["utility_no_option"]) == ("1", "0")
+    assert "none possible: 1" in (tmp_path / "report" / "report.md").read_text()

@@ -137,9 +137,10 @@ def _baseline(cells: Sequence[StoredCell]) -> StoredCell | None:
 
 
 def main_rows(cells: Sequence[StoredCell], utility_correct: Mapping[str, dict[str, bool]] | None = None,
-              answers: Answers | None = None) -> list[MainRow]:
+              answers: Answers | None = None, no_option: Mapping[str, int] | None = None) -> list[MainRow]:
     """One row per cell in the report's order; Δ% against the unsteered cell.
     `utility_correct` (cell key -> question id -> right?) adds the paired utility test against the baseline;
+    `no_option` (cell key -> questions where the method ruled out every option) is counted from the records;
     `answers` adds intervals, repetition, the collapse flag and Δ% without the most influential prompt."""
     cells = ordered(cells)
     baseline = _baseline(cells)
@@ -166,7 +167,7 @@ def main_rows(cells: Sequence[StoredCell], utility_correct: Mapping[str, dict[st
             ppl=s.ppl_median, ppl_mean=s.ppl_mean,
             utility=s.utility_acc, utility_low=s.utility_ci[0], utility_high=s.utility_ci[1],
             toxicity=s.toxicity_mean, n=s.n, empty=s.empty_answers, utility_letter_mass=s.utility_letter_mass,
-            utility_no_option=s.utility_no_option,
+            utility_no_option=(no_option or {}).get(c.key, 0),
             utility_turned_right=turned[0], utility_turned_wrong=turned[1], utility_p=turned[2],
             distinct2=shares.distinct2, collapsed_share=shares.collapsed_share,
             mae_ci=spread.mae_ci, toxicity_ci=spread.toxicity_ci, tox_dist_ci=spread.tox_dist_ci,

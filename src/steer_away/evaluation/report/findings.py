@@ -48,12 +48,12 @@ class ReportAnalysis:
 
 
 def analyse(cells: Sequence[StoredCell], utility_correct: Mapping[str, dict[str, bool]], answers: Answers,
-            ppa: PPAResult | None = None) -> ReportAnalysis:
+            ppa: PPAResult | None = None, no_option: Mapping[str, int] | None = None) -> ReportAnalysis:
     cells = ordered(cells)
     formats = {c.done_summary.utility_format for c in cells if c.done_summary.utility_n}
     baseline = next((c for c in cells if c.method == BASELINE), None)
     return ReportAnalysis(
-        cells, main_rows(cells, utility_correct, answers), category_rows(cells), change_sources(cells, answers),
+        cells, main_rows(cells, utility_correct, answers, no_option), category_rows(cells), change_sources(cells, answers),
         sensitivity_effects(cells, answers),
         utility_questions=max((len(v) for v in utility_correct.values()), default=0),
         utility_format=formats.pop() if len(formats) == 1 else ("mixed" if formats else "letter"),

@@ -32,11 +32,13 @@ def write_report(store_path: str | Path, out: str | Path, fingerprint: str | Non
         cells = [c for c in cells if c.spec.fingerprint == fingerprint]
         if not cells:
             raise InputError(f"{store_path} has no finished cells to report")
-        utility_correct = {c.key: {r.question_id: r.correct for r in store.mmlu(c.key)} for c in cells}
+        utility = {c.key: store.mmlu(c.key) for c in cells}
         answers = {c.key: store.answers(c.key) for c in cells}
     finally:
         store.close()
-    analysis = analyse(cells, utility_correct, answers, ppa)
+    utility_correct = {key: {r.question_id: r.correct for r in records} for key, records in utility.items()}
+    no_option = {key: sum(1 for r in records if r.predicted < 0) for key, records in utility.items()}
+    analysis = analyse(cells, utility_correct, answers, ppa, no_option)
     collapsed = {(r.method, r.alpha, r.settings) for r in analysis.main if r.collapsed}
     write_csv(out / "main.csv", analysis.main)
     write_csv(out / "categories.csv", analysis.categories)

@@ -105,7 +105,8 @@ class EvalContext:
                                            categories=config.steering_categories)
         self.fingerprint = hashlib.sha1(json.dumps({
             "model": self.lm.model_id, "rows": [r.row_id for r in self.rows],
-            "prompts": hashlib.sha1(json.dumps(sorted({r.prompt for r in self.rows})).encode()).hexdigest()[:12],
+            "prompts": hashlib.sha1(json.dumps(sorted({(r.prompt_id, r.prompt, r.category) for r in self.rows}))
+                                    .encode()).hexdigest()[:12],
             "mmlu": utility_digest(config.utility, self.mmlu),
             "max_new_tokens": config.max_new_tokens, "scorer": self.scorer.backend,
             "profiles": _file_digest(run / "profiles.json"),

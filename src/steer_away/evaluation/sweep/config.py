@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from steer_away.data.prompts import HELDOUT, SHIPPED
+from steer_away.data.prompts import HELDOUT, PromptFileError, prompt_source
 from steer_away.errors import InputError
 from steer_away.evaluation.utility import DEFAULT_FORMAT, UTILITY_FORMATS
 from steer_away.files import read_structured
@@ -145,16 +145,10 @@ class SweepConfig:
         if table.get("utility", DEFAULT_FORMAT) not in UTILITY_FORMATS:
             raise SweepConfigError(f"{source}: [sweep].utility is {table['utility']!r}; choose one of "
                                    f"{', '.join(UTILITY_FORMATS)}")
-        prompts = table.get("prompts", HELDOUT)
-        if not isinstance(prompts, str):
-            raise SweepConfigError(f"{source}: [sweep].prompts must be '{HELDOUT}', '{SHIPPED}' or a file path")
-        if prompts not in (HELDOUT, SHIPPED):
-            path = Path(prompts)
-            if not path.is_absolute() and not path.is_file() and (Path(source).parent / path).is_file():
-                path = Path(source).parent / path  # relative to the config's folder
-            if not path.is_file():
-                raise SweepConfigError(f"{source}: [sweep].prompts names {prompts}, which is not a file")
-            table["prompts"] = str(path)
+        try:
+            table["prompts"] = prompt_source(table.get("prompts", HELDOUT), Path(source).parent)
+        except PromptFileError as err:
+            raise SweepConfigError(f"{source}: [sweep].{err}") from None
         config = cls(**table, methods=methods)
         if not config.methods:
             raise SweepConfigError(f"{source}: no [[methods]] to sweep")

@@ -93,8 +93,10 @@ def run_sweep(config: SweepConfig, *, ray_address: str | None = None, lm: Langua
     def take(cell: Cell) -> bool:
         """Claim a cell just before computing it, so concurrent sweeps split the work."""
         if store.cell_status(cell.key) == "done":
+            clock.work.pop(cell.key, None)
             return False
         if not store.claim(cell.key):
+            clock.work.pop(cell.key, None)  # another sweep's work: not this run's time left
             elsewhere.append(cell.key)
             bar.update(len(ctx.rows) + len(ctx.mmlu))
             return False
