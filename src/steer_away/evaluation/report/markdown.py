@@ -46,10 +46,11 @@ def _pct(value: float) -> str:
 
 
 def _signed(value: float | None, ci: Interval | None, spec: str) -> str:
-    """A difference with its interval, marked ✓ when the interval excludes 0."""
+    """A difference with its interval, marked * when the interval excludes 0 (in either direction: the
+    mark says the difference is measured, not that it is good)."""
     if value is None or ci is None:
         return "-"
-    mark = " ✓" if ci[1] < 0 or ci[0] > 0 else ""
+    mark = " *" if ci[1] < 0 or ci[0] > 0 else ""
     return f"{format(value, spec)} [{format(ci[0], spec)}, {format(ci[1], spec)}]{mark}"
 
 
@@ -150,7 +151,8 @@ def head_to_head_markdown(rows: Sequence[HeadToHeadRow], has_population: bool) -
              "rows, per user group and for all users. Differences are the method minus population steering: a "
              "negative TOXICITY-distance difference means answers closer to each user's preferred TOXICITY than "
              "population steering gives; personalisation earns its keep when strict users come closer *and* "
-             "tolerant users do not move further away. ✓: the user- and prompt-clustered 95 % interval excludes 0.",
+             "tolerant users do not move further away. *: the user- and prompt-clustered 95 % interval excludes 0, "
+             "whichever the direction.",
              "", "| method | α | population α | group | rows (users) | TOXICITY distance: method / population | "
              "Δ distance [95% CI] | mean TOXICITY: method / population | Δ TOXICITY [95% CI] |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -175,7 +177,7 @@ def ppa_markdown(rows: Sequence[PPARow], toxicity_ties: float) -> str:
             (100 * r.diff_vs_population_ci[0], 100 * r.diff_vs_population_ci[1])
         lines.append(f"| {r.predictor} | {r.pairs} ({r.users}) | {accuracy} | {_signed(diff, diff_ci, '+.1f')} |")
     lines += ["", "Intervals resample whole users (their pairs are not independent draws); Δ vs population is the "
-              "paired difference in points on the pairs both predictors predict. ✓: the interval excludes 0. "
+              "paired difference in points on the pairs both predictors predict. *: the interval excludes 0. "
               f"{_share(toxicity_ties)} of the pairs have (near) identical toxicity (|gap| ≤ 0.05)."]
     return "\n".join(lines) + "\n"
 
@@ -217,7 +219,7 @@ def sensitivity_effects_markdown(rows: Sequence[SensitivityEffectRow]) -> str:
         lines.append(f"| {r.method} | {alpha_text(r.method, r.alpha)} | {r.group} | {r.n} ({r.users}) | "
                      f"{_signed(r.toxicity_change, r.toxicity_change_ci, '+.4f')} | "
                      f"{_signed(r.distance_change, r.distance_change_ci, '+.4f')} |")
-    lines += ["", "✓: the interval excludes 0 (differences against unsteered on the same rows; negative = lower)."]
+    lines += ["", "*: the interval excludes 0 (differences against unsteered on the same rows; negative = lower)."]
     return "\n".join(lines)
 
 
