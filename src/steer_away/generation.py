@@ -21,6 +21,7 @@ from steer_away.decoding import (
     GenerationConfig,
     encode_prepared,
     requests_for,
+    select_rows,
     stop_token_ids,
 )
 from steer_away.errors import InputError
@@ -119,11 +120,6 @@ def _gated_scope(prepared: PreparedBatch, lm: LanguageModel, step: int) -> Abstr
     return prepared.scope(lm.model) if gate is None or gate(step) else nullcontext()
 
 
-def _expand_cache(lm: LanguageModel, cache: object, index: torch.Tensor) -> object:
-    layers = [(k.index_select(0, index), v.index_select(0, index)) for k, v in internals.kv_layers(cache)]
-    return internals.kv_cache_from(lm.model, layers)
-
-
 @torch.inference_mode()
 def continuation_logliks(
     lm: LanguageModel,
@@ -167,7 +163,7 @@ def continuation_logliks(
         # Token j is fed at the decoder's step j + 1: steps the method's gate closes run without its edits.
         feed = target[:, :-1].repeat(branches, 1).to(lm.device)
         fed_mask = real[:, :-1].repeat(branches, 1).long().to(lm.device)
-        context_mask, expanded_cache = mask.index_select(0, index), _expand_cache(lm, cache, index)
+        context_mask, expanded_cache = mask.index_select(0, index), select_rows(lm, cache, index)
         gate = expanded.edits.gate if expanded.edits is not None else None
         steered = next((j for j in range(longest - 1) if gate is not None and not gate(j + 1)), longest - 1)
         for start, stop in ((0, steered), (steered, longest - 1)):

@@ -13,11 +13,9 @@ from steer_away.data.prism import load_prism
 from steer_away.data.prompts import (
     SHIPPED,
     PromptSplit,
+    checked_prompts,
     heldout_openings,
     pick_per_category,
-    read_eval_prompts,
-    refuse_overlap,
-    training_prompts,
 )
 from steer_away.models import LanguageModel, LoadedModel, load_model
 from steer_away.scoring import CachedScorer, make_scorer
@@ -79,12 +77,10 @@ def prompt_set(args: argparse.Namespace) -> list[str]:
     split = PromptSplit.stored_with(vectors)
     if not args.prompts:
         return heldout_openings(args.prism, args.n_prompts, split)
-    prompts = read_eval_prompts(None if args.prompts == SHIPPED else args.prompts)
+    training = split.pairs(load_prism(args.prism).turns)[0] if vectors else None
+    prompts = checked_prompts(args.prompts, training, where=f"--prompts {args.prompts}")
     if args.prompts == SHIPPED:
         prompts = pick_per_category(prompts, -(-args.n_prompts // len(CATEGORIES)))[:args.n_prompts]
-    if vectors:
-        training, _ = split.pairs(load_prism(args.prism).turns)
-        refuse_overlap(prompts, training_prompts(training), f"--prompts {args.prompts}")
     return [p.text for p in prompts]
 
 

@@ -227,6 +227,16 @@ def training_prompts(pairs: Iterable[PreferencePair]) -> set[str]:
     return {_normalised(t) for pair in pairs for t in (pair.prompt, pair.opening) if t}
 
 
+def checked_prompts(source: str, training: Iterable[PreferencePair] | None, rule: CategoryRule | None = None,
+                    where: str | None = None) -> list[EvalPrompt]:
+    """The prompts of our shipped set or a file (`source`), refused if any of them is among the
+    `training` pairs' prompts (None: no vectors to check against); `where` names the source in the error."""
+    prompts = read_eval_prompts(None if source == SHIPPED else source, rule)
+    if training is not None:
+        refuse_overlap(prompts, training_prompts(training), where or f"prompts '{source}'")
+    return prompts
+
+
 def refuse_overlap(prompts: Sequence[EvalPrompt], trained_on: set[str], source: str) -> None:
     """Raise PromptOverlapError if any evaluation prompt is one a vector was trained on."""
     overlap = [p for p in prompts if _normalised(p.text) in trained_on]

@@ -120,6 +120,14 @@ def encode_prepared(lm: LanguageModel, prepared: PreparedBatch, texts: Sequence[
     return encode_rows(lm, texts, flat)
 
 
+def select_rows(lm: LanguageModel, cache: object, index: torch.Tensor, first: int = 0) -> object:
+    """A new cache of rows `index` of `cache`, in that order (a row may repeat: several continuations
+    of one prompt), from column `first` on."""
+    layers = [(k.index_select(0, index)[:, :, first:], v.index_select(0, index)[:, :, first:])
+              for k, v in internals.kv_layers(cache)]
+    return internals.kv_cache_from(lm.model, layers)
+
+
 def _pad_left(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
     missing = width - tensor.shape[dim]
     if missing <= 0:
@@ -163,6 +171,4 @@ class RunningBatch:
         mask = self.mask.index_select(0, index)
         first = int((mask.sum(0) > 0).nonzero()[0])
         self.mask = mask[:, first:]
-        layers = [(k.index_select(0, index)[:, :, first:], v.index_select(0, index)[:, :, first:])
-                  for k, v in internals.kv_layers(self.cache)]
-        self.cache = internals.kv_cache_from(self.lm.model, layers)
+        self.cache = select_rows(self.lm, self.cache, index, first)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from steer_away.errors import InputError
 from steer_away.evaluation.cloze import cloze_predictions
@@ -18,24 +19,31 @@ from steer_away.steering.base import RowSteering, SteeringMethod
 
 Predictor = Callable[..., list[MMLUPrediction]]
 
-UTILITY_FORMATS: dict[str, Predictor] = {"cloze": cloze_predictions, "letter": mmlu_predictions}
+
+@dataclass(frozen=True)
+class UtilityFormat:
+    predict: Predictor
+    rows_per_question: int  # forward-pass rows one question takes (cloze: one per option)
+
+
+UTILITY_FORMATS: dict[str, UtilityFormat] = {"cloze": UtilityFormat(cloze_predictions, 4),
+                                             "letter": UtilityFormat(mmlu_predictions, 1)}
 DEFAULT_FORMAT = "cloze"
 
 
-def check_format(name: str, where: str = "utility") -> str:
+def check_format(name: object, where: str = "utility") -> str:
     if name not in UTILITY_FORMATS:
-        raise InputError(f"{where}: unknown utility format '{name}' (choose {', '.join(UTILITY_FORMATS)})")
-    return name
+        raise InputError(f"{where} is {name!r}; choose one of {', '.join(UTILITY_FORMATS)}")
+    return str(name)
 
 
 def utility_predictions(format_name: str, lm: LanguageModel, questions: Sequence[MMLUQuestion],
                         method: SteeringMethod | None, rows: Sequence[RowSteering], batch_size: int
                         ) -> list[MMLUPrediction]:
-    """Each question's pick under the steering, in the named format; `batch_size` counts scored rows
-    (a cloze question scores its four options as four rows)."""
-    predict = UTILITY_FORMATS[check_format(format_name)]
-    per_question = 4 if format_name == "cloze" else 1
-    return predict(lm, questions, method, rows, batch_size=max(1, batch_size // per_question))
+    """Each question's pick under the steering, in the named format; `batch_size` counts forward-pass
+    rows (a cloze question scores its four options as four rows)."""
+    chosen = UTILITY_FORMATS[check_format(format_name)]
+    return chosen.predict(lm, questions, method, rows, batch_size=max(1, batch_size // chosen.rows_per_question))
 
 
 def utility_digest(format_name: str, questions: Sequence[MMLUQuestion]) -> str:

@@ -22,14 +22,11 @@ from steer_away.data.categories import CategoryRule
 from steer_away.data.prism import load_prism
 from steer_away.data.prompts import (
     HELDOUT,
-    SHIPPED,
     EvalPrompt,
     PromptSplit,
+    checked_prompts,
     pick_per_category,
     prompt_id,
-    read_eval_prompts,
-    refuse_overlap,
-    training_prompts,
 )
 from steer_away.evaluation.metrics import toxicity_distance
 from steer_away.evaluation.mmlu import MMLUQuestion, load_mmlu
@@ -129,9 +126,7 @@ class EvalContext:
         vectors' training prompts."""
         source = self.config.prompts
         if source != HELDOUT:
-            prompts = read_eval_prompts(None if source == SHIPPED else source, rule)
-            refuse_overlap(prompts, training_prompts(self.training_pairs), f"prompts '{source}'")
-            return prompts
+            return checked_prompts(source, self.training_pairs, rule)
         heldout = {p.conversation_id for p in self.heldout_pairs}
         found: dict[str, EvalPrompt] = {}
         for turn in self.data.turns:

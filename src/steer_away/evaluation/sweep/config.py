@@ -24,7 +24,7 @@ from typing import Any
 
 from steer_away.data.prompts import HELDOUT, PromptFileError, prompt_source
 from steer_away.errors import InputError
-from steer_away.evaluation.utility import DEFAULT_FORMAT, UTILITY_FORMATS
+from steer_away.evaluation.utility import DEFAULT_FORMAT, check_format
 from steer_away.files import read_structured
 from steer_away.steering.base import MethodArgs, MethodArgsError
 from steer_away.steering.registry import UnknownMethodError, get_method
@@ -142,9 +142,10 @@ class SweepConfig:
             except (UnknownMethodError, MethodArgsError) as err:
                 raise SweepConfigError(str(err) if str(err).startswith(source) else f"{where}: {err}") from None
             methods.append(grid)
-        if table.get("utility", DEFAULT_FORMAT) not in UTILITY_FORMATS:
-            raise SweepConfigError(f"{source}: [sweep].utility is {table['utility']!r}; choose one of "
-                                   f"{', '.join(UTILITY_FORMATS)}")
+        try:
+            check_format(table.get("utility", DEFAULT_FORMAT), f"{source}: [sweep].utility")
+        except InputError as err:
+            raise SweepConfigError(str(err)) from None
         try:
             table["prompts"] = prompt_source(table.get("prompts", HELDOUT), Path(source).parent)
         except PromptFileError as err:
