@@ -17,13 +17,25 @@ if TYPE_CHECKING:
 Message = dict[str, str]
 Conversation = list[Message]
 
+# The role of a message rendered verbatim, outside any chat template: a raw prompt (lm-evaluation-harness's
+# tasks are plain text). Messages before it (a method's system prompt) render through the template.
+PLAIN_TEXT = "text"
+
+
+def plain_text(text: str) -> Conversation:
+    return [{"role": PLAIN_TEXT, "content": text}]
+
 
 def as_conversation(prompt: str | Conversation) -> Conversation:
     return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
 
 
 def render_chat(tokenizer: Any, conversation: Conversation) -> str:
-    """The prompt text for a conversation, ending where the assistant's answer starts."""
+    """The prompt text for a conversation, ending where the assistant's answer starts (a conversation
+    ending in plain text ends with that text: the answer continues it)."""
+    if conversation and conversation[-1]["role"] == PLAIN_TEXT:
+        head = conversation[:-1]
+        return (render_prefix(tokenizer, head) if head else "") + conversation[-1]["content"]
     if getattr(tokenizer, "chat_template", None):
         return str(tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False))
     # Base models without a template (e.g. GPT-2): a plain transcript.

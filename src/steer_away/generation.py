@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 
 import torch
 
 from steer_away import internals
-from steer_away.chat import Conversation, as_conversation, render_chat
+from steer_away.chat import Conversation, as_conversation, plain_text, render_chat, render_prefix
 from steer_away.decoding import (
     DecodeLoop,
     Generation,
@@ -28,8 +29,8 @@ from steer_away.errors import InputError
 from steer_away.models import LanguageModel
 from steer_away.steering.base import PreparedBatch, RowSteering, SteeringMethod, Unsteered
 
-__all__ = ["Generation", "GenerationConfig", "candidate_scores", "continuation_logliks", "encode_prepared", "generate",
-           "next_token_scores", "stop_token_ids"]
+__all__ = ["ContinuationScore", "Generation", "GenerationConfig", "candidate_scores", "continuation_logliks",
+           "encode_prepared", "generate", "next_token_scores", "stop_token_ids", "token_continuation_scores"]
 
 
 def _prepare(lm: LanguageModel, prompts: Sequence[str | Conversation], method: SteeringMethod | None,
@@ -120,6 +121,13 @@ def _gated_scope(prepared: PreparedBatch, lm: LanguageModel, step: int) -> Abstr
     return prepared.scope(lm.model) if gate is None or gate(step) else nullcontext()
 
 
+@dataclass(frozen=True)
+class ContinuationScore:
+    loglik: float  # −∞ when the method rules a token out
+    tokens: int
+    greedy: bool  # every token is the steered decoder's top choice (lm-evaluation-harness's is_greedy)
+
+
 @torch.inference_mode()
 def continuation_logliks(
     lm: LanguageModel,
@@ -138,21 +146,70 @@ def continuation_logliks(
     """
     method = method or Unsteered()
     rows = list(rows) if rows is not None else [RowSteering()] * len(prompts)
-    tok = lm.tokenizer
     conversations = [as_conversation(p) for p in prompts]
     context = method.prepare(lm, conversations, rows)
-    texts = [render_chat(tok, c) for branch in context.branches for c in branch]
-    ids, mask, cache = encode_prepared(lm, context, texts)
+    texts = [render_chat(lm.tokenizer, c) for branch in context.branches for c in branch]
+    encoded = encode_prepared(lm, context, texts)
+    tokens = [[lm.tokenizer(text, add_special_tokens=False)["input_ids"] for text in own] for own in continuations]
+    scored = _score_continuations(lm, method, conversations, rows, context, encoded, tokens)
+    return [[(s.loglik, s.tokens) for s in own] for own in scored]
+
+
+@torch.inference_mode()
+def token_continuation_scores(
+    lm: LanguageModel,
+    contexts: Sequence[Sequence[int]],
+    continuations: Sequence[Sequence[Sequence[int]]],
+    method: SteeringMethod | None = None,
+    rows: Sequence[RowSteering] | None = None,
+) -> list[list[ContinuationScore]]:
+    """`continuation_logliks` for raw token ids, as lm-evaluation-harness splits its requests: each
+    context is plain text (no chat template) fed exactly as given.
+
+    A method's extra branches see their own leading messages (a system prompt, rendered through
+    the chat template) before the same context tokens; a method that would rewrite the context
+    itself cannot score raw text and is refused.
+    """
+    method = method or Unsteered()
+    rows = list(rows) if rows is not None else [RowSteering()] * len(contexts)
+    tok = lm.tokenizer
+    conversations = [plain_text(tok.decode(list(ids))) for ids in contexts]
+    context = method.prepare(lm, conversations, rows)
+    feed: list[list[int]] = []
+    for branch in context.branches:
+        for conversation, own, ids in zip(branch, conversations, contexts):
+            if conversation[-1:] != own:
+                raise InputError(f"{method.name} rewrites the prompt itself, so it cannot score plain-text contexts")
+            head = conversation[:-1]
+            feed.append((tok(render_prefix(tok, head), add_special_tokens=False)["input_ids"] if head else [])
+                        + list(ids))
+    width = max(len(ids) for ids in feed)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    ids_tensor = torch.tensor([[pad] * (width - len(ids)) + ids for ids in feed], device=lm.device)
+    mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in feed], device=lm.device)
+    encoded = (ids_tensor, mask, internals.new_kv_cache(lm.model))
+    tokens = [[list(t) for t in own] for own in continuations]
+    return _score_continuations(lm, method, conversations, rows, context, encoded, tokens)
+
+
+def _score_continuations(lm: LanguageModel, method: SteeringMethod, conversations: Sequence[Conversation],
+                         rows: Sequence[RowSteering], context: PreparedBatch,
+                         encoded: tuple[torch.Tensor, torch.Tensor, object],
+                         tokens_per_prompt: Sequence[Sequence[list[int]]]) -> list[list[ContinuationScore]]:
+    """Scores of each prompt's continuation tokens after its encoded context (branch-major rows, as
+    `context.branches`): the context's last logits predict token 0, and the tokens run in one more
+    pass on the context's keys and values."""
+    ids, mask, cache = encoded
     with _gated_scope(context, lm, 0):
         first = internals.forward_step(lm.model, ids, mask, cache)  # (branches·prompts, vocab)
-    owners = [(p, i) for p, texts_p in enumerate(continuations) for i in range(len(texts_p))]
-    tokens = [tok(continuations[p][i], add_special_tokens=False)["input_ids"] for p, i in owners]
-    out: list[list[tuple[float, int]]] = [[(0.0, 0)] * len(c) for c in continuations]
+    owners = [(p, i) for p, own in enumerate(tokens_per_prompt) for i in range(len(own))]
+    tokens = [tokens_per_prompt[p][i] for p, i in owners]
+    out = [[ContinuationScore(0.0, 0, True)] * len(own) for own in tokens_per_prompt]
     if not owners or not any(tokens):
         return out
     expanded = method.prepare(lm, [conversations[p] for p, _ in owners], [rows[p] for p, _ in owners])
     branches, width, longest = expanded.num_branches, len(owners), max(len(t) for t in tokens)
-    index = torch.tensor([b * len(prompts) + p for b in range(branches) for p, _ in owners], device=lm.device)
+    index = torch.tensor([b * len(conversations) + p for b in range(branches) for p, _ in owners], device=lm.device)
     target = torch.zeros((width, longest), dtype=torch.long)
     real = torch.zeros((width, longest), dtype=torch.bool)
     for r, t in enumerate(tokens):
@@ -174,10 +231,12 @@ def continuation_logliks(
                                                         expanded_cache)
                 logits += [later[:, j] for j in range(stop - start)]
     total = torch.zeros(width, dtype=torch.float64)
+    greedy = torch.ones(width, dtype=torch.bool)
     for j, step in enumerate(logits):
         scores = torch.log_softmax(expanded.combine(step.view(branches, width, -1).float()).float(), dim=-1).cpu()
         picked = scores.gather(-1, target[:, j:j + 1]).squeeze(-1).double()
         total += torch.where(real[:, j], picked, torch.zeros_like(picked))
+        greedy &= ~real[:, j] | (scores.argmax(-1) == target[:, j])
     for r, (p, i) in enumerate(owners):
-        out[p][i] = (float(total[r]), len(tokens[r]))
+        out[p][i] = ContinuationScore(float(total[r]), len(tokens[r]), bool(greedy[r]))
     return out

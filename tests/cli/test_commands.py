@@ -1,10 +1,13 @@
 import json
+import sqlite3
 import subprocess
 import sys
 
 import pytest
 
 from steer_away.cli import main
+from steer_away.profiles import load_profiles
+from tests.scoring.tiny_classifier import save_classifier
 
 
 def test_profiles_build_cli(tmp_path, capsys):
@@ -13,6 +16,21 @@ def test_profiles_build_cli(tmp_path, capsys):
                  "--show", "3"]) == 0
     payload = json.loads(out.read_text())
     assert len(payload["profiles"]) == 270  # the stand-in's 300 users, 270 of whom have conversations
+
+
+def test_profiles_build_cli_with_a_hugging_face_classifier(tmp_path):
+    """`--scorer hf:<folder>` with a synthetic tiny binary classifier: one attribute, TOXICITY, all the way through."""
+    folder = save_classifier(tmp_path / "tiny-tox", ("neutral", "toxic"))
+    out, cache = tmp_path / "profiles.json", tmp_path / "s.sqlite"
+    assert main(["profiles", "build", "--scorer", f"hf:{folder}", "--out", str(out), "--score-cache", str(cache),
+                 "--show", "3"]) == 0
+    payload = json.loads(out.read_text())
+    assert payload["scorer"].startswith("hf:tiny-tox@sha256:") and len(payload["profiles"]) == 270
+    profiles = load_profiles(out)
+    assert all(p.attributes == ["TOXICITY"] and len(p.bt_theta) == 1 for p in profiles.values())
+    with sqlite3.connect(cache) as db:
+        (rows,) = db.execute("SELECT COUNT(*) FROM scores WHERE backend = ?", (payload["scorer"],)).fetchone()
+    assert rows == 6460  # every distinct response of the stand-in, scored by the hf backend
 
 
 def test_data_stats_cli_prints_the_figures_and_the_verdict(capsys):

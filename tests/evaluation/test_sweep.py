@@ -1,5 +1,6 @@
 """Sweeps on the tiny random model and our fixture: resume, new cells only, Ray = local, reports."""
 
+import json
 import os
 import signal
 import sqlite3
@@ -9,6 +10,7 @@ import time
 
 import pytest
 
+from steer_away.errors import InputError
 from steer_away.evaluation.report import write_report
 from steer_away.evaluation.store import ResultsStore
 from steer_away.evaluation.sweep import SweepConfig, SweepConfigError, run_sweep
@@ -272,3 +274,21 @@ def test_answer_units_group_rows_the_method_steers_alike():
             raise NotImplementedError
 
     assert [len(served) for _, _, served in answer_units(Forgetful(), rows)] == [1] * 8
+
+
+def test_a_sweep_scored_by_a_hugging_face_classifier_refuses_profiles_of_another_scorer(tiny_model_dir, tmp_path):
+    """`scorer = "hf:<folder>"` (a synthetic tiny binary classifier) scores profiles and answers; the same run
+    folder with another scorer is refused rather than mixing scores (profiles and vectors stand on them)."""
+    from tests.scoring.tiny_classifier import save_classifier
+
+    folder = save_classifier(tmp_path / "tiny-tox", ("neutral", "toxic"))
+    raw = config_dict(tiny_model_dir, tmp_path / "run", [{"name": "unsteered"}], scorer=f"hf:{folder}")
+    result = run_sweep(SweepConfig.from_dict(raw), show_progress=False)
+    profiles = json.loads((tmp_path / "run" / "profiles.json").read_text())
+    assert profiles["scorer"].startswith("hf:tiny-tox@sha256:")
+    store = ResultsStore(tmp_path / "run" / "results.sqlite")
+    answers = store.answers(result.computed[0])
+    assert answers and all(len(a.toxicity) == 1 and 0.0 <= a.toxicity[0] <= 1.0 for a in answers)
+    raw["sweep"]["scorer"] = "jigsaw-bilstm"
+    with pytest.raises(InputError, match="was scored by hf:tiny-tox"):
+        run_sweep(SweepConfig.from_dict(raw), show_progress=False)

@@ -1,7 +1,11 @@
 """The Perspective client against a local fake server that misbehaves on purpose."""
 
 import json
+import os
+import subprocess
+import sys
 import threading
+from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
@@ -10,9 +14,16 @@ import pytest
 
 from steer_away.scoring.base import ScorerError
 from steer_away.scoring.cache import CachedScorer, ScoreCache
-from steer_away.scoring.perspective import PerspectiveScorer
+from steer_away.scoring.perspective import (
+    END_OF_SERVICE,
+    PerspectiveEndOfServiceWarning,
+    PerspectiveScorer,
+    end_of_service_notice,
+)
 
 KEY = "secret-test-key-123"
+# every test here builds a scorer, so every one would print the end-of-service notice; two tests check it
+pytestmark = pytest.mark.filterwarnings("ignore::steer_away.scoring.perspective.PerspectiveEndOfServiceWarning")
 
 
 class FakePerspective(BaseHTTPRequestHandler):
@@ -164,3 +175,29 @@ def test_key_never_shows(server):
         scorer.score(["x"])
     assert "X-Goog-Api-Key: ***" in str(caught.value) and KEY not in str(caught.value)
     assert KEY not in repr(vars(scorer)) and KEY not in repr(scorer)
+
+
+def test_creating_the_scorer_warns_that_the_service_ends_with_the_date():
+    with pytest.warns(PerspectiveEndOfServiceWarning, match="2026-12-31") as caught:
+        PerspectiveScorer(api_key=KEY)
+    assert str(caught[0].message) == end_of_service_notice(date.today())
+
+
+def test_the_notice_counts_down_then_says_the_service_has_ended():
+    before = end_of_service_notice(date(2026, 11, 30))
+    assert "after 2026-12-31 (31 days from today, 2026-11-30) requests fail" in before
+    assert "February 2026" in before and "hf:<model> is the maintained replacement" in before
+    assert "ended" not in before and "ended" not in end_of_service_notice(END_OF_SERVICE)
+    after = end_of_service_notice(date(2027, 1, 1))
+    assert "service ended on 2026-12-31" in after and "requests to it fail" in after and "hf:<model>" in after
+
+
+def test_python_shows_the_warning_without_any_set_up(tmp_path):
+    """A fresh interpreter with Python's default filters, as the command line runs: the notice is printed."""
+    code = ("from steer_away.scoring import make_scorer; "
+            f"make_scorer('perspective', cache_path={str(tmp_path / 's.sqlite')!r})")
+    env = {**os.environ, "PERSPECTIVE_API_KEY": KEY}
+    env.pop("PYTHONWARNINGS", None)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "PerspectiveEndOfServiceWarning: Perspective API" in done.stderr and "2026-12-31" in done.stderr

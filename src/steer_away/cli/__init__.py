@@ -9,6 +9,7 @@ from steer_away.cli.calibrate import add_calibrate, add_categories
 from steer_away.cli.data import add_data
 from steer_away.cli.errors import exit_code, print_error
 from steer_away.cli.generate import add_generate, add_methods
+from steer_away.cli.lmeval import add_lmeval
 from steer_away.cli.profiles import add_profiles
 from steer_away.cli.serve import add_serve
 from steer_away.cli.sweep import add_demo, add_report, add_sweep
@@ -23,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (add_generate, add_calibrate, add_categories, add_methods, add_vectors, add_serve, add_sweep,
-                add_report, add_demo, add_data, add_profiles):
+                add_report, add_demo, add_data, add_profiles, add_lmeval):
         add(sub)
     return parser
 

@@ -44,7 +44,9 @@ def add_prism_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_scorer_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--scorer", default=DEFAULT_BACKEND, help="jigsaw-bilstm (offline), detoxify, perspective")
+    parser.add_argument("--scorer", default=DEFAULT_BACKEND,
+                        help="jigsaw-bilstm (offline), detoxify, perspective (ends 2026-12-31), or hf:<hub id or folder>"
+                             "[@revision][?device=cuda&labels=toxic=TOXICITY,...]: any Hugging Face toxicity classifier")
     parser.add_argument("--score-cache", default=None, help="SQLite score cache (default: user cache folder)")
 
 

@@ -37,7 +37,7 @@ def forward_step(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=positions,
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
             logits_to_keep=1,
         )
@@ -62,5 +62,5 @@ def forward_positions(
     call apply, and the model's own forward always runs."""
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                past_key_values=cache, use_cache=True)
+                cache=cache, use_cache=True)
     return out.logits

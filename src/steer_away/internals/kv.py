@@ -20,7 +20,7 @@ def prefix_kv(model: Model, input_ids: torch.Tensor) -> list[tuple[torch.Tensor,
     cache = new_kv_cache(model)
     positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None, :]
     model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), position_ids=positions,
-          past_key_values=cache, use_cache=True, logits_to_keep=1)
+          cache=cache, use_cache=True, logits_to_keep=1)
     return kv_layers(cache)
 
 

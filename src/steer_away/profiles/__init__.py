@@ -7,8 +7,9 @@ from steer_away.profiles.build import (
                                        build_profiles,
                                        load_profiles,
                                        pick_users,
+                                       profiles_scorer,
                                        save_profiles,
 )
 
 __all__ = ["SENSITIVITIES", "SensitivityRule", "UserProfile", "build_profiles", "load_profiles", "pick_users",
-           "save_profiles"]
+           "profiles_scorer", "save_profiles"]

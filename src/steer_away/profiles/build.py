@@ -139,6 +139,13 @@ def save_profiles(profiles: dict[str, UserProfile], path: str | Path, scorer_bac
     tmp.replace(path)
 
 
+def profiles_scorer(path: str | Path) -> str | None:
+    """The scorer backend (with its revision) a profiles file was scored by; None if it does not say."""
+    payload = read_structured(path, "profiles file", "json")
+    scorer = payload.get("scorer") if isinstance(payload, dict) else None
+    return scorer if isinstance(scorer, str) else None
+
+
 def load_profiles(path: str | Path) -> dict[str, UserProfile]:
     """Read a profiles file; any malformed record is an error naming the file, the record and the field."""
     payload = read_structured(path, "profiles file", "json")

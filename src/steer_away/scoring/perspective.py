@@ -1,4 +1,5 @@
-"""Perspective API client, the scorer the two studies used (Google is retiring it at the end of 2026).
+"""Perspective API client, the scorer the two studies used (Google is retiring it at the end of 2026:
+creating one warns, with the date; `hf:<model>` is the maintained replacement).
 
 The key comes from the environment and travels in a header, never in a URL or a log line. Requests
 are spaced to a QPS limit and retried with exponential back-off on 429, 5xx, time-outs and
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
+from datetime import date
 
 import httpx
 import numpy as np
@@ -23,6 +26,26 @@ QPS_ENV = "PERSPECTIVE_QPS"  # requests per second when the caller gives none (d
 
 
 MAX_RETRY_AFTER_S = 300.0  # a longer Retry-After means a spent quota: stop and say so instead of sleeping
+# Google announced (January 2026) that Perspective is no longer in service after 2026; new usage stopped in February 2026.
+END_OF_SERVICE = date(2026, 12, 31)
+
+
+class PerspectiveEndOfServiceWarning(FutureWarning):
+    """Perspective API stops answering after END_OF_SERVICE. A FutureWarning, because Python shows those by
+    default, so the command line prints it without any logging set up."""
+
+
+def end_of_service_notice(today: date) -> str:
+    """What a user of the Perspective scorer must know on `today`."""
+    replacement = ("hf:<model> is the maintained replacement (e.g. hf:unitary/toxic-bert, the Jigsaw challenge's six "
+                   "labels; see the README's scorer table)")
+    if today > END_OF_SERVICE:
+        return (f"Perspective API's service ended on {END_OF_SERVICE.isoformat()} (announced by Google in January 2026): "
+                f"requests to it fail. {replacement}.")
+    days = (END_OF_SERVICE - today).days
+    return (f"Perspective API ends: Google announced it is no longer in service after 2026 (new usage stopped in "
+            f"February 2026); after {END_OF_SERVICE.isoformat()} ({days} days from today, {today.isoformat()}) "
+            f"requests fail. {replacement}.")
 
 
 class _Secret:
@@ -62,6 +85,7 @@ class PerspectiveScorer(ToxicityScorer):
         sleep: Callable[[float], None] = time.sleep,
         client: httpx.Client | None = None,
     ) -> None:
+        warnings.warn(end_of_service_notice(date.today()), PerspectiveEndOfServiceWarning, stacklevel=2)
         key = api_key or os.environ.get(KEY_ENV)
         if not key:
             raise ScorerError(f"the Perspective scorer needs an API key in ${KEY_ENV}")

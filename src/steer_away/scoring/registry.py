@@ -9,15 +9,17 @@ from steer_away.paths import cache_root
 from steer_away.scoring.base import ScorerError, ToxicityScorer
 from steer_away.scoring.cache import CachedScorer, ScoreCache
 from steer_away.scoring.detoxify_backend import DetoxifyScorer
+from steer_away.scoring.hf_classifier import HF_PREFIX, HFClassifierScorer
 from steer_away.scoring.jigsaw import JigsawBiLSTMScorer
 from steer_away.scoring.perspective import PerspectiveScorer
 
-BACKENDS = ("jigsaw-bilstm", "detoxify", "perspective")
+BACKENDS = ("jigsaw-bilstm", "detoxify", "perspective", f"{HF_PREFIX}<hub id or local folder>")
 DEFAULT_BACKEND = "jigsaw-bilstm"
 
 
 def make_scorer(name: str = DEFAULT_BACKEND, cache_path: str | Path | None = None, **options: Any) -> CachedScorer:
-    """A cached scorer; `cache_path` defaults to the user cache folder."""
+    """A cached scorer; `cache_path` defaults to the user cache folder. `hf:<model>` is any Hugging Face
+    toxicity classifier (see `hf_classifier`); `options` go to the backend's constructor."""
     backend: ToxicityScorer
     if name in ("jigsaw-bilstm", "offline"):
         backend = JigsawBiLSTMScorer(**options)
@@ -25,6 +27,8 @@ def make_scorer(name: str = DEFAULT_BACKEND, cache_path: str | Path | None = Non
         backend = DetoxifyScorer(**options)
     elif name == "perspective":
         backend = PerspectiveScorer(**options)
+    elif name.startswith(HF_PREFIX):
+        backend = HFClassifierScorer.from_spec(name.removeprefix(HF_PREFIX), **options)
     else:
         raise ScorerError(f"unknown scorer '{name}'; choose one of {', '.join(BACKENDS)}")
     cache = ScoreCache(cache_path or cache_root() / "scores.sqlite")

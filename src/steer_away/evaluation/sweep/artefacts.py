@@ -7,9 +7,10 @@ import logging
 from rich.markup import escape
 
 from steer_away.data.prism import load_prism
+from steer_away.errors import InputError
 from steer_away.evaluation.sweep.config import SweepConfig
 from steer_away.models import LanguageModel, load_model
-from steer_away.profiles import build_profiles, load_profiles, pick_users, save_profiles
+from steer_away.profiles import build_profiles, load_profiles, pick_users, profiles_scorer, save_profiles
 from steer_away.scoring import make_scorer
 from steer_away.steering.bank import ExtractionSettings, build_vector_store
 from steer_away.steering.card import store_cards
@@ -43,6 +44,10 @@ def prepare(config: SweepConfig, lm: LanguageModel | None = None) -> None:
     profiles_path = run / "profiles.json"
     if not profiles_path.is_file():
         save_profiles(build_profiles(data, scorer), profiles_path, scorer.backend)
+    elif (built_by := profiles_scorer(profiles_path)) != scorer.backend:
+        # Profiles and the vectors built on them would mix two scorers (or an old revision of one).
+        raise InputError(f"{profiles_path} was scored by {built_by}, this sweep scores with {scorer.backend}: "
+                         f"give the sweep another run folder, or delete {profiles_path} and {run / 'vectors'}")
     specs = vector_layer_specs(config)
     if not specs:
         return
