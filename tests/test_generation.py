@@ -82,3 +82,17 @@ def test_bad_config_rejected():
         GenerationConfig(max_new_tokens=0)
     with pytest.raises(ValueError, match="temperature"):
         GenerationConfig(do_sample=True, temperature=0)
+
+
+def test_a_stop_text_ends_the_answer_where_it_appears(tiny_lm):
+    """The answer stops at the step that completes the stop text, and the text is cut before it."""
+    from steer_away.chat import plain_text
+
+    (full,) = generate(tiny_lm, [plain_text("the quick brown")], config=GenerationConfig(max_new_tokens=12,
+                                                                                           stop_on_eos=False))
+    stop = full.text[len(full.text) // 2:len(full.text) // 2 + 2]
+    (cut,) = generate(tiny_lm, [plain_text("the quick brown")], config=GenerationConfig(max_new_tokens=12, stop=(stop,),
+                                                                                          stop_on_eos=False))
+    assert cut.finish_reason == "stop" and len(cut.token_ids) < 12
+    assert cut.token_ids == full.token_ids[:len(cut.token_ids)] and stop not in cut.text
+    assert full.text.startswith(cut.text)

@@ -19,7 +19,8 @@ from steer_away.errors import InputError  # noqa: E402
 from steer_away.lmeval import MODEL_NAME, SteerAwayLM, write_local_tasks  # noqa: E402
 from steer_away.steering.activation import ActivationSteering  # noqa: E402
 from steer_away.steering.base import PreparedBatch, RowSteering, SteeringMethod  # noqa: E402
-from steer_away.steering.logits import EADS  # noqa: E402
+from steer_away.steering.logits import ACD, EADS  # noqa: E402
+from tests.conftest import make_tiny_lm, make_tokenizer  # noqa: E402
 from tests.evaluation.test_cloze import random_vector  # noqa: E402
 
 REQUESTS = [("the quick brown fox", " jumps over"), ("the quick brown fox ", "jumps over the lazy dog"),
@@ -90,11 +91,11 @@ def test_steered_requests_match_the_whole_text_reference(tiny_lm, kind):
                                     default=random_vector(2))
         row = RowSteering("u1")
     requests = [r for r in REQUESTS if r[0]]
-    got = steered(tiny_lm, method, row.user_id, max_length=64).loglikelihood(
+    got = steered(tiny_lm, method, row.user_id, max_length=2048).loglikelihood(  # EADS adds ~500 tokens of examples
         instances("loglikelihood", requests), disable_tqdm=True)
     want = [reference_loglik(tiny_lm, method, row, c.rstrip(), c[len(c.rstrip()):] + x) for c, x in requests]
     assert [ll for ll, _ in got] == pytest.approx(want, abs=1e-3)
-    plain = SteerAwayLM(model=tiny_lm, max_length=64).loglikelihood(instances("loglikelihood", requests),
+    plain = SteerAwayLM(model=tiny_lm, max_length=2048).loglikelihood(instances("loglikelihood", requests),
                                                                      disable_tqdm=True)
     assert [ll for ll, _ in got] != pytest.approx([ll for ll, _ in plain], abs=1e-2)  # steering changed them
 
@@ -110,11 +111,80 @@ def test_a_method_that_rewrites_the_prompt_is_refused(tiny_lm):
         steered(tiny_lm, Rewrites()).loglikelihood(instances("loglikelihood", REQUESTS[:1]), disable_tqdm=True)
 
 
-def test_batch_size_and_device_arguments(tiny_lm):
-    assert SteerAwayLM(model=tiny_lm, batch_size="auto:4").batch_size == 16
+def test_arguments_lm_eval_passes_are_taken(tiny_lm, tiny_model_dir):
+    assert SteerAwayLM(model=tiny_lm, batch_size="auto:4", max_batch_size=64).batch_size == 16
     assert SteerAwayLM(model=tiny_lm, batch_size="5").batch_size == 5
     with pytest.raises(InputError, match="batch_size"):
         SteerAwayLM(model=tiny_lm, batch_size="0")
+    by_habit = SteerAwayLM(pretrained=str(tiny_model_dir), dtype="float16", device="cpu")  # hf's names for them
+    assert by_habit.lm.dtype == torch.float16 and by_habit.max_length == 256  # the config's max_position_embeddings
+    with pytest.raises(InputError, match="dtype"):
+        SteerAwayLM(pretrained=str(tiny_model_dir), dtype="int8")
+
+
+LONG = " ".join(["the quick brown fox jumps over the lazy dog, thank you for the kind and careful answer"] * 30)
+
+
+def bos_tokenizer():
+    """Our test tokenizer, made to prepend BOS as Llama's do."""
+    from tokenizers import processors
+
+    tok = make_tokenizer()
+    bos = tok.convert_tokens_to_ids("<|im_start|>")
+    tok._tokenizer.post_processor = processors.TemplateProcessing(single="<|im_start|> $A",
+                                                                 special_tokens=[("<|im_start|>", bos)])
+    assert tok("a b")["input_ids"][0] == bos
+    return tok
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama-bos"])
+def test_long_contexts_and_bos_tokenizers_as_lm_evals_hf_model(arch):
+    """GPT-2's learned positions (256) fail on any token past max_length: contexts of ~600 tokens are
+    truncated as hf truncates them, rolling windows and generation prompts too; a tokenizer that adds
+    BOS gets it where hf's encoding puts it."""
+    lm = make_tiny_lm("gpt2", make_tokenizer()) if arch == "gpt2" else make_tiny_lm("llama", bos_tokenizer())
+    ours = SteerAwayLM(model=lm, batch_size=3)
+    hf = HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size=3)
+    assert ours.max_length == hf.max_length
+    requests = [(LONG, " dog"), (LONG, " the lazy dog, thank"), ("what is the", " capital of France?")]
+    got = ours.loglikelihood(instances("loglikelihood", requests), disable_tqdm=True)
+    want = hf.loglikelihood(instances("loglikelihood", requests), disable_tqdm=True)
+    assert [ll for ll, _ in got] == pytest.approx([ll for ll, _ in want], abs=1e-3)
+    rolling = instances("loglikelihood_rolling", [(LONG,)])
+    assert ours.loglikelihood_rolling(rolling, disable_tqdm=True) == pytest.approx(
+        hf.loglikelihood_rolling(rolling, disable_tqdm=True), abs=1e-2)
+    prompts = [(LONG, {"until": ["zzz"], "max_new_tokens": 5}), ("what is the", {"until": ["\n"], "max_gen_toks": 6})]
+    assert ours.generate_until(instances("generate_until", prompts), disable_tqdm=True) == \
+        hf.generate_until(instances("generate_until", prompts), disable_tqdm=True)
+
+
+def test_generation_ends_at_a_stop_string_as_hf_cuts_it(tiny_lm):
+    """A stop string found in hf's 12-token answer: ours ends there (fewer tokens generated) with the same text."""
+    hf = HFLM(pretrained=tiny_lm.model, tokenizer=tiny_lm.tokenizer)
+    ours = SteerAwayLM(model=tiny_lm)
+    full = hf.generate_until(instances("generate_until", [("the quick brown", {"max_gen_toks": 12})]),
+                             disable_tqdm=True)[0]
+    stop = full[len(full) // 2:len(full) // 2 + 2]
+    request = instances("generate_until", [("the quick brown", {"until": [stop], "max_gen_toks": 12})])
+    assert ours.generate_until(request, disable_tqdm=True) == hf.generate_until(request, disable_tqdm=True)
+
+
+def test_results_reach_lm_evals_request_cache(tiny_lm, tmp_path, monkeypatch):
+    """--use_cache: the second run of the same requests is answered from lm-eval's cache, not the model."""
+    from lm_eval.api.model import CachingLM
+
+    ours = SteerAwayLM(model=tiny_lm, max_length=64)
+    first = CachingLM(ours, str(tmp_path / "cache.db")).loglikelihood(instances("loglikelihood", REQUESTS))
+    monkeypatch.setattr(ours, "_score", lambda *a: pytest.fail("the model ran again"))
+    assert CachingLM(ours, str(tmp_path / "cache.db")).loglikelihood(instances("loglikelihood", REQUESTS)) == first
+
+
+def test_continuations_a_method_rules_out_are_counted_and_logged(tiny_lm, caplog):
+    adapter = steered(tiny_lm, ACD(alpha=0.5), max_length=2048)
+    got = adapter.loglikelihood(instances("loglikelihood", [r for r in REQUESTS if r[0]]), disable_tqdm=True)
+    impossible = sum(ll == float("-inf") for ll, _ in got)
+    assert impossible and adapter.ruled_out == impossible
+    assert f"acd ruled out {impossible} continuations" in caplog.text
 
 
 def write_questions(path):
@@ -124,18 +194,27 @@ def write_questions(path):
     return path
 
 
-def test_local_tasks_run_by_name_and_score_as_hf_does(tiny_lm, tmp_path):
-    """`simple_evaluate(model="steer-away")` on our local tasks (6 synthetic questions): the same
-    accuracies as lm-eval's hf model on the same weights."""
+@pytest.mark.parametrize("chat", [False, True])
+def test_local_tasks_run_by_name_and_score_as_hf_does(tiny_lm, tmp_path, chat):
+    """`simple_evaluate(model="steer-away")` on our local tasks (6 synthetic questions): every request's
+    log-likelihood and the accuracies equal lm-eval's hf model's on the same weights, plain and in chat
+    form (lm-eval renders the template; two few-shot examples as turns behind a system instruction)."""
     folder = write_local_tasks(tmp_path / "tasks", write_questions(tmp_path / "q.jsonl"))
     tasks = TaskManager(include_path=str(folder))
-    results = {}
+    chat_args = {"apply_chat_template": True, "fewshot_as_multiturn": True, "num_fewshot": 2,
+                 "system_instruction": "Be brief."} if chat else {}
+    results, logliks = {}, {}
     for name, model in (("ours", MODEL_NAME), ("hf", HFLM(pretrained=tiny_lm.model, tokenizer=tiny_lm.tokenizer))):
         args = {"model": tiny_lm} if name == "ours" else None
         out = lm_eval.simple_evaluate(model=model, model_args=args, tasks=["steer_away_cloze", "steer_away_mmlu"],
-                                      task_manager=tasks, batch_size=4, device="cpu")
+                                      task_manager=tasks, batch_size=4, device="cpu", log_samples=True, **chat_args)
         results[name] = {t: {k: v for k, v in r.items() if k.startswith("acc")} for t, r in out["results"].items()}
+        logliks[name] = {t: [r[0][0] for s in rows for r in s["resps"]] for t, rows in out["samples"].items()}
+        if chat:
+            assert "<|im_start|>system\nBe brief." in out["samples"]["steer_away_cloze"][0]["arguments"][0][0]
     assert results["ours"] == results["hf"]
+    for task, scores in logliks["ours"].items():
+        assert len(scores) == 24 and scores == pytest.approx(logliks["hf"][task], abs=1e-4)
     assert set(results["ours"]["steer_away_cloze"]) >= {"acc,none", "acc_norm,none"}
 
 

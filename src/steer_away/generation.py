@@ -162,13 +162,15 @@ def token_continuation_scores(
     continuations: Sequence[Sequence[Sequence[int]]],
     method: SteeringMethod | None = None,
     rows: Sequence[RowSteering] | None = None,
+    max_length: int | None = None,
 ) -> list[list[ContinuationScore]]:
     """`continuation_logliks` for raw token ids, as lm-evaluation-harness splits its requests: each
     context is plain text (no chat template) fed exactly as given.
 
     A method's extra branches see their own leading messages (a system prompt, rendered through
     the chat template) before the same context tokens; a method that would rewrite the context
-    itself cannot score raw text and is refused.
+    itself cannot score raw text and is refused. With `max_length`, every branch row drops its
+    context's oldest tokens (never its leading messages) so that it feeds at most that many tokens.
     """
     method = method or Unsteered()
     rows = list(rows) if rows is not None else [RowSteering()] * len(contexts)
@@ -177,12 +179,20 @@ def token_continuation_scores(
     context = method.prepare(lm, conversations, rows)
     feed: list[list[int]] = []
     for branch in context.branches:
-        for conversation, own, ids in zip(branch, conversations, contexts):
+        for index, (conversation, own) in enumerate(zip(branch, conversations)):
             if conversation[-1:] != own:
                 raise InputError(f"{method.name} rewrites the prompt itself, so it cannot score plain-text contexts")
-            head = conversation[:-1]
-            feed.append((tok(render_prefix(tok, head), add_special_tokens=False)["input_ids"] if head else [])
-                        + list(ids))
+            head = tok(render_prefix(tok, conversation[:-1]), add_special_tokens=False)["input_ids"] \
+                if len(conversation) > 1 else []
+            ids = list(contexts[index])
+            if max_length is not None:  # fed: head + context + every continuation token but the last
+                keep = max_length + 1 - len(head) - max((len(c) for c in continuations[index]), default=1)
+                if keep < 1:
+                    raise InputError(f"a continuation of {max(map(len, continuations[index]))} tokens after "
+                                     f"{len(head)} tokens of {method.name}'s own context exceeds max_length {max_length}; "
+                                     "score shorter windows (a smaller max_length)")
+                ids = ids[-keep:]
+            feed.append(head + ids)
     width = max(len(ids) for ids in feed)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     ids_tensor = torch.tensor([[pad] * (width - len(ids)) + ids for ids in feed], device=lm.device)
@@ -219,7 +229,7 @@ def _score_continuations(lm: LanguageModel, method: SteeringMethod, conversation
     if longest > 1:
         # Token j is fed at the decoder's step j + 1: steps the method's gate closes run without its edits.
         feed = target[:, :-1].repeat(branches, 1).to(lm.device)
-        fed_mask = real[:, :-1].repeat(branches, 1).long().to(lm.device)
+        fed_mask = real[:, 1:].repeat(branches, 1).long().to(lm.device)  # token j is fed only if j + 1 is scored
         context_mask, expanded_cache = mask.index_select(0, index), select_rows(lm, cache, index)
         gate = expanded.edits.gate if expanded.edits is not None else None
         steered = next((j for j in range(longest - 1) if gate is not None and not gate(j + 1)), longest - 1)

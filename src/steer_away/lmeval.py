@@ -20,21 +20,24 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import lm_eval.models  # noqa: F401  lm-eval's own models first: it fills its registry lazily only while empty
 import torch
 from lm_eval import utils as lm_utils
 from lm_eval.api.instance import Instance
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
+from lm_eval.models.utils import handle_stop_sequences, has_bos_prefix, normalize_gen_kwargs, resolve_max_length
 from tqdm import tqdm
 
 from steer_away.chat import plain_text
 from steer_away.errors import InputError
-from steer_away.generation import GenerationConfig, generate, token_continuation_scores
+from steer_away.generation import ContinuationScore, GenerationConfig, generate, token_continuation_scores
 from steer_away.models import LanguageModel, load_model
 from steer_away.resources import mmlu_fixture_path
 from steer_away.steering.base import RowSteering, SteeringMethod
@@ -47,6 +50,16 @@ MODEL_NAME = "steer-away"
 DEFAULT_BATCH_SIZE = 16  # continuation rows per forward pass; "auto" picks this too
 DEFAULT_MAX_GEN_TOKENS = 256  # lm-eval's own default for generate_until
 ROLLING_TOKENS = 4096  # window tokens scored per pass in perplexity tasks (their logits: 0.8 GB at 49k vocab)
+
+
+def _dtype(name: str | None) -> torch.dtype | None:
+    """A dtype by name ('float32', 'bfloat16', 'float16'); None or 'auto': our default for the device."""
+    if name is None or name == "auto":
+        return None
+    value = getattr(torch, str(name), None)
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise InputError(f"dtype {name!r} is not a floating-point torch dtype (float32, bfloat16, float16, auto)")
+    return value
 
 
 def _batch_size(value: object) -> int:
@@ -63,30 +76,38 @@ def _batch_size(value: object) -> int:
 class SteerAwayLM(TemplateLM):
     """lm-eval's view of one steered model: every request is scored or answered for one user.
 
-    `model_args`: model (hub id, folder, .gguf; default the embedded SmolLM2-135M-Instruct), method
-    (a registered steering method), user, vectors, profiles, categories, allow_other_model,
-    max_length, and any argument of the chosen method (alpha, layers, gate, ...).
+    `model_args`: model (hub id, folder, .gguf; default the embedded SmolLM2-135M-Instruct; `pretrained`
+    is read as `model`, as lm-eval's hf model names it), dtype, method (a registered steering method),
+    user, vectors, profiles, categories, allow_other_model, max_length, and any argument of the chosen
+    method (alpha, layers, gate, ...).
     """
 
     def __init__(self, model: str | LanguageModel | None = None, method: str | None = None, user: str | None = None,
                  vectors: str | None = None, profiles: str | None = None, categories: str | None = None,
-                 allow_other_model: bool = False, device: str | None = None, batch_size: int | str = DEFAULT_BATCH_SIZE,
-                 max_length: int | None = None, **method_args: Any) -> None:
+                 allow_other_model: bool = False, device: str | None = None, dtype: str | None = None,
+                 batch_size: int | str = DEFAULT_BATCH_SIZE, max_batch_size: int | None = None,
+                 max_length: int | None = None, pretrained: str | None = None, **method_args: Any) -> None:
         super().__init__()
+        if pretrained is not None and model is not None:
+            raise InputError("give the model once: model=… (pretrained=… is read as the same)")
+        model = model if model is not None else pretrained
         if device is not None and device.startswith("cuda") and not torch.cuda.is_available():
             log.warning("device %s asked for but CUDA is not available: running on the CPU", device)
-            device = "cpu"  # lm-eval's command line asks for cuda unless told otherwise, as its hf model we fall back
-        lm = load_model(model, device=device) if model is None or isinstance(model, str) else model
+            device = "cpu"  # lm-eval's command line asks for cuda unless told otherwise; its hf model falls back too
+        lm = load_model(model, device=device, dtype=_dtype(dtype)) if model is None or isinstance(model, str) else model
         name = method or default_method(with_vectors=vectors is not None)
         resources = SteeringResources(lm, profiles=profiles, vectors=vectors, categories=categories,
                                       allow_other_model=bool(allow_other_model))
         self.lm = lm
         self.method: SteeringMethod = build_method(name, method_args, resources)
         self.row = RowSteering(user_id=None if user is None else str(user))
+        if self.method.personalised and (user is None or str(user) not in resources.profiles()):
+            log.warning("%s steers each user by their profile; user %r has none, so the method's default "
+                        "for unknown users applies", name, user)
         self.tokenizer = lm.tokenizer
-        self.batch_size = _batch_size(batch_size)
-        configured = getattr(lm.model.config, "max_position_embeddings", None)
-        self.max_length = int(max_length or configured or 2048)
+        self.batch_size = _batch_size(batch_size)  # lm-eval's max_batch_size bounds its "auto" search: we do none
+        self.max_length = int(max_length or resolve_max_length(lm.model.config, lm.tokenizer))
+        self.ruled_out = 0  # continuations the method gave −∞ (ACD's plausibility cut-off), for the log
 
     @property
     def eot_token_id(self) -> int:
@@ -99,44 +120,65 @@ class SteerAwayLM(TemplateLM):
         return int(bos) if bos is not None else self.eot_token_id
 
     @property
+    def max_gen_toks(self) -> int:
+        return DEFAULT_MAX_GEN_TOKENS
+
+    @property
     def tokenizer_name(self) -> str:
         return self.lm.model_id.replace("/", "__")
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
-        return list(self.tokenizer(string, add_special_tokens=bool(add_special_tokens))["input_ids"])
+        """As lm-eval's hf model encodes: the tokenizer's own special tokens (a BOS for Llama's) unless
+        told otherwise, and none added to a text that already starts with BOS."""
+        options = {} if add_special_tokens is None else {"add_special_tokens": add_special_tokens}
+        if add_special_tokens is None and has_bos_prefix(string, self.tokenizer.decode(self.prefix_token_id)):
+            options = {"add_special_tokens": False}
+        return list(self.tokenizer.encode(string, **options))
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        return str(self.tokenizer.apply_chat_template(chat_history, tokenize=False,
-                                                      add_generation_prompt=add_generation_prompt,
-                                                      continue_final_message=not add_generation_prompt))
+        def render(history: list[dict[str, str]]) -> str:
+            return str(self.tokenizer.apply_chat_template(history, tokenize=False,
+                                                          add_generation_prompt=add_generation_prompt,
+                                                          continue_final_message=not add_generation_prompt))
+        try:
+            return render(chat_history)
+        except jinja2.exceptions.TemplateError:  # templates without a system role (Gemma's): as lm-eval's hf model
+            log.warning("the chat template refuses a system message: rendering without it")
+            return render([m for m in chat_history if m["role"] != "system"])
 
     def _loglikelihood_tokens(self, requests: list[tuple[tuple[str, str], list[int], list[int]]],
                               disable_tqdm: bool = False, **kwargs: Any) -> list[tuple[float, bool]]:
         """Continuations of one context share its encoding; contexts of like length share a batch."""
+        fitted = [self._fit(context, continuation) for _, context, continuation in requests]
         by_context: dict[tuple[int, ...], list[int]] = {}
-        for index, (_, context_ids, continuation_ids) in enumerate(requests):
-            fitted, _ = self._fit(context_ids, continuation_ids)
-            by_context.setdefault(tuple(fitted), []).append(index)
+        for index, (context_ids, _) in enumerate(fitted):
+            by_context.setdefault(tuple(context_ids), []).append(index)
         contexts = sorted(by_context, key=len, reverse=True)
         results: list[tuple[float, bool]] = [(0.0, True)] * len(requests)
         bar = tqdm(total=len(requests), desc="steer-away: scoring", disable=disable_tqdm)
         batch: list[tuple[int, ...]] = []
         for position, context in enumerate(contexts):
             batch.append(context)
-            rows = sum(len(by_context[c]) for c in batch)
-            if rows >= self.batch_size or position == len(contexts) - 1:
+            if sum(len(by_context[c]) for c in batch) >= self.batch_size or position == len(contexts) - 1:
                 members = [by_context[c] for c in batch]
-                continuations = [[self._fit(requests[i][1], requests[i][2])[1] for i in own] for own in members]
-                scored = token_continuation_scores(self.lm, batch, continuations, self.method,
-                                                   [self.row] * len(batch))
+                scored = self._score(list(batch), [[fitted[i][1] for i in own] for own in members])
                 for own, scores in zip(members, scored):
                     for index, score in zip(own, scores):
                         results[index] = (score.loglik, score.greedy)
                         self.cache_hook.add_partial("loglikelihood", requests[index][0], results[index])
-                bar.update(rows)
+                bar.update(sum(map(len, members)))
                 batch = []
         bar.close()
+        if self.ruled_out:
+            log.warning("%s ruled out %d continuations (log-likelihood −inf); where it rules out every choice of a "
+                        "question, lm-eval picks the first", self.method.name, self.ruled_out)
         return results
+
+    def _score(self, contexts: list[Sequence[int]], continuations: list[list[list[int]]]) -> list[list[ContinuationScore]]:
+        scored = token_continuation_scores(self.lm, contexts, continuations, self.method, [self.row] * len(contexts),
+                                           max_length=self.max_length)
+        self.ruled_out += sum(not math.isfinite(s.loglik) for own in scored for s in own)
+        return scored
 
     def _fit(self, context: Sequence[int], continuation: Sequence[int]) -> tuple[list[int], list[int]]:
         """Context and continuation within max_length, dropping the context's oldest tokens as lm-eval's hf does."""
@@ -154,45 +196,58 @@ class SteerAwayLM(TemplateLM):
                 token_list=self.tok_encode(text), prefix_token=self.prefix_token_id,
                 max_seq_len=self.max_length, context_len=1)]
             total, start = 0.0, 0
-            while start < len(windows):  # a pass's logits are (tokens, vocab): a token budget, not a row count
+            while start < len(windows):  # a pass's logits are (tokens, vocab) per branch: a token budget
                 stop = start + 1
                 while stop < len(windows) and sum(len(t) for _, t in windows[start:stop + 1]) <= ROLLING_TOKENS:
                     stop += 1
                 chunk = windows[start:stop]
-                scored = token_continuation_scores(self.lm, [c for c, _ in chunk], [[t] for _, t in chunk],
-                                                   self.method, [self.row] * len(chunk))
-                total += sum(own[0].loglik for own in scored)
+                total += sum(own[0].loglik for own in self._score([c for c, _ in chunk], [[t] for _, t in chunk]))
                 start = stop
             out.append(total)
             self.cache_hook.add_partial("loglikelihood_rolling", (text,), total)
         return out
 
     def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
-        """Answers through the decode loop the server runs, cut at the first stop string."""
+        """Answers through the decode loop the server runs, ending at the first stop string, as lm-eval's
+        hf model reads the request: its generation arguments normalised by lm-eval, the context
+        left-truncated to leave room for max_gen_toks, the answer decoded without special tokens."""
         out: list[str] = [""] * len(requests)
         groups: dict[str, list[int]] = {}
         for index, request in enumerate(requests):
             groups.setdefault(repr(sorted(request.args[1].items())), []).append(index)
         bar = tqdm(total=len(requests), desc="steer-away: generating", disable=disable_tqdm)
+        eos = self.tokenizer.decode(self.eot_token_id, skip_special_tokens=False)
         for members in groups.values():
-            kwargs = dict(requests[members[0]].args[1])
-            until = kwargs.get("until") or []
-            until = [until] if isinstance(until, str) else list(until)
-            temperature = float(kwargs.get("temperature") or 0.0)  # lm-eval's 0.0 means greedy, as in its hf model
-            do_sample = bool(kwargs.get("do_sample", temperature > 0))
-            config = GenerationConfig(max_new_tokens=int(kwargs.get("max_gen_toks", DEFAULT_MAX_GEN_TOKENS)),
-                                      do_sample=do_sample, temperature=temperature if do_sample else 1.0,
-                                      top_p=float(kwargs.get("top_p", 1.0)))
+            kwargs = normalize_gen_kwargs(dict(requests[members[0]].args[1]), self.max_gen_toks)
+            until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
+            max_gen_toks, do_sample = int(kwargs.pop("max_gen_toks")), bool(kwargs.pop("do_sample", False))
+            temperature, top_p = float(kwargs.pop("temperature", 0.0) or 0.0), float(kwargs.pop("top_p", 1.0) or 1.0)
+            if kwargs:
+                log.warning("generation arguments steer-away does not apply, ignored: %s", ", ".join(sorted(kwargs)))
+            if max_gen_toks >= self.max_length:
+                raise InputError(f"max_gen_toks {max_gen_toks} leaves no room for a context in max_length {self.max_length}")
+            config = GenerationConfig(max_new_tokens=max_gen_toks, do_sample=do_sample and temperature > 0,
+                                      temperature=temperature if do_sample and temperature > 0 else 1.0, top_p=top_p,
+                                      stop=tuple(until))
             for start in range(0, len(members), self.batch_size):
                 chunk = members[start:start + self.batch_size]
-                prompts = [plain_text(requests[i].args[0]) for i in chunk]
+                prompts = [plain_text(self._context_text(requests[i].args[0], self.max_length - max_gen_toks))
+                           for i in chunk]
                 answers = generate(self.lm, prompts, self.method, [self.row] * len(chunk), config)
                 for index, answer in zip(chunk, answers):
-                    out[index] = _cut(answer.text, until)
+                    out[index] = _cut(self.tokenizer.decode(answer.token_ids, skip_special_tokens=True), until)
                     self.cache_hook.add_partial("generate_until", requests[index].args, out[index])
                 bar.update(len(chunk))
         bar.close()
         return out
+
+    def _context_text(self, context: str, room: int) -> str:
+        """The context as lm-eval's hf model feeds it (its special tokens, its `room` latest tokens), as the
+        text our decoder encodes to those tokens."""
+        ids = self.tok_encode(context)
+        if len(ids) <= room and ids == self.tokenizer.encode(context, add_special_tokens=False):
+            return context
+        return str(self.tokenizer.decode(ids[-room:], skip_special_tokens=False))
 
 
 def local_tasks(questions: Path | None = None) -> dict[str, dict[str, Any]]:

@@ -92,6 +92,15 @@ def embedded_gguf_path() -> Path:
     return path
 
 
+def looks_like_path(source: str) -> bool:
+    """Whether `source` names a local file or folder rather than a hub id ('name' or 'org/name'):
+    an existing folder, a .gguf file, or text only a path has (a leading '.', '/' or '~', or a path
+    separator beyond the one in 'org/name'). The one rule for every loader of models."""
+    path = Path(source).expanduser()
+    return (path.suffix == ".gguf" or path.is_dir() or source.startswith((".", "/", "~"))
+            or os.sep in source.strip("/").replace("/", "", 1))
+
+
 def resolve_device(device: str | None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -115,16 +124,16 @@ def load_model(
     dtype = dtype or default_dtype(target)
     if source is None or source.lower() in EMBEDDED_ALIASES:
         return _load_gguf(embedded_gguf_path(), EMBEDDED_MODEL_ID, "embedded", target, dtype, use_cache)
-    path = Path(source).expanduser()
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise ModelLoadError(f"GGUF file not found: {path}")
-        return _load_gguf(path, path.stem, "gguf", target, dtype, use_cache)
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ModelLoadError(f"{path} is a folder but has no config.json: not a Hugging Face model folder")
-        return _load_pretrained(str(path), str(path), "folder", target, dtype)
-    if source.startswith((".", "/", "~")) or os.sep in source.strip("/").replace("/", "", 1):
+    if looks_like_path(source):
+        path = Path(source).expanduser()
+        if path.suffix == ".gguf":
+            if not path.is_file():
+                raise ModelLoadError(f"GGUF file not found: {path}")
+            return _load_gguf(path, path.stem, "gguf", target, dtype, use_cache)
+        if path.is_dir():
+            if not (path / "config.json").is_file():
+                raise ModelLoadError(f"{path} is a folder but has no config.json: not a Hugging Face model folder")
+            return _load_pretrained(str(path), str(path), "folder", target, dtype)
         raise ModelLoadError(f"model path not found: {source}")
     _check_hub(source)
     return _load_pretrained(source, source, "hub", target, dtype)

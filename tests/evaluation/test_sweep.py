@@ -292,3 +292,16 @@ def test_a_sweep_scored_by_a_hugging_face_classifier_refuses_profiles_of_another
     raw["sweep"]["scorer"] = "jigsaw-bilstm"
     with pytest.raises(InputError, match="was scored by hf:tiny-tox"):
         run_sweep(SweepConfig.from_dict(raw), show_progress=False)
+
+
+def test_a_run_folder_whose_profiles_name_no_scorer_is_refused_in_words(tmp_path):
+    """profiles.json without a `scorer` field (written by hand or by an old version): the refusal says so."""
+    from steer_away.evaluation.sweep.artefacts import prepare
+    from tests.scoring.tiny_classifier import save_classifier
+
+    folder = save_classifier(tmp_path / "tiny-tox", ("neutral", "toxic"))  # synthetic; nothing is scored
+    raw = config_dict("embedded", tmp_path / "run", [{"name": "unsteered"}], scorer=f"hf:{folder}")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "profiles.json").write_text(json.dumps({"format": "steer-away-profiles/1", "profiles": []}))
+    with pytest.raises(InputError, match=r"was scored by an unrecorded scorer, this sweep scores with hf:tiny-tox@"):
+        prepare(SweepConfig.from_dict(raw))

@@ -1,21 +1,25 @@
 """The `hf:` scorer on synthetic tiny classifiers the tests save themselves (offline, seconds)."""
 
+import logging
+
 import huggingface_hub.constants
 import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from steer_away.scoring import make_scorer
+from steer_away.models import resolve_device
+from steer_away.scoring import hf_classifier, make_scorer
 from steer_away.scoring.base import ATTRIBUTES, ScorerError
 from steer_away.scoring.hf_classifier import (
     HFClassifierScorer,
     activation_for,
     default_label_mapping,
     explicit_label_mapping,
+    hub_pin,
     parse_label_mapping,
 )
-from tests.scoring.tiny_classifier import JIGSAW_ORDER, save_classifier
+from tests.scoring.tiny_classifier import JIGSAW_ORDER, save_classifier, save_gpt2_classifier
 
 TEXTS = ["you are a rude idiot", "thank you for the careful reply", "we cook a slow dinner tonight",
          "i hate this", "", "the garden plan is not very good " * 6]  # the last one is longer than the model allows
@@ -60,10 +64,14 @@ def test_binary_model_reports_toxicity_as_the_softmax_of_the_toxic_class(binary)
     assert not np.allclose(scorer.score(TEXTS)[:, 0], torch.sigmoid(logits[:, 1]).numpy(), atol=1e-3)
 
 
-def test_unnamed_binary_labels_read_label_1_as_toxic(tmp_path):
+def test_unnamed_binary_labels_read_label_1_as_toxic_with_a_warning(tmp_path, caplog):
     folder = save_classifier(tmp_path / "unnamed", None, num_labels=2, seed=3)
-    scorer = HFClassifierScorer(str(folder))
+    with caplog.at_level(logging.WARNING, logger=hf_classifier.__name__):
+        scorer = HFClassifierScorer(str(folder))
     assert scorer.label_names == ["LABEL_0", "LABEL_1"] and scorer.attributes == ("TOXICITY",)
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        f"hf classifier '{folder}' has unnamed labels: TOXICITY is taken as P(LABEL_1); check its model card, "
+        "or pass labels='LABEL_0=TOXICITY'"]
     expected = torch.softmax(direct_logits(folder, TEXTS[:3]), -1)[:, 1].numpy()
     np.testing.assert_allclose(scorer.score(TEXTS[:3])[:, 0], expected, atol=1e-5)
 
@@ -77,7 +85,72 @@ def test_configs_without_a_problem_type_read_toxicity_labels_as_independent(tmp_
     assert HFClassifierScorer(str(save_classifier(tmp_path / "old-binary", ("neutral", "toxic"),
                                                   record_problem_type=False))).activation == "softmax"
     assert activation_for("single_label_classification", JIGSAW_ORDER) == "softmax"  # the config has the last word
-    assert activation_for(None, ("toxicity",)) == activation_for("regression", ("score",)) == "sigmoid"
+    assert activation_for(None, ("toxicity",)) == "sigmoid"
+
+
+def test_a_regression_model_reports_its_outputs_clipped_to_probabilities(tmp_path):
+    """transformers' pipeline applies no function to a regression head; a sigmoid would squash its scores."""
+    folder = save_classifier(tmp_path / "regression", ("toxicity",), regression=True, seed=1)
+    scorer = HFClassifierScorer(str(folder))
+    assert activation_for("regression", ("toxicity",)) == scorer.activation == "none"
+    outputs = direct_logits(folder, TEXTS)[:, 0].numpy()
+    assert (outputs < 0).any() and ((outputs > 0.1) & (outputs < 1)).any()  # both the clip and the identity show
+    np.testing.assert_allclose(scorer.score(TEXTS)[:, 0], np.clip(outputs, 0, 1), atol=1e-5)
+
+
+def test_an_explicit_activation_overrides_the_guess_and_keys_its_own_scores(binary, six_label, tmp_path):
+    logits = direct_logits(binary, TEXTS[:3])
+    guessed = make_scorer(f"hf:{binary}", cache_path=tmp_path / "s.sqlite")
+    sigmoid = make_scorer(f"hf:{binary}?activation=sigmoid", cache_path=tmp_path / "s.sqlite")
+    assert sigmoid.inner.activation == "sigmoid" and sigmoid.backend == f"{guessed.backend};activation=sigmoid"
+    np.testing.assert_allclose(sigmoid.score(TEXTS[:3])[:, 0], torch.sigmoid(logits[:, 1]).numpy(), atol=1e-5)
+    as_guessed = HFClassifierScorer(str(binary), activation="softmax")  # the guess itself: the same scores, one key
+    assert as_guessed.backend == guessed.backend
+    raw = HFClassifierScorer(str(six_label), activation="None")
+    assert raw.backend.endswith(";activation=none")
+    np.testing.assert_allclose(raw.score(TEXTS[:3])[:, 0], direct_logits(six_label, TEXTS[:3])[:, 0].clamp(0, 1),
+                               atol=1e-5)
+    with pytest.raises(ScorerError, match="activation 'tanh' is not one of sigmoid, softmax, none"):
+        make_scorer(f"hf:{binary}?activation=tanh", cache_path=tmp_path / "s.sqlite")
+
+
+def test_a_gpt2_style_classifier_pads_with_its_end_of_text_token(tmp_path, caplog):
+    folder = save_gpt2_classifier(tmp_path / "gpt2-style", ("neutral", "toxic"))
+    with caplog.at_level(logging.INFO, logger=hf_classifier.__name__):
+        scorer = HFClassifierScorer(str(folder))
+    assert scorer.tokenizer.pad_token == "<|endoftext|>" and scorer.model.config.pad_token_id == 0
+    assert any("no padding token, padding with its end-of-text token" in r.getMessage() for r in caplog.records)
+    texts = ["you are a rude idiot", "thank you", "i hate this recipe", "", "   "]  # different lengths: padded
+    np.testing.assert_allclose(scorer.score(texts[:3])[:, 0], torch.softmax(direct_logits(folder, texts[:3]), -1)[:, 1],
+                               atol=1e-5)  # the model reads each text's last real token, not the padding
+    np.testing.assert_allclose(scorer.score(texts), np.concatenate([scorer.score([t]) for t in texts]), atol=1e-5)
+    # its tokenizer adds no token of its own: an empty text is read as the end-of-text token alone
+    np.testing.assert_allclose(scorer.score(["", "   "]), scorer.score(["<|endoftext|>"] * 2), atol=1e-6)
+    with pytest.raises(ScorerError, match="neither a padding nor an end-of-text token"):
+        HFClassifierScorer(str(save_gpt2_classifier(tmp_path / "no-eos", ("neutral", "toxic"), with_eos=False)))
+
+
+def test_a_hub_model_is_keyed_by_the_commit_its_files_came_from(tmp_path, monkeypatch):
+    """A synthetic hub cache: the snapshot folder of a commit holds a saved tiny classifier."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = save_classifier(tmp_path / "hub" / "models--org--name" / "snapshots" / commit, ("neutral", "toxic"))
+    asked = []
+
+    def download(repo_id, filename, *, revision=None):
+        asked.append((repo_id, filename, revision))
+        return str(snapshot / filename)
+
+    monkeypatch.setattr(hf_classifier, "hf_hub_download", download)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    scorer = make_scorer("hf:org/name", cache_path=tmp_path / "s.sqlite")
+    assert scorer.backend == f"hf:org/name@{commit}" and asked == [("org/name", "config.json", None)]
+    assert hub_pin(scorer.backend) == f"hf:org/name@{commit}" and hub_pin(f"{scorer.backend};labels=x=TOXICITY")
+    assert hub_pin(make_scorer(f"hf:{snapshot}", cache_path=tmp_path / "s.sqlite").backend) is None  # a folder
+    expected = torch.softmax(direct_logits(snapshot, TEXTS[:3]), -1)[:, 1].numpy()
+    np.testing.assert_allclose(scorer.score(TEXTS[:3])[:, 0], expected, atol=1e-5)
+    assert make_scorer("hf:org/name@main", cache_path=tmp_path / "s.sqlite").backend == scorer.backend
+    assert asked[-1] == ("org/name", "config.json", "main")
 
 
 def test_a_batch_scores_like_one_text_at_a_time(six_label):
@@ -150,12 +223,19 @@ def test_cache_key_names_the_weights_and_a_second_scorer_makes_no_forward_call(t
     assert retrained.backend_calls == len(TEXTS) and not np.allclose(new_scores, scores, atol=1e-3)
 
 
-def test_options_from_the_name_and_from_python(six_label, tmp_path):
+def test_options_from_the_name_and_from_python(six_label, tmp_path, monkeypatch):
     scorer = make_scorer(f"hf:{six_label}?device=cpu&batch_size=2", cache_path=tmp_path / "s.sqlite")
     assert scorer.batch_size == 2 and scorer.inner.device == torch.device("cpu")
-    assert make_scorer(f"hf:{six_label}", cache_path=tmp_path / "s.sqlite", device="auto").inner.device.type in ("cpu",
-                                                                                                               "cuda")
-    with pytest.raises(ScorerError, match="expected key=value with key one of device, labels, batch_size"):
+    auto = make_scorer(f"hf:{six_label}", cache_path=tmp_path / "s.sqlite", device="auto")
+    assert auto.inner.device == resolve_device("auto")
+    assert next(auto.inner.model.parameters()).device.type == resolve_device("auto").type
+    with pytest.raises(ScorerError, match="unknown device 'gpu0'"):
+        HFClassifierScorer(str(six_label), device="gpu0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ScorerError, match="device 'cuda' asked for, but torch sees no CUDA GPU"):
+        HFClassifierScorer(str(six_label), device="cuda")
+    assert HFClassifierScorer(str(six_label), device="auto").device == torch.device("cpu")
+    with pytest.raises(ScorerError, match="expected key=value with key one of device, labels, batch_size, activation"):
         make_scorer(f"hf:{six_label}?colour=red", cache_path=tmp_path / "s.sqlite")
     with pytest.raises(ScorerError, match="device given both"):
         make_scorer(f"hf:{six_label}?device=cpu", cache_path=tmp_path / "s.sqlite", device="cpu")
@@ -168,9 +248,14 @@ def test_loading_errors_are_one_line_scorer_errors(tmp_path, monkeypatch):
         make_scorer("hf:", cache_path=tmp_path / "s.sqlite")
     with pytest.raises(ScorerError, match=r"hf classifier '.*missing': no such folder"):
         make_scorer(f"hf:{tmp_path / 'missing'}", cache_path=tmp_path / "s.sqlite")
+    for path in ("org/name/extra", "toxic.gguf"):  # paths by load_model's rule, not hub ids
+        with pytest.raises(ScorerError, match=rf"hf classifier '{path}': no such folder"):
+            make_scorer(f"hf:{path}", cache_path=tmp_path / "s.sqlite")
     headless = save_classifier(tmp_path / "headless", JIGSAW_ORDER, with_head=False)
-    with pytest.raises(ScorerError, match="not a trained sequence classifier: its weights lack classifier"):
+    with pytest.raises(ScorerError, match=r"classifier weights missing: classifier\.bias, classifier\.weight "
+                                          r"\(architectures: \['BertModel'\]\)") as caught:
         HFClassifierScorer(str(headless))
+    assert "\n" not in str(caught.value)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ScorerError, match="cannot load hf classifier") as caught:
         HFClassifierScorer(str(tmp_path / "empty"))

@@ -15,9 +15,11 @@ def cmd_lmeval(args: argparse.Namespace) -> int:
 
         from steer_away.lmeval import write_local_tasks
     except ImportError as err:
-        raise UsageError(f"lm-evaluation-harness is not installed ({err}): pip install 'steer-away[lmeval]'") from None
+        raise UsageError(f"cannot import lm-evaluation-harness ({err}); steer-away's model is written for "
+                         "lm-eval 0.4.13: pip install 'steer-away[lmeval]'") from None
     rest = list(args.rest)
-    if "--include_path" not in rest:  # one folder only: a user's own tasks folder replaces ours
+    if not any(arg == "--include_path" or arg.startswith("--include_path=") for arg in rest):
+        # lm-eval takes one folder: a user's own tasks folder replaces ours
         rest += ["--include_path", str(write_local_tasks(cache_root() / "lmeval_tasks"))]
     saved, sys.argv = sys.argv, ["lm-eval", *rest]  # lm-eval's command line reads sys.argv itself
     try:

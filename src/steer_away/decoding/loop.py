@@ -137,8 +137,17 @@ class DecodeLoop:
             RunState.of(request).next_token = token
             if request.on_token is not None:
                 request.on_token(token)
-            if len(request.tokens) >= config.max_new_tokens:
+            if config.stop and self._says_stop(request):
+                request.status = RequestStatus.FINISHED_STOPPED
+            elif len(request.tokens) >= config.max_new_tokens:
                 request.status = RequestStatus.FINISHED_LENGTH
+
+    def _says_stop(self, request: DecodeRequest) -> bool:
+        """Whether a stop text appeared; only the end can hold a new one, so only the last tokens are decoded
+        (enough for the longest stop text even at one byte a token)."""
+        longest = max(len(stop.encode()) for stop in request.config.stop)
+        tail = self.lm.tokenizer.decode(request.tokens[-(longest + 2):], skip_special_tokens=True)
+        return any(stop and stop in tail for stop in request.config.stop)
 
     def _keep(self, kept: Sequence[DecodeRequest]) -> None:
         """Keep only `kept`'s rows of the running batch (a subsequence of its members, in order)."""

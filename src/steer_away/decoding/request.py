@@ -29,6 +29,7 @@ class GenerationConfig:
     top_p: float = 1.0
     seed: int | None = None
     stop_on_eos: bool = True  # False: always max_new_tokens tokens (benchmarks need equal lengths)
+    stop: tuple[str, ...] = ()  # texts that end the answer as soon as one appears (cut from `Generation.text`)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -127,7 +128,9 @@ class DecodeRequest:
         return self.state.width if self.state is not None else 1
 
     def result(self, lm: LanguageModel) -> Generation:
-        return Generation(text=lm.tokenizer.decode(self.tokens, skip_special_tokens=True).strip(),
+        text = lm.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        ends = [text.find(stop) for stop in self.config.stop if stop and stop in text]
+        return Generation(text=(text[:min(ends)] if ends else text).strip(),
                           token_ids=list(self.tokens), prompt_tokens=self.prompt_tokens,
                           finish_reason=self.finish_reason or "length")
 

@@ -44,7 +44,7 @@ class AnswerRecord:
     prompt: str
     answer: str
     toxicity: list[float]
-    attribute_mae: float  # mean |score − preferred| over the scorer's six attributes (the `distance` column)
+    attribute_mae: float  # mean |score − preferred| over the scorer's attributes (the `distance` column)
     perplexity: float
     n_tokens: int
 

@@ -35,7 +35,7 @@ _OLD_KEYS = {"mmlu_n": "utility_n", "mmlu_acc": "utility_acc", "mmlu_ci": "utili
 class CellSummary:
     """One cell's figures over its answers and utility (multiple-choice) questions.
 
-    `mae` is the six-attribute mean absolute error between an answer's scores and the user's
+    `mae` is the all-attribute mean absolute error between an answer's scores and the user's
     preferred ones; `tox_dist` the headline |TOXICITY − the user's preferred TOXICITY|.
     Fields with defaults were added after the first stores were written; those stores read without them.
     """
@@ -84,7 +84,7 @@ class CellSummary:
 
     @property
     def headline_distance(self) -> float:
-        """TOXICITY distance when the cell recorded it, else the six-attribute MAE."""
+        """TOXICITY distance when the cell recorded it, else the all-attribute MAE."""
         return self.tox_dist if math.isfinite(self.tox_dist) else self.mae
 
 
@@ -109,7 +109,7 @@ class UtilityAnswer(Protocol):
 
 def tox_distances(answers: Sequence[ScoredAnswer], preferred: Mapping[str, float]) -> list[float]:
     """|TOXICITY of the answer − the user's preferred TOXICITY|: the headline distance (the seeds' metric);
-    the six-attribute mean (`attribute_mae`) is kept beside it."""
+    the all-attribute mean (`attribute_mae`) is kept beside it."""
     return [abs(a.toxicity[0] - preferred[a.user_id]) if a.user_id in preferred else NAN for a in answers]
 
 
@@ -181,7 +181,7 @@ class MainRow:
     top_prompt_id: str  # that prompt ("" where there is no second prompt to keep)
     top_prompt: str  # its text
     fragile: bool  # leaving that prompt out flips the sign of Δ% or whether its interval excludes 0
-    mae: float  # six-attribute MAE
+    mae: float  # all-attribute MAE
     delta_pct: float  # Δ% of the MAE
     ppl: float  # median answer perplexity
     ppl_mean: float
@@ -215,7 +215,7 @@ class MainRow:
 
     @property
     def headline_delta_pct(self) -> float:
-        """The Δ% a plot shows: TOXICITY distance when the cells recorded it, else the 6-attribute MAE."""
+        """The Δ% a plot shows: TOXICITY distance when the cells recorded it, else the all-attribute MAE."""
         return self.tox_delta_pct if math.isfinite(self.tox_dist) else self.delta_pct
 
 

@@ -14,19 +14,26 @@ A two-label model whose labels carry no names (LABEL_0, LABEL_1) reports TOXICIT
 nothing, hate, ...) are not reported unless `labels` names them, e.g. `labels="hate=TOXICITY"`; an
 explicit `labels` replaces the table. A model from which we cannot read TOXICITY is refused.
 
-Probabilities follow the model's own training objective, read from its config (`activation_for`):
-`problem_type` "multi_label_classification" (independent labels, as Jigsaw's six) or a single logit
--> a sigmoid per label; "single_label_classification" (mutually exclusive classes) -> a softmax over
-all its labels, so a binary {neutral, toxic} model's TOXICITY is P(toxic). A config without a
-`problem_type` (saved before transformers recorded one) gets a sigmoid when two or more of its labels
-are toxicity attributes (one text can be toxic and insulting: such labels are independent), else a
-softmax.
+Probabilities follow the model's own training objective, read from its config (`activation_for`,
+as transformers' text-classification pipeline reads it): `problem_type` "multi_label_classification"
+(independent labels, as Jigsaw's six) or a single logit -> a sigmoid per label;
+"single_label_classification" (mutually exclusive classes) -> a softmax over all its labels, so a
+binary {neutral, toxic} model's TOXICITY is P(toxic); "regression" -> the outputs as they are
+("none"), clipped to [0, 1] because every attribute we report is a probability (a regression head
+trained on [0, 1] targets can stray slightly outside). A config without a `problem_type` (saved
+before transformers recorded one) gets a sigmoid when two or more of its labels are toxicity
+attributes (one text can be toxic and insulting: such labels are independent), else a softmax.
+`activation="sigmoid" | "softmax" | "none"` (`?activation=...` in the name) overrides the guess.
+
+Texts longer than the model's limit are cut on the right: their end, where toxicity often sits in a
+continuation, is not scored. A tokenizer without a padding token (GPT-2 style) pads with its
+end-of-text token.
 
 Scores are cached by `backend`, which names the model and its exact revision: `hf:<id>@<commit>` for
 a hub model (the commit the files came from, online or from the local cache) and
 `hf:<folder name>@sha256:<16 hex>` for a local folder, a hash of every file in it (not dotfiles nor
 *.md), so retraining a local model never reuses its old scores. A `labels` mapping other than the
-table's is part of the key too.
+table's, and an activation other than the guess, are part of the key too.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from huggingface_hub import hf_hub_download
 from rich.markup import escape
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from steer_away.models import looks_like_path, resolve_device
 from steer_away.scoring.base import ATTRIBUTES, ScorerError, ToxicityScorer
 
 log = logging.getLogger(__name__)
@@ -59,8 +67,10 @@ LABEL_TABLE: dict[str, str] = {
     "identity_hate": "IDENTITY_ATTACK", "identity_attack": "IDENTITY_ATTACK",
 }
 UNNAMED_BINARY = ("label_0", "label_1")  # transformers' default names: no names were given at training
-SPEC_OPTIONS = ("device", "labels", "batch_size")  # what `hf:<model>?key=value&...` may set
+ACTIVATIONS = ("sigmoid", "softmax", "none")  # "none": the outputs as they are (regression), clipped to [0, 1]
+SPEC_OPTIONS = ("device", "labels", "batch_size", "activation")  # what `hf:<model>?key=value&...` may set
 _COMMIT = re.compile(r"[0-9a-f]{40}")
+_HUB_KEY = re.compile(rf"{HF_PREFIX}([^@;?]+)@([0-9a-f]{{40}})(?:;|$)")
 _HUGE_MAX_LENGTH = 100_000  # tokenizers with no limit of their own report ~1e30
 
 
@@ -140,7 +150,9 @@ def explicit_label_mapping(labels: Sequence[str], wanted: str | Mapping[str, str
 
 
 def activation_for(problem_type: str | None, labels: Sequence[str]) -> str:
-    """'sigmoid' or 'softmax', by the rule in the module docstring."""
+    """One of ACTIVATIONS, by the rule in the module docstring."""
+    if problem_type == "regression":
+        return "none"
     if problem_type == "multi_label_classification" or len(labels) == 1:
         return "sigmoid"
     if problem_type is None and sum(_norm(label) in LABEL_TABLE for label in labels) >= 2:
@@ -163,18 +175,10 @@ def folder_fingerprint(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def looks_local(model: str) -> bool:
-    """A folder, not a hub id ('name' or 'org/name')."""
-    path = Path(model).expanduser()
-    return path.exists() or path.is_absolute() or model.startswith((".", "~")) or "\\" in model or model.count("/") > 1
-
-
-def pick_device(device: str) -> torch.device:
-    """'auto' is the first GPU when there is one, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def _device(device: str) -> torch.device:
+    """`resolve_device`'s choice, refused as a ScorerError when it cannot be used."""
     try:
-        chosen = torch.device(device)
+        chosen = resolve_device(device)
     except (RuntimeError, ValueError) as err:
         raise ScorerError(f"hf scorer: unknown device '{device}' ({_cause(err)})") from err
     if chosen.type == "cuda" and not torch.cuda.is_available():
@@ -182,9 +186,24 @@ def pick_device(device: str) -> torch.device:
     return chosen
 
 
+def _activation(activation: str | None) -> str | None:
+    if activation is None:
+        return None
+    if activation.lower() not in ACTIVATIONS:
+        raise ScorerError(f"hf scorer: activation '{activation}' is not one of {', '.join(ACTIVATIONS)}")
+    return activation.lower()
+
+
+def hub_pin(backend: str) -> str | None:
+    """'hf:<id>@<commit>' when `backend` is the cache key of a hub model, the name that loads that revision
+    again; None for any other scorer (a local folder has no revision to pin)."""
+    match = _HUB_KEY.match(backend)
+    return f"{HF_PREFIX}{match[1]}@{match[2]}" if match else None
+
+
 def _locate(model: str, revision: str | None) -> tuple[str, str | None, str]:
     """(what to load, the commit to load it at, '<name>@<revision>' for the cache key)."""
-    if looks_local(model):
+    if looks_like_path(model):
         folder = Path(model).expanduser()
         if not folder.is_dir():
             raise ScorerError(f"hf classifier '{model}': no such folder")
@@ -205,12 +224,13 @@ class HFClassifierScorer(ToxicityScorer):
     """A transformers sequence classifier, batched and under inference mode, on the device asked for."""
 
     def __init__(self, model: str, *, revision: str | None = None, labels: str | Mapping[str, str] | None = None,
-                 device: str = "cpu", batch_size: int = 32) -> None:
+                 activation: str | None = None, device: str = "cpu", batch_size: int = 32) -> None:
         if not model.strip():
             raise ScorerError("the hf scorer needs a model: hf:<hub id or local folder>, e.g. hf:unitary/toxic-bert")
         if batch_size < 1:
             raise ScorerError(f"hf scorer: batch_size must be >= 1, got {batch_size}")
-        self.device = pick_device(device)
+        self.device = _device(device)
+        chosen_activation = _activation(activation)
         self.preferred_batch_size = batch_size
         source, commit, identity = _locate(model, revision)
         try:
@@ -219,24 +239,41 @@ class HFClassifierScorer(ToxicityScorer):
                 source, revision=commit, dtype=torch.float32, output_loading_info=True)
         except Exception as err:  # not a classifier config, unreadable weights, unknown architecture, ...
             raise ScorerError(f"cannot load hf classifier '{model}': {_cause(err)}") from err
-        if info["missing_keys"]:
-            raise ScorerError(f"hf classifier '{model}' is not a trained sequence classifier: its weights lack "
-                              f"{', '.join(sorted(info['missing_keys'])[:3])} (architectures: {self.model.config.architectures})")
-        if self.tokenizer.pad_token is None:
-            raise ScorerError(f"hf classifier '{model}': its tokenizer has no padding token, so texts cannot be batched")
+        missing = sorted(info["missing_keys"])
+        if missing:  # transformers would score with randomly initialised weights in their place
+            more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+            raise ScorerError(f"hf classifier '{model}': classifier weights missing: {', '.join(missing[:4])}{more} "
+                              f"(architectures: {self.model.config.architectures}); is it a trained sequence classifier?")
+        self._pad_with_eos(model)
         self.model.to(self.device).eval()
         config = self.model.config
         self.label_names = [str(config.id2label[i]) for i in range(config.num_labels)]
         self.mapping = self._mapping(model, labels)
         self.attributes = self.mapping.attributes
-        self.activation = activation_for(config.problem_type, self.label_names)
+        guess = activation_for(config.problem_type, self.label_names)
+        self.activation = chosen_activation or guess
         limit = self.tokenizer.model_max_length
         if not limit or limit > _HUGE_MAX_LENGTH:  # minus 2: RoBERTa-style position ids start after the padding id
             limit = getattr(config, "max_position_embeddings", 514) - 2
         self.max_length = int(limit)
         self.backend = f"{HF_PREFIX}{identity}" + self._key_suffix(labels)
+        if self.activation != guess:  # other probabilities from the same weights: their own scores
+            self.backend += f";activation={self.activation}"
         log.info(escape(f"toxicity scorer {self.backend}: {self.mapping.describe(self.label_names)} "
                         f"({self.activation}), on {self.device}"))
+
+    def _pad_with_eos(self, model: str) -> None:
+        """GPT-2-style classifiers have no padding token and are batched with their end-of-text token; the
+        model must know it too, as it reads the last token that is not padding."""
+        if self.tokenizer.pad_token is None:
+            if self.tokenizer.eos_token is None:
+                raise ScorerError(f"hf classifier '{model}': its tokenizer has neither a padding nor an end-of-text "
+                                  "token, so texts cannot be batched")
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+            log.info(escape(f"hf classifier '{model}': no padding token, padding with its end-of-text token "
+                            f"'{self.tokenizer.eos_token}'"))
+        if self.model.config.pad_token_id is None:
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
 
     def _mapping(self, model: str, labels: str | Mapping[str, str] | None) -> LabelMapping:
         how = "reading its labels with our table"
@@ -266,7 +303,8 @@ class HFClassifierScorer(ToxicityScorer):
 
     @classmethod
     def from_spec(cls, spec: str, **options: Any) -> HFClassifierScorer:
-        """From the text after 'hf:': `<model>[@<revision>][?device=cuda&labels=toxic=TOXICITY,...&batch_size=64]`
+        """From the text after 'hf:': `<model>[@<revision>][?device=cuda&labels=toxic=TOXICITY,...&batch_size=64
+        &activation=sigmoid]`
         (the form a command line or a TOML file can carry); `options` are the same keywords from Python."""
         model, _, query = spec.partition("?")
         given: dict[str, Any] = {}
@@ -280,17 +318,38 @@ class HFClassifierScorer(ToxicityScorer):
                 given["batch_size"] = int(given["batch_size"])
             except ValueError:
                 raise ScorerError(f"hf scorer: batch_size must be a whole number, got '{given['batch_size']}'") from None
-        if "@" in model and not looks_local(model):
+        if "@" in model and not looks_like_path(model):
             model, _, given["revision"] = model.rpartition("@")
         clash = sorted(given.keys() & options.keys())
         if clash:
             raise ScorerError(f"hf scorer: {', '.join(clash)} given both in '{HF_PREFIX}{spec}' and as an argument")
         return cls(model, **given, **options)
 
+    def _encode(self, texts: Sequence[str]) -> Any:
+        """The padded batch, on the model's device. A tokenizer that adds no token of its own (GPT-2's) leaves an
+        empty text nothing to classify: it is read as the end-of-text token alone, a document with nothing in it,
+        the same in any batch."""
+        encoded = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                                 return_tensors="pt")
+        empty = encoded["attention_mask"].sum(dim=1) == 0
+        if empty.any():
+            if encoded["input_ids"].shape[1] == 0:  # every text is empty: make room for one token
+                for key, value in encoded.items():
+                    encoded[key] = torch.full((len(texts), 1), self.tokenizer.pad_token_id if key == "input_ids" else 0,
+                                              dtype=value.dtype)
+            column = -1 if self.tokenizer.padding_side == "left" else 0
+            filler = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else self.tokenizer.pad_token_id
+            encoded["input_ids"][empty, column] = filler
+            encoded["attention_mask"][empty, column] = 1
+        return encoded.to(self.device)
+
     @torch.inference_mode()
     def score_batch(self, texts: Sequence[str]) -> np.ndarray:
-        encoded = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                                 return_tensors="pt").to(self.device)
-        logits = self.model(**encoded).logits.float()
-        probabilities = torch.sigmoid(logits) if self.activation == "sigmoid" else torch.softmax(logits, dim=-1)
+        logits = self.model(**self._encode(texts)).logits.float()
+        if self.activation == "sigmoid":
+            probabilities = torch.sigmoid(logits)
+        elif self.activation == "softmax":
+            probabilities = torch.softmax(logits, dim=-1)
+        else:
+            probabilities = logits.clamp(0.0, 1.0)
         return probabilities[:, list(self.mapping.columns)].double().cpu().numpy()

@@ -74,7 +74,7 @@ def sensitivity_table_markdown(cells: Sequence[StoredCell]) -> str:
 
 def main_table_markdown(main: Sequence[MainRow]) -> str:
     lines = ["| run / method | α | settings | TOXICITY distance ↓ [95% CI] | Δ% vs baseline [95% CI] | "
-             "Δ% w/o top prompt [95% CI] | 6-attribute MAE ↓ [95% CI] | Δ% MAE [95% CI] | PPL ↓ (median) | "
+             "Δ% w/o top prompt [95% CI] | attribute MAE ↓ [95% CI] | Δ% MAE [95% CI] | PPL ↓ (median) | "
              "distinct-2 / collapsed | utility [95% CI] | letter mass / no option | utility vs baseline: +right / −wrong, "
              "McNemar p | mean TOXICITY [95% CI] | n |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -317,8 +317,9 @@ def report_markdown(analysis: ReportAnalysis, *, title: str, notes: str, cards: 
         parts += [vector_cards_markdown(cards)]
     parts += ["## Toxicity distance, perplexity and utility by method and α\n",
               "TOXICITY distance (the headline, as in the studies): mean over (user, prompt) of |TOXICITY(answer) − "
-              "the TOXICITY the user preferred|. 6-attribute MAE: the same distance averaged over all the scorer's "
-              "attributes (three of them are near zero for almost every text, so it dilutes changes). Δ% is against "
+              "the TOXICITY the user preferred|. Attribute MAE: the same distance averaged over all the scorer's "
+              "attributes (six for the Jigsaw-trained scorers, three of them near zero for almost every text, so it "
+              "dilutes changes; with a one-label scorer it is the TOXICITY distance). Δ% is against "
               "the unsteered model on the same prompts and scorer.\n",
               main_table_markdown(analysis.main), "\n", fragile_note(analysis.main),
               utility_note(analysis.utility_questions, analysis.utility_format),

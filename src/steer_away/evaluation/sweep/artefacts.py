@@ -12,6 +12,7 @@ from steer_away.evaluation.sweep.config import SweepConfig
 from steer_away.models import LanguageModel, load_model
 from steer_away.profiles import build_profiles, load_profiles, pick_users, profiles_scorer, save_profiles
 from steer_away.scoring import make_scorer
+from steer_away.scoring.hf_classifier import hub_pin
 from steer_away.steering.bank import ExtractionSettings, build_vector_store
 from steer_away.steering.card import store_cards
 from steer_away.steering.registry import get_method
@@ -46,8 +47,12 @@ def prepare(config: SweepConfig, lm: LanguageModel | None = None) -> None:
         save_profiles(build_profiles(data, scorer), profiles_path, scorer.backend)
     elif (built_by := profiles_scorer(profiles_path)) != scorer.backend:
         # Profiles and the vectors built on them would mix two scorers (or an old revision of one).
-        raise InputError(f"{profiles_path} was scored by {built_by}, this sweep scores with {scorer.backend}: "
-                         f"give the sweep another run folder, or delete {profiles_path} and {run / 'vectors'}")
+        recorded, current = hub_pin(built_by or ""), hub_pin(scorer.backend)  # resuming needs the recorded revision
+        pin = recorded if current and recorded and recorded.rpartition("@")[0] == current.rpartition("@")[0] else current
+        pinning = f" (pinning {pin} in the config keeps a resumed sweep on the same revision)" if pin else ""
+        raise InputError(f"{profiles_path} was scored by {built_by or 'an unrecorded scorer'}, this sweep scores with "
+                         f"{scorer.backend}: give the sweep another run folder, or delete {profiles_path} and "
+                         f"{run / 'vectors'}{pinning}")
     specs = vector_layer_specs(config)
     if not specs:
         return
