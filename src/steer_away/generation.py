@@ -21,6 +21,7 @@ from steer_away.decoding import (
     Generation,
     GenerationConfig,
     encode_prepared,
+    encode_token_rows,
     requests_for,
     select_rows,
     stop_token_ids,
@@ -177,27 +178,23 @@ def token_continuation_scores(
     tok = lm.tokenizer
     conversations = [plain_text(tok.decode(list(ids))) for ids in contexts]
     context = method.prepare(lm, conversations, rows)
-    feed: list[list[int]] = []
+    feed: list[tuple[Conversation | None, list[int]]] = []
     for branch in context.branches:
         for index, (conversation, own) in enumerate(zip(branch, conversations)):
             if conversation[-1:] != own:
                 raise InputError(f"{method.name} rewrites the prompt itself, so it cannot score plain-text contexts")
-            head = tok(render_prefix(tok, conversation[:-1]), add_special_tokens=False)["input_ids"] \
-                if len(conversation) > 1 else []
+            head = conversation[:-1] or None
             ids = list(contexts[index])
             if max_length is not None:  # fed: head + context + every continuation token but the last
-                keep = max_length + 1 - len(head) - max((len(c) for c in continuations[index]), default=1)
+                head_length = len(tok(render_prefix(tok, head), add_special_tokens=False)["input_ids"]) if head else 0
+                keep = max_length + 1 - head_length - max((len(c) for c in continuations[index]), default=1)
                 if keep < 1:
                     raise InputError(f"a continuation of {max(map(len, continuations[index]))} tokens after "
-                                     f"{len(head)} tokens of {method.name}'s own context exceeds max_length {max_length}; "
-                                     "score shorter windows (a smaller max_length)")
+                                     f"{head_length} tokens of {method.name}'s own context exceeds max_length "
+                                     f"{max_length}; score shorter windows (a smaller max_length)")
                 ids = ids[-keep:]
-            feed.append(head + ids)
-    width = max(len(ids) for ids in feed)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    ids_tensor = torch.tensor([[pad] * (width - len(ids)) + ids for ids in feed], device=lm.device)
-    mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in feed], device=lm.device)
-    encoded = (ids_tensor, mask, internals.new_kv_cache(lm.model))
+            feed.append((head, ids))
+    encoded = encode_token_rows(lm, feed)
     tokens = [[list(t) for t in own] for own in continuations]
     return _score_continuations(lm, method, conversations, rows, context, encoded, tokens)
 

@@ -70,40 +70,57 @@ def encode_rows(lm: LanguageModel, texts: Sequence[str], prefixes: Sequence[Conv
         ids, mask = encode(lm, texts)
         return ids, mask, internals.new_kv_cache(lm.model)
     tok = lm.tokenizer
-    prefix_ids: list[list[int]] = []
-    own_ids: list[list[int]] = []
-    shared: list[KV | None] = []
+    rows: list[tuple[str, list[int], list[int]]] = []  # (prefix text, its ids, the row's own ids)
     for text, messages in zip(texts, prefixes):
         whole = tok(text, add_special_tokens=False)["input_ids"]
         head = render_prefix(tok, messages) if messages else ""
         if head and text.startswith(head):
             first = tok(head, add_special_tokens=False)["input_ids"]
             if whole[:len(first)] == first and len(first) < len(whole):
-                prefix_ids.append(first)
-                own_ids.append(whole[len(first):])
-                shared.append(prefix_cache(lm).get(lm, head, first))
+                rows.append((head, first, whole[len(first):]))
                 continue
-        prefix_ids.append([])
-        own_ids.append(whole)
-        shared.append(None)
-    if all(kv is None for kv in shared):
+        rows.append(("", [], whole))
+    if not any(head for head, _, _ in rows):
         ids, mask = encode(lm, texts)
         return ids, mask, internals.new_kv_cache(lm.model)
-    width_p = max(len(p) for p in prefix_ids)
-    width_s = max(len(o) for o in own_ids)
+    return _assemble(lm, rows)
+
+
+def encode_token_rows(lm: LanguageModel, rows: Sequence[tuple[Conversation | None, list[int]]]
+                      ) -> tuple[torch.Tensor, torch.Tensor, object]:
+    """`encode_rows` for rows given as token ids after optional leading messages (rendered through the
+    chat template, their keys and values shared and kept as for text rows): lm-evaluation-harness's
+    plain-text contexts behind a method's system prompt."""
+    tok = lm.tokenizer
+    out: list[tuple[str, list[int], list[int]]] = []
+    for messages, own in rows:
+        head = render_prefix(tok, messages) if messages else ""
+        out.append((head, tok(head, add_special_tokens=False)["input_ids"] if head else [], list(own)))
+    return _assemble(lm, out)
+
+
+def _assemble(lm: LanguageModel, rows: Sequence[tuple[str, list[int], list[int]]]
+              ) -> tuple[torch.Tensor, torch.Tensor, object]:
+    """Rows [padding][prefix][padding][own tokens] from (prefix text, prefix ids, own ids): each prefix's
+    keys and values from the model's prefix cache, the own tokens left to feed."""
+    shared = [prefix_cache(lm).get(lm, head, first) if head else None for head, first, _ in rows]
+    width_p = max(len(first) for _, first, _ in rows)
+    width_s = max(len(own) for _, _, own in rows)
+    tok = lm.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    rows = len(texts)
-    ids = torch.full((rows, width_s), pad, dtype=torch.long)
-    mask = torch.zeros((rows, width_p + width_s), dtype=torch.long)
-    for r, (p, o) in enumerate(zip(prefix_ids, own_ids)):
-        ids[r, width_s - len(o):] = torch.tensor(o)
+    ids = torch.full((len(rows), width_s), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width_p + width_s), dtype=torch.long)
+    for r, (_, p, o) in enumerate(rows):
+        ids[r, width_s - len(o):] = torch.tensor(o, dtype=torch.long)
         mask[r, width_p - len(p):width_p] = 1
         mask[r, width_p + width_s - len(o):] = 1
-    reference = next(kv for kv in shared if kv is not None)
+    reference = next((kv for kv in shared if kv is not None), None)
+    if reference is None:
+        return ids.to(lm.device), mask.to(lm.device), internals.new_kv_cache(lm.model)
     layers = []
     for index, (keys, values) in enumerate(reference):
-        k = keys.new_zeros((rows, keys.shape[1], width_p, keys.shape[3]))
-        v = values.new_zeros((rows, values.shape[1], width_p, values.shape[3]))
+        k = keys.new_zeros((len(rows), keys.shape[1], width_p, keys.shape[3]))
+        v = values.new_zeros((len(rows), values.shape[1], width_p, values.shape[3]))
         for r, kv in enumerate(shared):
             if kv is not None:
                 length = kv[index][0].shape[2]
