@@ -9,6 +9,9 @@ from collections.abc import Callable
 
 import torch
 
+from steer_away.models import LoadedModel, load_model
+from steer_away.random_model import SHAPES, random_llama
+
 # What the decode benchmarks ask: short, everyday, nothing a steering method should change much.
 PROMPTS = [
     "Explain why the sky is blue in two sentences.",
@@ -25,11 +28,20 @@ PROMPTS = [
 def base_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", default=None, help="hub id, folder or .gguf (default: embedded SmolLM2)")
+    parser.add_argument("--shape", default=None, choices=sorted(SHAPES),
+                        help="instead of --model: random weights of this shape built on the device (no download)")
     parser.add_argument("--device", default="auto", help="cpu or cuda (default: auto)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per figure (median reported)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--tokens", type=int, default=32, help="generated tokens per row")
     return parser
+
+
+def bench_model(args: argparse.Namespace, device: str | None = None) -> LoadedModel:
+    """--shape's random model when given (bf16 on a GPU), else --model (default: the embedded SmolLM2)."""
+    if args.shape:
+        return random_llama(args.shape, device=device or args.device)
+    return load_model(args.model, device=device or args.device)
 
 
 def sync(device: torch.device) -> None:
@@ -80,3 +92,20 @@ def machine_line(lm: object) -> str:
     device = lm.device  # type: ignore[attr-defined]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     return f"model {lm.model_id} ({lm.dtype}) on {name}, torch {torch.__version__}"  # type: ignore[attr-defined]
+
+
+def copy_bandwidth(device: torch.device, megabytes: int = 512) -> float:
+    """Bytes per second moved by a large device-to-device copy (read + write)."""
+    n = megabytes * 2**20 // 4
+    src, dst = torch.randn(n, device=device), torch.empty(n, device=device)
+    seconds = median_seconds(lambda: dst.copy_(src), device, repeats=7, warmup=2)
+    return 2 * n * 4 / seconds
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    seen, total = set(), 0
+    for p in model.parameters():
+        if p.data_ptr() not in seen:  # tied embeddings count once
+            seen.add(p.data_ptr())
+            total += p.numel() * p.element_size()
+    return total

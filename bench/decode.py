@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import PROMPTS, base_parser, interleaved_medians, machine_line, median_seconds, print_table
+from common import PROMPTS, base_parser, copy_bandwidth, interleaved_medians, machine_line, print_table, weight_bytes
 from steer_away import internals
 from steer_away.generation import GenerationConfig, generate
 from steer_away.models import load_model
@@ -30,23 +30,6 @@ def random_vector(lm: object, seed: int, layers: list[int]) -> SteeringVector:
     hidden = internals.hidden_size(lm.model)
     return SteeringVector({l: torch.randn(hidden, generator=gen) for l in layers}, lm.model_id, hidden,
                           internals.num_layers(lm.model))
-
-
-def copy_bandwidth(device: torch.device, megabytes: int = 512) -> float:
-    """Bytes per second moved by a large device-to-device copy (read + write)."""
-    n = megabytes * 2**20 // 4
-    src, dst = torch.randn(n, device=device), torch.empty(n, device=device)
-    seconds = median_seconds(lambda: dst.copy_(src), device, repeats=7, warmup=2)
-    return 2 * n * 4 / seconds
-
-
-def weight_bytes(model: torch.nn.Module) -> int:
-    seen, total = set(), 0
-    for p in model.parameters():
-        if p.data_ptr() not in seen:  # tied embeddings count once
-            seen.add(p.data_ptr())
-            total += p.numel() * p.element_size()
-    return total
 
 
 def main() -> None:

@@ -25,10 +25,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import base_parser, machine_line, print_table
+from common import base_parser, bench_model, machine_line, print_table
 from decode import random_vector
 from load_client import arrivals, quantile, run_rate
-from steer_away.models import load_model
 from steer_away.server import ServerSettings, create_app, serve_in_thread
 from steer_away.steering.layers import default_layers
 from steer_away.steering.vectors import save_bank
@@ -45,7 +44,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    lm = load_model(args.model, device=args.device)
+    lm = bench_model(args)
     layers = default_layers(lm.model)
     bank = Path(tempfile.mkdtemp()) / "vectors"
     save_bank(bank, random_vector(lm, 0, layers) * 0.1, {f"u{i}": random_vector(lm, i + 1, layers) * 0.1

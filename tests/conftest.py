@@ -5,37 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from steer_away.models import LoadedModel, _finish
-
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-_CORPUS = [
-    "the quick brown fox jumps over the lazy dog",
-    "you are a worthless idiot and I hate you",
-    "thank you for the kind and careful answer",
-    "what is the capital of France? Paris is the capital.",
-    "please be respectful, polite and helpful to everyone",
-    "shut up, nobody cares about your stupid opinion",
-] * 5
+from steer_away.random_model import synthetic_tokenizer
 
 
 def make_tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained on a few of our own sentences (synthetic, ~400 tokens)."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(_CORPUS, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   bos_token="<|im_start|>")
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
+    """The synthetic tokenizer (a byte-level BPE of ~400 tokens trained on a few of our sentences)."""
+    return synthetic_tokenizer()
 
 
 @pytest.fixture(scope="session")
