@@ -12,6 +12,7 @@ difference between a full call and the one-token call. `--tiny` runs the same co
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import bench_model, copy_bandwidth, interleaved_medians, machine_line, print_table, sync, weight_bytes
 from steer_away import internals
+from steer_away.decoding import DecodeLoop, DecodeRequest
 from steer_away.decoding import runner as decode_runner
 from steer_away.generation import GenerationConfig, generate
 from steer_away.models import LanguageModel
@@ -75,29 +77,39 @@ def peak_gib(fn: Callable[[], object], device: torch.device) -> str:
 
 def host_ms_per_step(lm: LanguageModel, prompts: list[str], method: SteeringMethod | None,
                      rows: list[RowSteering] | None, tokens: int) -> tuple[float, float]:
-    """(whole step, outside the model's forward) in ms per decode step: the loop's own Python."""
-    inside = [0.0]
-    forward = internals.forward_step
+    """(whole step, outside the model's forward) in ms, medians over the decode steps of one generation
+    (the prefill step left out): the part outside the forward is the loop's own Python."""
+    forward, step = internals.forward_step, DecodeLoop.step
+    inside: list[float] = []
+    per_step: list[tuple[float, float]] = []
 
-    def timed(*args: object, **kwargs: object) -> torch.Tensor:
+    def timed_forward(*args: object, **kwargs: object) -> torch.Tensor:
         sync(lm.device)
         start = time.perf_counter()
         out = forward(*args, **kwargs)  # type: ignore[arg-type]
         sync(lm.device)
-        inside[0] += time.perf_counter() - start
+        inside.append(time.perf_counter() - start)
         return out
 
-    decode_runner.internals.forward_step = timed  # type: ignore[attr-defined]
-    try:
+    def timed_step(loop: DecodeLoop) -> list[DecodeRequest]:
+        inside.clear()
         sync(lm.device)
         start = time.perf_counter()
-        generate(lm, prompts, method, rows, GenerationConfig(max_new_tokens=tokens, stop_on_eos=False))
+        out = step(loop)
         sync(lm.device)
         wall = time.perf_counter() - start
+        per_step.append((wall, wall - sum(inside)))
+        return out
+
+    decode_runner.internals.forward_step = timed_forward  # type: ignore[attr-defined]
+    DecodeLoop.step = timed_step  # type: ignore[method-assign]
+    try:
+        generate(lm, prompts, method, rows, GenerationConfig(max_new_tokens=tokens, stop_on_eos=False))
     finally:
         decode_runner.internals.forward_step = forward  # type: ignore[attr-defined]
-    steps = tokens  # the prefill and tokens − 1 decode steps
-    return 1000 * wall / steps, 1000 * (wall - inside[0]) / steps
+        DecodeLoop.step = step  # type: ignore[method-assign]
+    decode_steps = per_step[1:]  # the first step is everyone's prefill
+    return (1000 * statistics.median(w for w, _ in decode_steps), 1000 * statistics.median(o for _, o in decode_steps))
 
 
 def main() -> None:
@@ -173,7 +185,7 @@ def main() -> None:
                                                            [RowSteering(f"u{i}") for i in range(largest)]
                                                            if methods[name][1] else None, tokens)]]
             for name in methods if name in ("unsteered", "caa-per-user")]
-    print_table(f"Host time per step at batch {largest} (ms): the loop's own Python is the part outside the forward",
+    print_table(f"Host time per decode step at batch {largest} (ms): the loop's own Python is the part outside the forward",
                 ["method", "whole step", "outside the model's forward"], host)
     print("\nGoals: per-user CAA ≥ 0.95× unsteered at batch 64 and 256; EADS time ≤ 1.5× at batch 64; "
           "unsteered ≥ 1.0× hf generate.")

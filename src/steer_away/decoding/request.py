@@ -68,7 +68,10 @@ class RequestStatus(enum.Enum):
 
     @property
     def finished(self) -> bool:
-        return self not in (RequestStatus.WAITING, RequestStatus.RUNNING)
+        return self in FINISHED
+
+
+FINISHED = frozenset({RequestStatus.FINISHED_STOPPED, RequestStatus.FINISHED_LENGTH, RequestStatus.FINISHED_CANCELLED})
 
 
 @dataclass(eq=False)
@@ -80,10 +83,13 @@ class RunState:
     steps: int = 0  # forward passes it has been through; 0 is its prefill (a gate counts on this clock)
     next_token: int = 0  # the token to feed at the next step
 
-    @property
-    def width(self) -> int:
-        """Rows this request takes in a forward pass: one per branch."""
-        return self.prepared.num_branches
+    width: int = field(init=False)  # rows it takes in a forward pass: one per branch
+    plain: bool = field(init=False)  # one branch whose logits pass through unchanged (a decoder may argmax them)
+
+    def __post_init__(self) -> None:
+        # Read once: the decode loop asks for these for every request at every step.
+        self.width = self.prepared.num_branches
+        self.plain = self.prepared.passes_logits_through
 
     @staticmethod
     def of(request: DecodeRequest) -> RunState:

@@ -37,7 +37,7 @@ class Sampler:
         for i, request in enumerate(requests):
             state = RunState.of(request)
             width, config = state.width, request.config
-            if state.prepared.passes_logits_through and not config.do_sample:
+            if state.plain and not config.do_sample:
                 plain_rows.append((i, start))
             else:
                 scores = state.prepared.combine(logits[start:start + width].view(width, 1, -1))
@@ -47,7 +47,8 @@ class Sampler:
                     combined.append((i, scores))
             start += width
         if plain_rows:
-            picked = logits[[row for _, row in plain_rows]].argmax(dim=-1).tolist()
+            every_row = len(plain_rows) == logits.shape[0]  # each row its own request: no gather needed
+            picked = (logits if every_row else logits[[row for _, row in plain_rows]]).argmax(dim=-1).tolist()
             for (i, _), token in zip(plain_rows, picked):
                 tokens[i] = int(token)
         if combined:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from steer_away.decoding.request import RequestStatus
+from steer_away.decoding.request import FINISHED, RequestStatus
 from steer_away.errors import InputError
 
 JoinPolicy = Callable[[int, int], int]  # (requests already in the loop, max batch) -> how many more may join now
@@ -90,12 +90,12 @@ class Scheduler(Generic[R]):
     def schedule(self) -> ScheduledStep[R]:
         step: ScheduledStep[R] = ScheduledStep()
         for request in self.waiting + self.running:
-            if request.cancel_requested and not request.status.finished:
+            if request.cancel_requested and request.status not in FINISHED:
                 request.status = RequestStatus.FINISHED_CANCELLED
                 step.cancelled.append(request)
-        step.left = [r for r in self.running if r.status.finished]
-        self.waiting = [r for r in self.waiting if not r.status.finished]
-        self.running = [r for r in self.running if not r.status.finished]
+        step.left = [r for r in self.running if r.status in FINISHED]
+        self.waiting = [r for r in self.waiting if r.status not in FINISHED]
+        self.running = [r for r in self.running if r.status not in FINISHED]
         step.decode = list(self.running)
         joins = len(self.waiting)
         if self.max_batch is not None:
@@ -108,6 +108,6 @@ class Scheduler(Generic[R]):
 
     def finish(self) -> list[R]:
         """After a step: the requests that finished in it leave the running batch; returns them."""
-        finished = [r for r in self.running if r.status.finished]
-        self.running = [r for r in self.running if not r.status.finished]
+        finished = [r for r in self.running if r.status in FINISHED]
+        self.running = [r for r in self.running if r.status not in FINISHED]
         return finished
