@@ -38,6 +38,7 @@ ANCHORS = [("EasySteer (vLLM fork), 1 config in a 256-request batch", 0.76),
            ("EasySteer, 8 configs in 256", 0.65), ("EasySteer, 32 configs in 256", 0.52),
            ("vLLM steering fork, batch 1, every request steered (+9.7 % latency)", 1 / 1.097),
            ("vLLM steering fork, batch 16 (+74 %)", 1 / 1.74), ("vLLM steering fork, batch 32 (+124 %)", 1 / 2.24)]
+BRANCHED = ("eads", "acd")  # methods that run extra branches behind long prefixes
 WORDS = ("the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", "thank", "you", "for", "the", "kind",
          "and", "careful", "answer")
 
@@ -121,6 +122,9 @@ def main() -> None:
     parser.add_argument("--prompt-words", type=int, default=None, help="words per prompt (default 100; --tiny: 12)")
     parser.add_argument("--methods", default="unsteered,caa,caa-per-user,eads,acd")
     parser.add_argument("--host-batch", type=int, default=256, help="batch size of the host-time measurement")
+    parser.add_argument("--branch-max-batch", type=int, default=64,
+                        help="largest batch for EADS / ACD (3 or 2 rows per request, each behind ~0.5k tokens of "
+                             "system prompt and examples: at 256 requests their KV cache alone nears 64 GB at 8B)")
     args = parser.parse_args()
     if args.tiny:
         batches, words, tokens, device = args.batches or "1,4,16", args.prompt_words or 12, 8, "cpu"
@@ -149,23 +153,27 @@ def main() -> None:
         prompts = [prompt(i, words) for i in range(batch)]
         prompt_tokens = sum(len(lm.tokenizer(p)["input_ids"]) for p in prompts)
         fns: dict[str, Callable[[], object]] = {}
-        for name, (method, own_user) in methods.items():
+        measured = [name for name in methods if batch <= args.branch_max_batch or name not in BRANCHED]
+        for name in measured:
+            method, own_user = methods[name]
             steer = [RowSteering(f"u{i}") for i in range(batch)] if own_user else None
             for label, count in (("prefill", 1), ("full", tokens)):
                 config = GenerationConfig(max_new_tokens=count, stop_on_eos=False)
                 fns[f"{name}/{label}"] = lambda m=method, r=steer, c=config, p=prompts: generate(lm, p, m, r, c)
         fns["hf generate/prefill"], fns["hf generate/full"] = hf_generate(lm, prompts, 1), hf_generate(lm, prompts, tokens)
         times = interleaved_medians(fns, lm.device, args.repeats, args.warmup)
-        for name in [*methods, "hf generate"]:
+        for name in [*measured, "hf generate"]:
             pre, full = times[f"{name}/prefill"], times[f"{name}/full"]
             decode_tps[(name, batch)] = batch * (tokens - 1) / max(full - pre, 1e-9)
             ratios[(name, batch)] = decode_tps[(name, batch)] / decode_tps[("unsteered", batch)]
             peak = peak_gib(fns[f"{name}/full"], lm.device)
             rows.append([name, str(batch), f"{prompt_tokens / pre:.0f}", f"{decode_tps[(name, batch)]:.1f}",
                          f"{ratios[(name, batch)]:.3f}", f"{full / times['unsteered/full']:.2f}", peak])
-    print_table("Prefill and decode (tokens/s; decode = (full − one-token call) / (tokens − 1))",
-                ["method", "batch", "prefill tok/s", "decode tok/s", "decode ÷ unsteered", "time ÷ unsteered",
-                 "peak GiB"], rows)
+        # Each batch's table as soon as it is measured: a run cut short by a time limit keeps what it measured.
+        print_table(f"Batch {batch}: prefill and decode (tokens/s; decode = (full − one-token call) / (tokens − 1))",
+                    ["method", "batch", "prefill tok/s", "decode tok/s", "decode ÷ unsteered", "time ÷ unsteered",
+                     "peak GiB"], rows[-len(measured) - 1:])
+        sys.stdout.flush()
     if "caa-per-user" in methods:
         mine = [[f"steer-away per-user CAA, {b} distinct vectors in a batch of {b}", f"{ratios[('caa-per-user', b)]:.3f}"]
                 for b in sizes]

@@ -16,7 +16,8 @@ def test_gpu_benchmark_runs_at_the_tiny_shape_and_prints_every_table():
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     out = run.stdout
-    for title in ("Prefill and decode", "Every row its own steering", "weight-bandwidth bound", "Host time per step"):
+    for title in ("Batch 1: prefill and decode", "Batch 2: prefill and decode", "Every row its own steering",
+                  "weight-bandwidth bound", "Host time per decode step"):
         assert title in out
     rows = [line.split() for line in out.splitlines() if line.startswith(("unsteered ", "caa-per-user ", "eads "))]
     assert {r[0] for r in rows} >= {"unsteered", "caa-per-user", "eads"}
