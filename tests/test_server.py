@@ -8,6 +8,7 @@ import httpx
 import pytest
 import torch
 
+from steer_away.errors import InputError
 from steer_away.generation import GenerationConfig, generate
 from steer_away.profiles import save_profiles
 from steer_away.profiles.build import UserProfile
@@ -491,3 +492,31 @@ def test_a_batch_failing_midway_neither_redoes_answered_rows_nor_repeats_streame
     assert error is not None and error["code"] == 500
     assert full.startswith(text.strip()) and len(text) < len(full)  # a prefix, never repeated
     assert engine.retried_alone == retried + 1  # only the plain long request was rerun
+
+
+def test_hostile_numbers_get_a_400_or_are_read_as_greedy(served, tokenizer):
+    """Issue 26's bugs 2 and 3: a 5000-digit max_tokens, and temperatures so small that sampling overflows."""
+    app = create_app(make_tiny_lm("llama", tokenizer), settings=ServerSettings(max_request_bytes=200_000))
+    server, thread, url = serve_in_thread(app)
+    try:
+        body = '{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1' + "0" * 5000 + "}"
+        reply = httpx.post(url + "/v1/chat/completions", content=body, timeout=60,
+                           headers={"Content-Type": "application/json"})
+        assert reply.status_code == 400, reply.text[:300]
+        assert len(reply.text) < 2000
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    greedy = post(served, {"messages": PROMPT, "max_tokens": 8, "steering": {"method": "unsteered"}}).json()
+    for temperature in (1e-300, 1e-40):
+        reply = post(served, {"messages": PROMPT, "max_tokens": 8, "temperature": temperature,
+                              "steering": {"method": "unsteered"}})
+        assert reply.status_code == 200, reply.text[:300]
+        assert reply.json()["choices"][0]["message"]["content"] == greedy["choices"][0]["message"]["content"]
+
+
+@pytest.mark.parametrize("setting", ["max_batch", "max_queue", "max_tokens_limit"])
+def test_server_settings_that_could_never_run_a_request_are_refused(setting):
+    """Issue 26's bug 8: `serve --max-batch 0` was accepted, then no request ever ran."""
+    with pytest.raises(InputError, match=f"{setting} must be at least 1"):
+        ServerSettings(**{setting: 0})

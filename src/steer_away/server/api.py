@@ -11,8 +11,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from steer_away.errors import InputError
 from steer_away.steering.base import RowOverrideError, RowSteering, SteeringMethod
 from steer_away.steering.registry import get_method
+
+GREEDY_BELOW = 1e-5  # temperatures under this decode greedily, as vLLM's sampler treats them
 
 
 @dataclass
@@ -31,6 +34,12 @@ class ServerSettings:
     max_prompt_tokens: int = 2048  # and never more than the model's context less max_tokens and steering prompts
     admin_without_key: bool = False  # /admin/reload with no --api-key: only when listening on loopback
     stall_after_s: float = 120.0  # /health reports the worker stalled after this long without a decoding step
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch", "max_queue", "max_tokens_limit", "max_messages", "max_request_bytes",
+                     "default_max_tokens", "max_prompt_tokens"):
+            if getattr(self, name) < 1:  # 0 would accept requests that can never run
+                raise InputError(f"server setting {name} must be at least 1, got {getattr(self, name)}")
 
 
 class SteeringOptions(BaseModel):
@@ -112,8 +121,8 @@ def make_job(req: ChatRequest, settings: ServerSettings, available: dict[str, st
     max_tokens = next((v for v in (req.max_completion_tokens, req.max_tokens) if v is not None),
                       min(settings.default_max_tokens, settings.max_tokens_limit))
     if not 1 <= max_tokens <= settings.max_tokens_limit:
-        raise APIError(400, f"max_tokens must be in 1-{settings.max_tokens_limit}, got {max_tokens}",
-                       param="max_tokens")
+        shown = max_tokens if abs(max_tokens) < 10**12 else f"a {'negative ' if max_tokens < 0 else ''}number of over 12 digits"
+        raise APIError(400, f"max_tokens must be in 1-{settings.max_tokens_limit}, got {shown}", param="max_tokens")
     steering = req.steering or SteeringOptions()
     method = steering.method or default_method
     if method not in available:
@@ -151,7 +160,7 @@ def make_job(req: ChatRequest, settings: ServerSettings, available: dict[str, st
                             f"max_prompt_tokens {settings.max_prompt_tokens}, or the model's context {context} less "
                             f"max_tokens {max_tokens} and {reserve} for steering prompts)",
                        param="messages")
-    do_sample = temperature > 0
+    do_sample = temperature >= GREEDY_BELOW  # a smaller temperature is greedy (its scores would overflow)
     loop = asyncio.get_running_loop()
     return Job(messages=messages, method=method,
                row=RowSteering(user_id=req.user, alpha=alpha, overrides=overrides), max_tokens=max_tokens,

@@ -42,6 +42,22 @@ from steer_away.server.api import APIError, ChatRequest, Job, ServerSettings, ma
 from steer_away.server.engine import BatchingEngine
 from steer_away.server.methods import ServedMethods
 
+MAX_INT_DIGITS = 30  # far past any count, seed or limit; Python refuses to convert over 4300 digits at all
+
+
+class _HugeNumber(ValueError):
+    def __init__(self, digits: int) -> None:
+        super().__init__(f"{digits} digits")
+        self.digits = digits
+
+
+def _bounded_int(text: str) -> int:
+    """JSON integers as Python ints, refusing absurd lengths before Python's own conversion limit raises."""
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise _HugeNumber(digits)
+    return int(text)
+
 
 def create_app(lm: LanguageModel, *, profiles: str | None = None, vectors: str | None = None,
                categories: str | None = None, settings: ServerSettings | None = None) -> FastAPI:
@@ -115,7 +131,10 @@ def create_app(lm: LanguageModel, *, profiles: str | None = None, vectors: str |
         check_auth(request)
         body = await read_body(request, settings.max_request_bytes)
         try:
-            req = ChatRequest.model_validate(json.loads(body))
+            req = ChatRequest.model_validate(json.loads(body, parse_int=_bounded_int))
+        except _HugeNumber as err:
+            raise APIError(400, f"request body holds an integer of {err.digits} digits; none of our fields takes "
+                                f"more than {MAX_INT_DIGITS}") from err
         except json.JSONDecodeError as err:
             raise APIError(400, f"request body is not valid JSON: {err.msg}") from err
         except UnicodeDecodeError as err:
