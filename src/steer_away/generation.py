@@ -15,13 +15,14 @@ from dataclasses import dataclass
 import torch
 
 from steer_away import internals
-from steer_away.chat import Conversation, as_conversation, plain_text, render_chat, render_prefix
+from steer_away.chat import Conversation, as_conversation, plain_text, render_chat
 from steer_away.decoding import (
     DecodeLoop,
     Generation,
     GenerationConfig,
     encode_prepared,
     encode_token_rows,
+    head_tokens,
     requests_for,
     select_rows,
     stop_token_ids,
@@ -179,6 +180,7 @@ def token_continuation_scores(
     conversations = [plain_text(tok.decode(list(ids))) for ids in contexts]
     context = method.prepare(lm, conversations, rows)
     feed: list[tuple[Conversation | None, list[int]]] = []
+    memo: dict[str, tuple[str, list[int]]] = {}
     for branch in context.branches:
         for index, (conversation, own) in enumerate(zip(branch, conversations)):
             if conversation[-1:] != own:
@@ -186,7 +188,7 @@ def token_continuation_scores(
             head = conversation[:-1] or None
             ids = list(contexts[index])
             if max_length is not None:  # fed: head + context + every continuation token but the last
-                head_length = len(tok(render_prefix(tok, head), add_special_tokens=False)["input_ids"]) if head else 0
+                head_length = len(head_tokens(lm, head, memo)[1])
                 keep = max_length + 1 - head_length - max((len(c) for c in continuations[index]), default=1)
                 if keep < 1:
                     raise InputError(f"a continuation of {max(map(len, continuations[index]))} tokens after "

@@ -91,12 +91,20 @@ def encode_token_rows(lm: LanguageModel, rows: Sequence[tuple[Conversation | Non
     """`encode_rows` for rows given as token ids after optional leading messages (rendered through the
     chat template, their keys and values shared and kept as for text rows): lm-evaluation-harness's
     plain-text contexts behind a method's system prompt."""
-    tok = lm.tokenizer
-    out: list[tuple[str, list[int], list[int]]] = []
-    for messages, own in rows:
-        head = render_prefix(tok, messages) if messages else ""
-        out.append((head, tok(head, add_special_tokens=False)["input_ids"] if head else [], list(own)))
-    return _assemble(lm, out)
+    memo: dict[str, tuple[str, list[int]]] = {}
+    return _assemble(lm, [(*head_tokens(lm, messages, memo), list(own)) for messages, own in rows])
+
+
+def head_tokens(lm: LanguageModel, messages: Conversation | None,
+                memo: dict[str, tuple[str, list[int]]]) -> tuple[str, list[int]]:
+    """Leading messages as rendered text and its token ids ("" and [] for none). Rows of a batch share a
+    few heads: `memo` (one per batch) tokenises each once."""
+    if not messages:
+        return "", []
+    head = render_prefix(lm.tokenizer, messages)
+    if head not in memo:
+        memo[head] = (head, lm.tokenizer(head, add_special_tokens=False)["input_ids"])
+    return memo[head]
 
 
 def _assemble(lm: LanguageModel, rows: Sequence[tuple[str, list[int], list[int]]]
