@@ -1,4 +1,5 @@
-"""Decode speed: unsteered vs CAA vs per-user CAA vs EADS / ACD, and the memory-bandwidth bound.
+"""Decode speed: unsteered vs CAA vs per-user CAA vs EADS / ACD vs reranking, classifier guidance and
+profile prompting, and the memory-bandwidth bound.
 
 Every ratio comes from one run on one machine: the same model, prompts and token counts, timed
 round-robin after warm-up, medians of repeats. Usage:
@@ -18,10 +19,15 @@ from common import PROMPTS, base_parser, copy_bandwidth, interleaved_medians, ma
 from steer_away import internals
 from steer_away.generation import GenerationConfig, generate
 from steer_away.models import load_model
+from steer_away.scoring.jigsaw import JigsawBiLSTMScorer
 from steer_away.steering.activation import ActivationSteering
-from steer_away.steering.base import RowSteering
+from steer_away.steering.base import RowSteering, Unsteered
+from steer_away.steering.guided import ClassifierGuided
 from steer_away.steering.layers import default_layers
 from steer_away.steering.logits import ACD, EADS
+from steer_away.steering.prompting import ProfilePrompt
+from steer_away.steering.rerank import Rerank
+from steer_away.steering.targets import ToxicityTargets
 from steer_away.steering.vectors import SteeringVector
 
 
@@ -44,6 +50,12 @@ def main() -> None:
     caa = ActivationSteering(population, alpha=0.5)
     per_user = ActivationSteering(users, alpha=0.5, default=population)
     eads, acd = EADS(), ACD()
+    # The offline scorer itself, uncached, so every candidate text is really scored (as on a first run).
+    scorer = JigsawBiLSTMScorer()
+    targets = ToxicityTargets({}, scorer, "bench")
+    rerank = Rerank(Unsteered(), scorer, targets)  # 4 samples at T 0.7, the defaults
+    guided = ClassifierGuided(scorer, targets)  # top 10 judged per step, λ 20
+    prompted = ProfilePrompt()  # the default category's prompt and example exchanges
     print(machine_line(lm))
     print(f"{args.tokens} new tokens per row, steered layers {layers[0]}-{layers[-1]}, "
           f"median of {args.repeats} round-robin repeats after {args.warmup} warm-up")
@@ -59,6 +71,9 @@ def main() -> None:
             "caa per-user": lambda p=prompts, r=mixed_rows: generate(lm, p, method=per_user, rows=r, config=cfg),
             "eads": lambda p=prompts: generate(lm, p, method=eads, config=cfg),
             "acd": lambda p=prompts: generate(lm, p, method=acd, config=cfg),
+            "rerank (4 samples)": lambda p=prompts: generate(lm, p, method=rerank, config=cfg),
+            "guided (top 10)": lambda p=prompts: generate(lm, p, method=guided, config=cfg),
+            "profile-prompt": lambda p=prompts: generate(lm, p, method=prompted, config=cfg),
         }
         times = interleaved_medians(fns, device, args.repeats, args.warmup)
         base = times["unsteered"]
@@ -93,7 +108,9 @@ def main() -> None:
                  ["bound (tokens/s)", f"{bound:.1f}"],
                  ["unsteered / bound", f"{results[('unsteered', 1)] / bound:.2f}"],
                  ["caa / bound", f"{results[('caa', 1)] / bound:.2f}"]])
-    print("\nGoals: caa ≥ 0.97× unsteered (batch 1, 8); per-user caa batch 8 ≥ 0.95×; eads/acd time ≤ 1.8× on CPU.")
+    print("\nGoals: caa ≥ 0.97× unsteered (batch 1, 8); per-user caa batch 8 ≥ 0.95×; eads/acd time ≤ 1.8× on CPU. "
+          "Rerank pays for its samples (about N× at batch 1, less where they batch); guided for k scorer texts "
+          "per row and step; profile-prompt for its longer context.")
 
 
 if __name__ == "__main__":

@@ -88,7 +88,17 @@ def next_token_scores(
 ) -> torch.Tensor:
     """The steered scores of the token after `answer_prefix` in the assistant's turn, (batch, vocab)."""
     prepared, logits = _next_token_logits(lm, prompts, method, rows, answer_prefix)
-    return prepared.combine(logits).float()
+    return _steered(lm, prepared, logits, answer_prefix).float()
+
+
+def _steered(lm: LanguageModel, prepared: PreparedBatch, logits: torch.Tensor, answer_prefix: str) -> torch.Tensor:
+    """The scores a decoder picks the token after `answer_prefix` from: the branches combined and, for a
+    method that reads the answer so far, re-weighted by it."""
+    scores = prepared.combine(logits)
+    if not prepared.reads_answer:
+        return scores
+    prefix = lm.tokenizer(answer_prefix, add_special_tokens=False)["input_ids"] if answer_prefix else []
+    return prepared.rescore(scores, [prefix] * scores.shape[0])
 
 
 @torch.inference_mode()
@@ -113,7 +123,7 @@ def candidate_scores(
     mass = torch.softmax(logits[0], dim=-1)[:, index].sum(-1)
     only = torch.full_like(logits, float("-inf"))
     only[:, :, index] = logits[:, :, index]
-    return prepared.combine(only).float()[:, index], mass.cpu()
+    return _steered(lm, prepared, only, answer_prefix).float()[:, index], mass.cpu()
 
 
 def _gated_scope(prepared: PreparedBatch, lm: LanguageModel, step: int) -> AbstractContextManager[object]:
@@ -242,7 +252,10 @@ def _score_continuations(lm: LanguageModel, method: SteeringMethod, conversation
     total = torch.zeros(width, dtype=torch.float64)
     greedy = torch.ones(width, dtype=torch.bool)
     for j, step in enumerate(logits):
-        scores = torch.log_softmax(expanded.combine(step.view(branches, width, -1).float()).float(), dim=-1).cpu()
+        scores = expanded.combine(step.view(branches, width, -1).float())
+        if expanded.reads_answer:  # as the decoder would at token j: the answer so far is tokens 0..j-1
+            scores = expanded.rescore(scores, [t[:j] for t in tokens])
+        scores = torch.log_softmax(scores.float(), dim=-1).cpu()
         picked = scores.gather(-1, target[:, j:j + 1]).squeeze(-1).double()
         total += torch.where(real[:, j], picked, torch.zeros_like(picked))
         greedy &= ~real[:, j] | (scores.argmax(-1) == target[:, j])

@@ -171,3 +171,17 @@ def test_calibrate_prompts_come_from_the_split_the_vectors_were_extracted_with(t
         prompt_set(build_parser().parse_args(["calibrate", "--vectors", str(store), "--prompts", str(mine)]))
     shipped = prompt_set(build_parser().parse_args(["categories", "check", "--prompts", "shipped", "--n-prompts", "8"]))
     assert len(shipped) == 8 and len(set(shipped)) == 8
+
+
+def test_calibrate_refuses_a_method_whose_rows_alpha_changes_nothing_and_takes_guided(capsys):
+    from steer_away.cli import build_parser
+
+    for argv in (["--method", "rerank"], ["--method", "profile-prompt"], ["--method", "unsteered"]):
+        assert main(["calibrate", *argv]) == 2
+        assert "has no strength α to calibrate" in capsys.readouterr().err
+    from steer_away.cli.options import method_args_from_args
+    from steer_away.steering.registry import get_method
+
+    for argv, strength in ((["--method", "guided"], "alpha"), (["--method", "rerank", "--over", "eads"], "alpha")):
+        name, method_args = method_args_from_args(build_parser().parse_args(["calibrate", *argv]))
+        assert get_method(name).strength_of(method_args).argument == strength  # rerank over EADS: EADS's α

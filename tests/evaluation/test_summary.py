@@ -61,8 +61,8 @@ def test_a_store_written_with_plain_dict_summaries_still_reads(tmp_path):
     assert math.isnan(summary.utility_acc) and all(math.isnan(v) for v in summary.utility_ci)
     assert summary.utility_format == "letter"  # every store before cloze scoring asked for letters
     # the same JSON, key for key, under the new names
-    renamed = OLD_ROW.replace('"mmlu_', '"utility_')[:-1] + ', "utility_format": "letter"}'
-    assert json.dumps(summary.to_dict()) == renamed
+    renamed = OLD_ROW.replace('"mmlu_', '"utility_')[:-1] + ', "utility_format": "letter"'
+    assert json.dumps(summary.to_dict()) == renamed + ', "seconds_per_answer": NaN, "timed_runs": []}'  # not timed
     (answer,) = store.answers("k")
     assert answer.attribute_mae == 0.1 and math.isnan(answer.perplexity)
 

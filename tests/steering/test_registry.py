@@ -160,7 +160,8 @@ def test_changing_any_argument_recomputes_that_cell(new_method, tiny_model_dir, 
 
 # Another valid value for each string argument of the shipped methods (numbers are changed by +1).
 OTHER_VALUES = {"layers": "seed", "gate": "prefill", "intervention": "add-keep-norm", "scale": "relative",
-                "default_category": "strict", "category_map": "tolerant=tolerant-inverted"}
+                "default_category": "strict", "category_map": "tolerant=tolerant-inverted", "over": "eads",
+                "judge": "detoxify"}
 
 
 def test_every_argument_of_every_method_is_part_of_the_cell_key():
@@ -251,3 +252,57 @@ def test_one_default_method_policy_for_generate_and_the_server():
     assert default_method(True, population_only) == "caa-population"  # banks without users: the first vector method
     failed = _built(unsteered=False, eads=True, acd=True)  # every vector bank failed to load
     assert default_method(True, failed) == "unsteered"
+
+
+NEW_METHODS = ("rerank", "guided", "profile-prompt")
+
+
+def test_the_reranking_guided_and_prompting_methods_reach_generate_sweep_report_and_server(
+        tiny_lm, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("STEER_AWAY_CACHE", str(tmp_path / "cache"))  # the default scorer's score cache
+    from steer_away.cli import main
+    from steer_away.console import console
+
+    with console.capture() as captured:
+        assert main(["methods"]) == 0
+    listed = captured.get().replace("\n", " ")
+    for name, argument in (("rerank", "candidates=4"), ("guided", "top_k=10"), ("profile-prompt", "examples=False")):
+        assert name in listed and argument in listed
+
+    # generate, through the registry and the command line
+    resources = SteeringResources(tiny_lm)
+    for name in NEW_METHODS:
+        (out,) = generate(tiny_lm, ["the quick brown fox"], method=build_method(name, None, resources),
+                          config=GenerationConfig(max_new_tokens=4, stop_on_eos=False))
+        assert len(out.token_ids) == 4
+        assert main(["generate", "--model", str(tiny_model_dir), "--device", "cpu", "--prompt", "hi", "--method", name,
+                     "--max-tokens", "3"]) == 0
+
+    # sweep + report: every new method is a cell, with its cost measured beside the baseline's
+    raw = sweep_raw(tiny_model_dir, tmp_path / "run")
+    raw["methods"] = [{"name": "unsteered"}, *({"name": n} for n in NEW_METHODS)]
+    assert len(run_sweep(SweepConfig.from_dict(raw), show_progress=False).computed) == 4
+    tables = write_report(tmp_path / "run" / "results.sqlite", tmp_path / "report")
+    rows = {r.method: r for r in tables.main}
+    assert set(rows) == {"unsteered", *NEW_METHODS}
+    assert rows["unsteered"].cost_ratio == 1.0 and all(r.cost_same_run for r in rows.values())
+    assert all(r.cost_ratio > 0 for r in rows.values())
+    assert "| rerank | - | - |" in (tmp_path / "report" / "report.md").read_text()
+
+    # server: a sampled request with a seed gives the same answer twice
+    from steer_away.server import create_app, serve_in_thread
+
+    server, thread, url = serve_in_thread(create_app(tiny_lm))
+    try:
+        for name in NEW_METHODS:
+            body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "temperature": 0.9,
+                    "seed": 5, "steering": {"method": name, "user": "nobody"}}
+            first, second = (httpx.post(url + "/v1/chat/completions", timeout=60, json=body) for _ in range(2))
+            assert first.status_code == 200, first.text
+            assert first.json()["steering"]["method"] == name
+            assert first.json()["choices"][0]["message"]["content"] == \
+                second.json()["choices"][0]["message"]["content"]
+        assert set(NEW_METHODS) <= set(httpx.get(url + "/health").json()["methods"])
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -17,6 +17,7 @@ from steer_away.cli.options import (
     add_scorer_options,
     add_steering_options,
     load_model_from_args,
+    method_args_from_args,
     method_from_args,
     prompt_set,
     scorer_from_args,
@@ -26,6 +27,7 @@ from steer_away.evaluation.branch_contrast import branch_contrasts
 from steer_away.evaluation.branches import check_branches
 from steer_away.evaluation.calibrate import calibrate, save_calibration
 from steer_away.steering.categories import load_categories
+from steer_away.steering.registry import get_method
 
 VERDICTS = {
     "differ": "[green]branches differ[/green]",
@@ -39,11 +41,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         alphas = [float(a) for a in args.alphas.split(",") if a.strip()]
     except ValueError:
         raise UsageError(f"--alphas must be comma-separated numbers, got {args.alphas!r}") from None
+    name, method_args = method_args_from_args(args)
+    if get_method(name).strength_of(method_args) is None:
+        raise UsageError(f"{name} has no strength α to calibrate (a row's α changes nothing in it); compare its "
+                         "arguments in a sweep instead, e.g. a list of values in its [[methods]] table")
     prompts = prompt_set(args)
     lm = load_model_from_args(args)
     method = method_from_args(args, lm)
     scorer = scorer_from_args(args)
-    name = args.method or type(method).__name__
     result = calibrate(lm, method, prompts, alphas, scorer, name=name, user=args.user, category=args.category,
                        direction=args.direction, max_new_tokens=args.max_tokens, batch_size=args.batch_size,
                        max_collapsed=args.max_collapsed, max_distinct_drop=args.max_distinct_drop,

@@ -20,7 +20,7 @@ from steer_away.data.prompts import (
 from steer_away.models import LanguageModel, LoadedModel, load_model
 from steer_away.scoring import CachedScorer, make_scorer
 from steer_away.scoring.registry import DEFAULT_BACKEND
-from steer_away.steering.base import SteeringMethod
+from steer_away.steering.base import MethodArgs, SteeringMethod
 from steer_away.steering.registry import build_method, default_method, get_method, method_names
 from steer_away.steering.resources import SteeringResources
 
@@ -122,8 +122,8 @@ def method_fields() -> dict[str, str]:
     return fields
 
 
-def method_from_args(args: argparse.Namespace, lm: LanguageModel) -> SteeringMethod:
-    """The method the flags name, with its arguments from the per-argument flags."""
+def method_args_from_args(args: argparse.Namespace) -> tuple[str, MethodArgs]:
+    """The method the flags name and its arguments from the per-argument flags (checked, nothing loaded)."""
     name = args.method or default_method(with_vectors=bool(args.vectors))
     entry = get_method(name)
     given = {field: getattr(args, f"arg_{field}") for field in method_fields()
@@ -133,9 +133,15 @@ def method_from_args(args: argparse.Namespace, lm: LanguageModel) -> SteeringMet
         if field not in takes:
             raise UsageError(f"--{field.replace('_', '-')} does not apply to {name} "
                              f"(it takes: {', '.join('--' + t.replace('_', '-') for t in sorted(takes)) or 'nothing'})")
-    method_args = entry.make_args(given, where=f"{name} (command line)")
+    return name, entry.make_args(given, where=f"{name} (command line)")
+
+
+def method_from_args(args: argparse.Namespace, lm: LanguageModel) -> SteeringMethod:
+    """The method the flags name, with its arguments from the per-argument flags."""
+    name, method_args = method_args_from_args(args)
+    entry = get_method(name)
     resources = SteeringResources(lm, profiles=args.profiles, vectors=args.vectors, categories=args.categories,
-                                  allow_other_model=args.allow_other_model)
+                                  allow_other_model=args.allow_other_model, scorer=getattr(args, "scorer", None))
     if getattr(args, "user", None) and entry.needs.profiles and args.profiles and args.user not in resources.profiles():
         console.print(f"[yellow]user {escape(args.user)} has no profile; {name} uses its default for them[/yellow]")
     return build_method(name, method_args, resources)

@@ -8,11 +8,16 @@ request's token from its own rows (combined by its method); then requests that f
 their rows are cut out of the cache.
 
 Each request keeps its own steering. A method's branches (base, expert, anti-expert, …) are rows of
-the shared forward batch, combined per request before its token is picked.
+the shared forward batch, combined per request before its token is picked. A method that answers by
+choosing among whole sampled answers (`SteeringMethod.answer_choice`) fans its request out into
+that many sampled requests; the request ends, with the chosen answer, in the step its last one ends.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from collections.abc import Sequence
 
 import torch
@@ -24,6 +29,7 @@ from steer_away.decoding.runner import ModelRunner
 from steer_away.decoding.sampler import Sampler
 from steer_away.decoding.scheduler import JoinPolicy, Scheduler, continuous
 from steer_away.models import LanguageModel
+from steer_away.steering.base import AnswerChoice
 
 
 def stop_token_ids(lm: LanguageModel) -> list[int]:
@@ -53,20 +59,46 @@ class DecodeLoop:
         self._members: list[DecodeRequest] = []  # whose rows `batch` holds, in row order
         self._stops = set(stop_token_ids(lm))
         self.steps = 0
+        self._fanned: dict[DecodeRequest, tuple[AnswerChoice, list[DecodeRequest]]] = {}  # request -> its samples
+        self._owner: dict[DecodeRequest, DecodeRequest] = {}  # sample -> the request it was drawn for
 
     # -- membership --
 
     def add(self, request: DecodeRequest) -> DecodeRequest:
         """Queue a request to join at the next step; a method that cannot serve it raises here."""
+        choice = request.method.answer_choice()
+        if choice is not None:
+            return self._fan_out(request, choice)
+        self._prepare(request)
+        self.scheduler.add(request)
+        return request
+
+    def _prepare(self, request: DecodeRequest) -> None:
         prepared = request.method.prepare(self.lm, [as_conversation(request.conversation)], [request.row])
         texts = [render_chat(self.lm.tokenizer, branch[0]) for branch in prepared.branches]
         request.state = RunState(prepared, texts)
-        self.scheduler.add(request)
+
+    def _fan_out(self, request: DecodeRequest, choice: AnswerChoice) -> DecodeRequest:
+        """Queue `choice.samples` sampled requests for `request` (all prepared before any joins)."""
+        config = dataclasses.replace(request.config, do_sample=True, temperature=choice.temperature)
+        first = _first_seed(request, choice)
+        samples = [DecodeRequest(request.conversation, choice.sampler, request.row, config,
+                                 torch.Generator(device=self.lm.device).manual_seed(first + i), loglik=0.0)
+                   for i in range(choice.samples)]
+        for sample in samples:
+            self._prepare(sample)
+        for sample in samples:
+            self.scheduler.add(sample)
+            self._owner[sample] = request
+        self._fanned[request] = (choice, samples)
+        request.status = RequestStatus.RUNNING
         return request
 
     def cancel(self, request: DecodeRequest) -> None:
         """End a request at the next step boundary (a client that left); it keeps what it has."""
         request.cancel_requested = True
+        for sample in self._fanned.get(request, (None, []))[1]:
+            sample.cancel_requested = True
 
     def room(self) -> int:
         """How many more requests may be added now (the scheduler's join policy)."""
@@ -124,7 +156,34 @@ class DecodeLoop:
         if finished:
             self._keep(self.scheduler.running)
         self.steps += 1
-        return plan.cancelled + finished
+        return self._settle(plan.cancelled + finished)
+
+    def _settle(self, ended: list[DecodeRequest]) -> list[DecodeRequest]:
+        """The requests that ended: a sample stands for the request it was drawn for, which ends (with
+        the answer its method chooses) when its last sample has."""
+        out = []
+        for request in ended:
+            owner = self._owner.pop(request, None)
+            if owner is None:
+                out.append(request)
+                continue
+            choice, samples = self._fanned[owner]
+            if any(sample in self._owner for sample in samples):
+                continue
+            del self._fanned[owner]
+            if owner.cancel_requested:
+                owner.status = RequestStatus.FINISHED_CANCELLED
+            else:
+                texts = [sample.result(self.lm).text for sample in samples]
+                chosen = samples[choice.choose(owner.row, texts, [s.loglik or 0.0 for s in samples])]
+                owner.prompt_tokens, owner.joined_at = chosen.prompt_tokens, chosen.joined_at
+                for token in chosen.tokens:
+                    owner.tokens.append(token)
+                    if owner.on_token is not None:
+                        owner.on_token(token)
+                owner.status = chosen.status
+            out.append(owner)
+        return out
 
     def _update(self, requests: Sequence[DecodeRequest], tokens: Sequence[int]) -> None:
         """Append each request's token, or end it on a stop token or at its length."""
@@ -161,3 +220,12 @@ class DecodeLoop:
             start += request.width
         self.batch.keep([row for r in kept for row in range(offsets[id(r)], offsets[id(r)] + r.width)])
         self._members = list(kept)
+
+
+def _first_seed(request: DecodeRequest, choice: AnswerChoice) -> int:
+    """Where a fanned-out request's sample seeds start: drawn from its own generator, else from the
+    method's seed, its conversation and user, so its answer does not depend on what it ran beside."""
+    if request.generator is not None:
+        return int(torch.randint(0, 2**62, (1,), generator=request.generator, device=request.generator.device))
+    ident = json.dumps([choice.seed, as_conversation(request.conversation), request.row.user_id], sort_keys=True)
+    return int.from_bytes(hashlib.sha256(ident.encode()).digest()[:7], "big")

@@ -85,11 +85,13 @@ class RunState:
 
     width: int = field(init=False)  # rows it takes in a forward pass: one per branch
     plain: bool = field(init=False)  # one branch whose logits pass through unchanged (a decoder may argmax them)
+    reads_answer: bool = field(init=False)  # its method re-weights the scores by the answer so far
 
     def __post_init__(self) -> None:
         # Read once: the decode loop asks for these for every request at every step.
         self.width = self.prepared.num_branches
         self.plain = self.prepared.passes_logits_through
+        self.reads_answer = self.prepared.reads_answer
 
     @staticmethod
     def of(request: DecodeRequest) -> RunState:
@@ -119,6 +121,7 @@ class DecodeRequest:
     joined_at: int = -1  # the loop step at which it was prefilled
     cancel_requested: bool = False
     state: RunState | None = None  # set by the loop when it accepts the request
+    loglik: float | None = None  # a float: the loop adds each sampled token's log-probability under its method
 
     @property
     def done(self) -> bool:

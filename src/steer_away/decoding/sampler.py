@@ -1,5 +1,6 @@
 """From the forward pass's logits to one token per request: combine each request's branches by its
-method, then pick greedily or draw with the request's own generator.
+method (and let it re-weight them by the answer so far, if it reads it), then pick greedily or draw
+with the request's own generator.
 
 Greedy picks are made for the whole group at once: one argmax over every row that decodes from the
 model's own scores, one over the stacked combined scores of the rest. Draws stay per request, each
@@ -41,6 +42,8 @@ class Sampler:
                 plain_rows.append((i, start))
             else:
                 scores = state.prepared.combine(logits[start:start + width].view(width, 1, -1))
+                if state.reads_answer:
+                    scores = state.prepared.rescore(scores, [request.tokens])
                 if config.do_sample:
                     tokens[i] = self._draw(scores, request)
                 else:
@@ -58,7 +61,12 @@ class Sampler:
         return [int(t) for t in tokens]  # type: ignore[arg-type]  # every index was filled above
 
     def _draw(self, scores: torch.Tensor, request: DecodeRequest) -> int:
+        # A tracked log-likelihood is under the method's own scores, before temperature and top-p.
+        own = torch.log_softmax(scores.float(), dim=-1) if request.loglik is not None else None
         history = torch.tensor([request.tokens], dtype=torch.long)
         scores = self.processors(request.config)(history, scores.float())  # type: ignore[arg-type]
         probs = torch.softmax(scores, dim=-1)
-        return int(torch.multinomial(probs, 1, generator=request.generator))
+        token = int(torch.multinomial(probs, 1, generator=request.generator))
+        if own is not None and request.loglik is not None:
+            request.loglik += float(own[0, token])
+        return token

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from steer_away.errors import InputError
-from steer_away.evaluation.summary import CellSummary
+from steer_away.evaluation.summary import CellSummary, GenerationCost
 from steer_away.files import open_sqlite
 
 _SCHEMA = """
@@ -29,6 +29,8 @@ CREATE TABLE IF NOT EXISTS answers (
     toxicity TEXT, distance REAL, perplexity REAL, n_tokens INTEGER, run_id TEXT, created_at REAL,
     PRIMARY KEY (cell, row_id));
 CREATE TABLE IF NOT EXISTS leases (cell TEXT PRIMARY KEY, owner TEXT, expires REAL);
+CREATE TABLE IF NOT EXISTS generation_time (
+    cell TEXT, run_id TEXT, answers INTEGER, seconds REAL, created_at REAL);
 CREATE TABLE IF NOT EXISTS mmlu (
     cell TEXT, question_id TEXT, user_id TEXT, predicted INTEGER, correct INTEGER, run_id TEXT, letter_mass REAL,
     PRIMARY KEY (cell, question_id));
@@ -158,12 +160,24 @@ class ResultsStore:
     def done_rows(self, cell: str) -> set[str]:
         return {r[0] for r in self._db.execute("SELECT row_id FROM answers WHERE cell=?", (cell,))}
 
-    def put_answers(self, cell: str, records: Iterable[AnswerRecord], run_id: str) -> None:
+    def put_answers(self, cell: str, records: Iterable[AnswerRecord], run_id: str, generated: int = 0,
+                    seconds: float = 0.0) -> None:
+        """Store a batch of answers and, in the same transaction, how long its `generated` answers took."""
         now = time.time()
         rows = [(cell, r.row_id, r.user_id, r.prompt_id, r.category, r.prompt, r.answer, json.dumps(r.toxicity),
                  r.attribute_mae, r.perplexity, r.n_tokens, run_id, now) for r in records]
         with self._db:
             self._db.executemany("INSERT OR IGNORE INTO answers VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            if generated:
+                self._db.execute("INSERT INTO generation_time VALUES (?,?,?,?,?)", (cell, run_id, generated,
+                                                                                     seconds, now))
+
+    def generation_cost(self, cell: str) -> GenerationCost:
+        """Seconds per generated answer over every timed batch of the cell, and the runs that timed them."""
+        rows = self._db.execute("SELECT run_id, answers, seconds FROM generation_time WHERE cell=?", (cell,)).fetchall()
+        answers = sum(r[1] for r in rows)
+        return GenerationCost(sum(r[2] for r in rows) / answers if answers else float("nan"),
+                              sorted({r[0] for r in rows}))
 
     def answers(self, cell: str) -> list[AnswerRecord]:
         cursor = self._db.execute(

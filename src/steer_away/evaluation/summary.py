@@ -31,6 +31,14 @@ _OLD_KEYS = {"mmlu_n": "utility_n", "mmlu_acc": "utility_acc", "mmlu_ci": "utili
              "mmlu_letter_mass": "utility_letter_mass"}  # stores written before utility had its name
 
 
+@dataclass(frozen=True)
+class GenerationCost:
+    """Seconds per generated answer in one cell (NaN: not timed), and the sweep runs that timed it."""
+
+    seconds_per_answer: float
+    runs: list[str]
+
+
 @dataclass(frozen=True, kw_only=True)
 class CellSummary:
     """One cell's figures over its answers and utility (multiple-choice) questions.
@@ -61,6 +69,8 @@ class CellSummary:
     utility_ci: Interval
     utility_letter_mass: float = NAN  # letter format only: probability on A-D at all
     utility_format: str = "letter"  # cloze (acc_norm) or letter; every store before cloze asked for letters
+    seconds_per_answer: float = NAN  # generating one answer (decoding and the method's own scorer calls)
+    timed_runs: list[str] = field(default_factory=list)  # the sweep runs that measured it
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON the store keeps: one key per field, the interval as a list."""
@@ -115,10 +125,11 @@ def tox_distances(answers: Sequence[ScoredAnswer], preferred: Mapping[str, float
 
 def summarise(answers: Sequence[ScoredAnswer], utility: Sequence[UtilityAnswer],
               sensitivity: Mapping[str, str] | None = None, preferred: Mapping[str, float] | None = None, *,
-              utility_format: str) -> CellSummary:
+              utility_format: str, cost: GenerationCost | None = None) -> CellSummary:
     """Cell figures; `sensitivity` (user -> strict/moderate/tolerant) adds the per-group breakdown,
     `preferred` (user -> preferred TOXICITY) the TOXICITY distance; `utility_format` says how the
-    utility questions were asked (the sweep's checked `utility` setting: cloze or letter)."""
+    utility questions were asked (the sweep's checked `utility` setting: cloze or letter); `cost` how
+    long its answers took to generate."""
     distances = [a.attribute_mae for a in answers]
     groups = [(sensitivity or {}).get(a.user_id, "unknown") for a in answers]
     answered = {a.user_id for a in answers}
@@ -147,6 +158,7 @@ def summarise(answers: Sequence[ScoredAnswer], utility: Sequence[UtilityAnswer],
         utility_letter_mass=float(np.nanmean([r.letter_mass for r in utility]))
         if utility and utility_format != "cloze" else NAN,
         utility_format=utility_format,
+        seconds_per_answer=cost.seconds_per_answer if cost else NAN, timed_runs=list(cost.runs) if cost else [],
     )
 
 
@@ -198,6 +210,8 @@ class MainRow:
     utility_p: float  # exact McNemar against unsteered on the same questions
     distinct2: float
     collapsed_share: float
+    cost_ratio: float  # seconds per generated answer ÷ unsteered's (NaN: either was not timed)
+    cost_same_run: bool  # both were timed in one sweep run (else machines or load may differ)
     # user- and prompt-clustered 95 % intervals; None where too few rows (or no baseline to pair with)
     mae_ci: Interval | None = None
     toxicity_ci: Interval | None = None

@@ -37,7 +37,8 @@ class ServedMethods:
         methods: dict[str, SteeringMethod] = {}
         unavailable: dict[str, str] = {}
         for name in method_names():
-            if get_method(name).needs.vector_bank is not None and self.vectors_path is None:
+            entry = get_method(name)
+            if entry.needs_of(entry.args()).vector_bank is not None and self.vectors_path is None:
                 unavailable[name] = "it needs vectors (start the server with --vectors)"
                 continue
             try:

@@ -100,7 +100,12 @@ class PreparedBatch:
     def passes_logits_through(self) -> bool:
         """True when `combine` returns the single branch's logits unchanged, so a decoder may pick
         straight from the forward pass (one argmax over many requests)."""
-        return self.num_branches == 1 and type(self).combine is PreparedBatch.combine
+        return self.num_branches == 1 and type(self).combine is PreparedBatch.combine and not self.reads_answer
+
+    @property
+    def reads_answer(self) -> bool:
+        """True when `rescore` depends on the answer so far (a decoder must pass it every step)."""
+        return type(self).rescore is not PreparedBatch.rescore
 
     def scope(self, model: object) -> AbstractContextManager[object]:
         """The edits installed on `model` for forward passes over this batch alone (scoring; the
@@ -115,6 +120,26 @@ class PreparedBatch:
         """(branches, batch, vocab) next-token logits -> (batch, vocab) scores to decode from."""
         return logits[0]
 
+    def rescore(self, scores: torch.Tensor, answers: Sequence[Sequence[int]]) -> torch.Tensor:
+        """(batch, vocab) combined scores, re-weighted by what each row's answer so far (its token ids,
+        `answers[i]`) would become with each next token. The default leaves them as they are."""
+        return scores
+
+
+class AnswerChoice(ABC):
+    """How a method answers by sampling several whole answers and keeping one of them: the decode
+    loop draws `samples` answers per request from `sampler` at `temperature` (its rows join the
+    running batch like any others), then asks `choose` which to return."""
+
+    samples: int
+    temperature: float
+    sampler: SteeringMethod
+    seed: int  # draws of a request that brings no generator of its own are seeded from this and the request
+
+    @abstractmethod
+    def choose(self, row: RowSteering, texts: Sequence[str], logliks: Sequence[float]) -> int:
+        """The index of the answer to return; `logliks` are each answer's log-likelihood under `sampler`."""
+
 
 class SteeringMethod(ABC):
     """A way of steering a frozen model; `name` labels results, never selects code paths."""
@@ -122,6 +147,11 @@ class SteeringMethod(ABC):
     name: str = "method"
     personalised: bool = False  # False: every row is steered alike, so one answer per prompt serves all users
     row_overrides: type[RowOverrides] | None = None  # the per-row choices it takes beyond user and α
+
+    def answer_choice(self) -> AnswerChoice | None:
+        """Set for a method that picks among whole sampled answers (the decode loop then fans each
+        request out); None for a method that steers token by token."""
+        return None
 
     @abstractmethod
     def prepare(self, lm: LanguageModel, conversations: Sequence[Conversation],
@@ -206,6 +236,11 @@ class MethodArgs:
 
     def extraction_layers(self) -> str | None:
         """Layer spec whose activations this method's vectors must be extracted at (None: no vectors)."""
+        return None
+
+    def wrapped(self) -> str | None:
+        """The registered method these arguments wrap (whose samples or steering they build on), if any;
+        what that method needs is then needed too."""
         return None
 
     def identity(self) -> dict[str, Any]:

@@ -1,5 +1,7 @@
 """Steering categories: the expert and anti-expert prompts, example exchanges, α and β that logit
-steering (EADS, ACD) uses for each sensitivity level, read from a TOML file and checked on load.
+steering (EADS, ACD) uses for each sensitivity level, and the system prompt (with its own example
+exchanges) that profile prompting states a user's tolerance with; read from a TOML file and checked
+on load.
 """
 
 from __future__ import annotations
@@ -35,9 +37,12 @@ class SteeringCategory:
     beta: float = 0.1
     expert_examples: tuple[Exchange, ...] = ()
     anti_expert_examples: tuple[Exchange, ...] = ()
+    prompt: str | None = None  # the user's tolerance in words, as a system prompt (profile prompting)
+    prompt_examples: tuple[Exchange, ...] = ()
 
 
-CATEGORY_KEYS = ("expert", "anti_expert", "alpha", "beta", "expert_examples", "anti_expert_examples")
+CATEGORY_KEYS = ("expert", "anti_expert", "alpha", "beta", "expert_examples", "anti_expert_examples", "prompt",
+                 "prompt_examples")
 EXAMPLE_SETS = "example_sets"  # the reserved top-level table of named example exchanges
 
 
@@ -96,8 +101,11 @@ def load_categories(path: str | Path | None = None, required: Sequence[str] = ("
         beta = float(table.get("beta", 0.1))
         if not 0 < beta <= 1:
             raise CategoryConfigError(f"{path}: [{name}].beta must be in (0, 1], got {beta}")
+        prompt = table.get("prompt")
+        if prompt is not None and (not isinstance(prompt, str) or not prompt.strip()):
+            raise CategoryConfigError(f"{path}: [{name}].prompt must be a non-empty string when given")
         examples: dict[str, tuple[Exchange, ...]] = {}
-        for key in ("expert_examples", "anti_expert_examples"):
+        for key in ("expert_examples", "anti_expert_examples", "prompt_examples"):
             ref = table.get(key)
             if ref is None:
                 examples[key] = ()
@@ -107,5 +115,5 @@ def load_categories(path: str | Path | None = None, required: Sequence[str] = ("
             else:
                 examples[key] = example_sets[ref]
         out[name] = SteeringCategory(name=name, expert=table["expert"], anti_expert=table["anti_expert"],
-                                     alpha=float(table["alpha"]), beta=beta, **examples)
+                                     alpha=float(table["alpha"]), beta=beta, prompt=prompt, **examples)
     return out

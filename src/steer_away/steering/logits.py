@@ -15,7 +15,7 @@ whatever the branches' logit scales.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
@@ -23,55 +23,24 @@ import torch
 
 from steer_away.chat import Conversation
 from steer_away.errors import InputError
-from steer_away.steering.base import (
-    MethodArgs,
-    PreparedBatch,
-    RowOverrideError,
-    RowOverrides,
-    RowSteering,
-    SteeringMethod,
-    Strength,
+from steer_away.steering.base import PreparedBatch, RowSteering, SteeringMethod, Strength
+from steer_away.steering.by_category import (
+    CategoryArgs,
+    CategoryOverride,
+    CategorySteering,
+    parse_category_map,
+    shared_head,
+    with_context,
 )
-from steer_away.steering.categories import (
-    LOGIT_STRENGTH,
-    CategoryConfigError,
-    Exchange,
-    SteeringCategory,
-    load_categories,
-)
+from steer_away.steering.categories import LOGIT_STRENGTH, SteeringCategory
 from steer_away.steering.resources import SteeringResources
+
+__all__ = ["ACD", "EADS", "CategoryOverride", "LogitArgs", "branch_contexts", "logit_builder", "parse_category_map",
+           "with_context"]
 
 if TYPE_CHECKING:
     from steer_away.models import LanguageModel
     from steer_away.profiles import UserProfile
-
-
-class UnknownCategoryError(RowOverrideError, CategoryConfigError):
-    """A row asked for a steering category that the category file does not have."""
-
-
-@dataclass(frozen=True)
-class CategoryOverride(RowOverrides):
-    """A row's own steering category, instead of the one its user's sensitivity picks."""
-
-    category: str | None = None
-
-
-def with_context(conversation: Conversation, system: str, examples: Sequence[Exchange] = ()) -> Conversation:
-    """The conversation behind `system` (merged with a system message it already has) and the example
-    exchanges, as earlier turns: what an expert or anti-expert branch sees. The base branch never does."""
-    own_system = conversation[0]["content"] if conversation and conversation[0].get("role") == "system" else None
-    rest = conversation[1:] if own_system is not None else conversation
-    shots: list[dict[str, str]] = []
-    for user, assistant in examples:
-        shots += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
-    merged = system if own_system is None else f"{system}\n\n{own_system}"
-    return [{"role": "system", "content": merged}, *shots, *rest]
-
-
-def _own_turns(conversation: Conversation) -> int:
-    """How many messages of a branch context are the conversation's own (after the shared prefix)."""
-    return len(conversation) - (1 if conversation and conversation[0].get("role") == "system" else 0)
 
 
 def branch_contexts(category: SteeringCategory, conversation: Conversation) -> dict[str, Conversation]:
@@ -115,7 +84,7 @@ class _ContrastiveBatch(PreparedBatch):
         return scores
 
 
-class ContrastiveLogitSteering(SteeringMethod):
+class ContrastiveLogitSteering(CategorySteering):
     """Base of EADS and ACD: extra branches behind category prompts, mixed by `contrast` weights.
 
     Each row's category is picked from its user's sensitivity (unknown users: `default_category`).
@@ -125,7 +94,6 @@ class ContrastiveLogitSteering(SteeringMethod):
 
     contrast: tuple[float, ...] = ()
     plausibility_cutoff = False
-    row_overrides = CategoryOverride
 
     def __init__(
         self,
@@ -137,60 +105,17 @@ class ContrastiveLogitSteering(SteeringMethod):
         name: str | None = None,
         category_map: Mapping[str, str] | None = None,
     ) -> None:
-        self.categories = dict(categories) if categories is not None else load_categories()
-        if default_category not in self.categories:
-            raise CategoryConfigError(f"default category {default_category!r} is not among "
-                                      f"{sorted(self.categories)}")
-        self.category_map = dict(category_map or {})  # sensitivity -> category, where it differs
-        for sensitivity, target in self.category_map.items():
-            if target not in self.categories:
-                raise CategoryConfigError(f"category map sends {sensitivity!r} to {target!r}, which is not among "
-                                          f"{sorted(self.categories)}")
+        super().__init__(categories, profiles, default_category=default_category, name=name,
+                         category_map=category_map)
         LOGIT_STRENGTH.check(alpha)
-        self.profiles = dict(profiles or {})
-        self.default_category = default_category
         self.alpha = alpha
-        if name is not None:
-            self.name = name
-        self.personalised = bool(self.profiles)
 
     def extra_branches(self, conversation: Conversation, category: SteeringCategory) -> list[Conversation]:
         raise NotImplementedError
 
-    def category_named(self, name: str) -> SteeringCategory:
-        try:
-            return self.categories[name]
-        except KeyError:
-            raise UnknownCategoryError("category", f"unknown steering category {name!r} "
-                                                   f"(have {sorted(self.categories)})") from None
-
-    def check_overrides(self, overrides: RowOverrides) -> None:
-        if isinstance(overrides, CategoryOverride) and overrides.category is not None:
-            self.category_named(overrides.category)
-
-    def category_for(self, user_id: str | None) -> SteeringCategory:
-        profile = self.profiles.get(user_id) if user_id is not None else None
-        if profile is None:
-            return self.categories[self.default_category]
-        sensitivity = getattr(profile, "sensitivity", None)
-        sensitivity = self.category_map.get(str(sensitivity), sensitivity)
-        if sensitivity not in self.categories:
-            raise CategoryConfigError(f"user {user_id} has sensitivity {sensitivity!r}, which has no steering "
-                                      f"category (have {sorted(self.categories)})")
-        return self.categories[sensitivity]
-
-    def answer_group(self, row: RowSteering) -> Hashable:
-        """Rows of one steering category (and strength) are steered alike, whichever user they are for."""
-        chosen = row.overrides.category if isinstance(row.overrides, CategoryOverride) else None
-        category = self.category_named(chosen) if chosen is not None else self.category_for(row.user_id)
-        return (category.name, row.alpha)
-
     def prepare(self, lm: LanguageModel, conversations: Sequence[Conversation],
                 rows: Sequence[RowSteering]) -> PreparedBatch:
-        cats = []
-        for row in rows:
-            chosen = row.overrides.category if isinstance(row.overrides, CategoryOverride) else None
-            cats.append(self.category_named(chosen) if chosen is not None else self.category_for(row.user_id))
+        cats = [self.row_category(row) for row in rows]
         alphas = []
         for row, cat in zip(rows, cats):
             LOGIT_STRENGTH.check(row.alpha)
@@ -201,7 +126,7 @@ class ContrastiveLogitSteering(SteeringMethod):
         # the same for every row of that category: encoded once, shared by all of them.
         prefixes: list[list[Conversation | None]] = [[None] * len(conversations)]
         for branch in branches[1:]:
-            prefixes.append([context[:len(context) - _own_turns(conv)] for context, conv in zip(branch, conversations)])
+            prefixes.append([shared_head(context, conv) for context, conv in zip(branch, conversations)])
         log_betas = torch.tensor([math.log(c.beta) for c in cats]) if self.plausibility_cutoff else None
         return _ContrastiveBatch(branches, self.contrast, torch.tensor(alphas), log_betas, prefixes)
 
@@ -231,31 +156,11 @@ class ACD(ContrastiveLogitSteering):
 # --- registry glue ---------------------------------------------------------------------------------
 
 
-def parse_category_map(text: str) -> dict[str, str]:
-    """'tolerant=tolerant-inverted,strict=mine' -> {'tolerant': 'tolerant-inverted', 'strict': 'mine'}."""
-    out: dict[str, str] = {}
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise InputError(f"category_map entries look like 'sensitivity=category', got {item!r}")
-        out[key.strip()] = value.strip()
-    return out
-
-
 @dataclass(frozen=True)
-class LogitArgs(MethodArgs):
+class LogitArgs(CategoryArgs):
     strength: ClassVar[Strength | None] = LOGIT_STRENGTH
     alpha: float | None = field(default=None, metadata={
         "help": "strength; default: the user's category's alpha from the category file"})
-    default_category: str = field(default="moderate", metadata={
-        "help": "category for users without a profile (strict, moderate, tolerant, or one of yours)"})
-    category_map: str = field(default="", metadata={
-        "help": "use another category for a sensitivity, e.g. 'tolerant=tolerant-inverted' (our extension)"})
-
-    def validate(self) -> None:
-        parse_category_map(self.category_map)
 
 
 def logit_builder(kind: type[ContrastiveLogitSteering]

@@ -20,8 +20,11 @@ from typing import Any
 from steer_away.errors import InputError
 from steer_away.steering.activation import CAAArgs, caa_builder
 from steer_away.steering.bank_kinds import BT, DISLIKE, POPULATION
-from steer_away.steering.base import MethodArgs, SteeringMethod, Unsteered
+from steer_away.steering.base import MethodArgs, SteeringMethod, Strength, Unsteered
+from steer_away.steering.guided import GuidedArgs, guided_builder
 from steer_away.steering.logits import ACD, EADS, LogitArgs, logit_builder
+from steer_away.steering.prompting import PromptArgs, prompt_builder
+from steer_away.steering.rerank import RerankArgs, rerank_builder
 from steer_away.steering.resources import Needs, SteeringResources
 
 
@@ -43,6 +46,28 @@ class MethodEntry:
 
     def make_args(self, raw: Mapping[str, object] | None = None, where: str | None = None) -> MethodArgs:
         return self.args.from_mapping(raw or {}, where or f"method '{self.name}'")
+
+    def needs_of(self, args: MethodArgs) -> Needs:
+        """What this method needs with these arguments: its own needs and those of a method it wraps."""
+        inner = args.wrapped()
+        if inner is None:
+            return self.needs
+        theirs = get_method(inner).needs_of(get_method(inner).args())
+        return Needs(vector_bank=self.needs.vector_bank or theirs.vector_bank,
+                     **{k: getattr(self.needs, k) or getattr(theirs, k) for k in ("profiles", "categories", "scorer")})
+
+    def strength_of(self, args: MethodArgs) -> Strength | None:
+        """The strength a row's α sets: its own, else that of the method it wraps (None: α changes nothing)."""
+        inner = args.wrapped()
+        if args.strength is not None or inner is None:
+            return args.strength
+        return get_method(inner).strength_of(get_method(inner).args())
+
+    def extraction_layers(self, args: MethodArgs) -> str | None:
+        """The layer spec its vectors (or those of the method it wraps) are extracted at."""
+        inner = args.wrapped()
+        own = args.extraction_layers()
+        return own if own is not None or inner is None else get_method(inner).args().extraction_layers()
 
     def label(self, args: MethodArgs) -> str:
         """'caa-dislike α=0.5 layers=14-20': the name, α, and every argument that is not its default."""
@@ -131,3 +156,9 @@ register(MethodEntry("eads", "expert − anti-expert logit steering, category by
                      logit_builder(EADS), Needs(profiles=True, categories=True)))
 register(MethodEntry("acd", "anti-expert contrastive decoding with a plausibility cut-off", LogitArgs,
                      logit_builder(ACD), Needs(profiles=True, categories=True)))
+register(MethodEntry("rerank", "best of n sampled answers: the one nearest the user's preferred TOXICITY",
+                     RerankArgs, rerank_builder(build_method), Needs(profiles=True, scorer=True)))
+register(MethodEntry("guided", "classifier-guided decoding: top-k tokens re-weighted toward the user's TOXICITY",
+                     GuidedArgs, guided_builder(), Needs(profiles=True, scorer=True)))
+register(MethodEntry("profile-prompt", "the user's tolerance as a system prompt, with URIAL-style examples",
+                     PromptArgs, prompt_builder(), Needs(profiles=True, categories=True)))

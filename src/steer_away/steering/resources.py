@@ -1,8 +1,8 @@
 """What method builders draw on, and what a method says it needs.
 
 `SteeringResources` holds the model and, loaded on first use and then shared by every method built
-from it, the user profiles, vector banks and steering categories, so a method that does not need
-vectors never asks for them. `Needs` is what a method asks to have prepared (a sweep prepares
+from it, the user profiles, vector banks, steering categories and toxicity scorers, so a method that
+does not need vectors never asks for them. `Needs` is what a method asks to have prepared (a sweep prepares
 exactly that). Methods read both from here; only the registry reads the methods.
 """
 
@@ -15,6 +15,9 @@ from pathlib import Path
 from steer_away.errors import InputError
 from steer_away.models import LanguageModel
 from steer_away.profiles import UserProfile, load_profiles
+from steer_away.scoring import make_scorer
+from steer_away.scoring.base import ToxicityScorer
+from steer_away.scoring.registry import DEFAULT_BACKEND
 from steer_away.steering.bank import VectorBank, load_vector_bank
 from steer_away.steering.bank_kinds import bank_kind
 from steer_away.steering.categories import SteeringCategory, load_categories
@@ -27,6 +30,7 @@ class Needs:
     vector_bank: str | None = None  # which bank of the vector store: a kind in bank_kinds.BANK_KINDS
     profiles: bool = False  # per-user sensitivity profiles
     categories: bool = False  # the steering-category file
+    scorer: bool = False  # a toxicity scorer (the run's, unless the method's arguments name another)
 
     def __post_init__(self) -> None:
         if self.vector_bank is not None:
@@ -38,7 +42,7 @@ class SteeringResources:
 
     def __init__(self, lm: LanguageModel, *, profiles: str | Path | Mapping[str, UserProfile] | None = None,
                  vectors: str | Path | None = None, categories: str | Path | None = None,
-                 allow_other_model: bool = False) -> None:
+                 allow_other_model: bool = False, scorer: str | ToxicityScorer | None = None) -> None:
         self.lm = lm
         self.allow_other_model = allow_other_model  # vectors extracted under another model id (same shape)
         self._profiles_source = profiles
@@ -47,6 +51,8 @@ class SteeringResources:
         self._loaded_profiles: dict[str, UserProfile] | None = None
         self._loaded_categories: dict[str, SteeringCategory] | None = None
         self._banks: dict[str, VectorBank] = {}
+        self._scorer = scorer if scorer is not None else DEFAULT_BACKEND
+        self._scorers: dict[str, ToxicityScorer] = {}
 
     def profiles(self) -> dict[str, UserProfile]:
         if self._loaded_profiles is None:
@@ -71,3 +77,12 @@ class SteeringResources:
         if kind not in self._banks:
             self._banks[kind] = load_vector_bank(self._vectors, kind, self.lm, allow_other_model=self.allow_other_model)
         return self._banks[kind]
+
+    def scorer(self, name: str = "") -> ToxicityScorer:
+        """The scorer named (built once, behind the user's score cache), or with "" the run's own."""
+        if not name and isinstance(self._scorer, ToxicityScorer):
+            return self._scorer
+        key = name or str(self._scorer)
+        if key not in self._scorers:
+            self._scorers[key] = make_scorer(key)
+        return self._scorers[key]

@@ -10,7 +10,7 @@ NAN = float("nan")
 
 def main_row(method, **intervals):
     return MainRow(method, None, "", 0.1, NAN, NAN, "", "", False, 0.2, NAN, 2.0, 2.1, NAN, NAN, NAN, 0.3, 4, 0, NAN, 0,
-                   0, 0, NAN, 0.9, 0.0, **intervals)
+                   0, 0, NAN, 0.9, 0.0, NAN, False, **intervals)
 
 
 def test_main_csv_header_lists_every_column_once_in_first_seen_order(tmp_path):
@@ -22,7 +22,7 @@ def test_main_csv_header_lists_every_column_once_in_first_seen_order(tmp_path):
                       "top_prompt_id", "top_prompt", "fragile", "mae", "delta_pct", "ppl", "ppl_mean", "utility",
                       "utility_low", "utility_high", "toxicity", "n", "empty", "utility_letter_mass",
                       "utility_no_option", "utility_turned_right", "utility_turned_wrong", "utility_p", "distinct2",
-                      "collapsed_share",
+                      "collapsed_share", "cost_ratio", "cost_same_run",
                       "mae_ci", "collapsed", "delta_ci", "tox_delta_wo_top_ci"]
     assert baseline[1] == "" and baseline[-4:] == ["[0.1, 0.3]", "False", "", ""]
     assert eads[-2:] == ["[-5.0, 1.0]", "[-9.0, 3.0]"]

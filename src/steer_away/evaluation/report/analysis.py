@@ -170,6 +170,8 @@ def main_rows(cells: Sequence[StoredCell], utility_correct: Mapping[str, dict[st
             utility_no_option=(no_option or {}).get(c.key, 0),
             utility_turned_right=turned[0], utility_turned_wrong=turned[1], utility_p=turned[2],
             distinct2=shares.distinct2, collapsed_share=shares.collapsed_share,
+            cost_ratio=s.seconds_per_answer / base.seconds_per_answer if base else float("nan"),
+            cost_same_run=bool(base and set(s.timed_runs) & set(base.timed_runs)),
             mae_ci=spread.mae_ci, toxicity_ci=spread.toxicity_ci, tox_dist_ci=spread.tox_dist_ci,
             delta_ci=spread.delta_ci, tox_delta_ci=spread.tox_delta_ci, tox_delta_wo_top_ci=robust.ci,
             collapsed=bool(shares.collapsed_share >= COLLAPSED_CELL_SHARE),

@@ -76,8 +76,8 @@ def main_table_markdown(main: Sequence[MainRow]) -> str:
     lines = ["| run / method | α | settings | TOXICITY distance ↓ [95% CI] | Δ% vs baseline [95% CI] | "
              "Δ% w/o top prompt [95% CI] | attribute MAE ↓ [95% CI] | Δ% MAE [95% CI] | PPL ↓ (median) | "
              "distinct-2 / collapsed | utility [95% CI] | letter mass / no option | utility vs baseline: +right / −wrong, "
-             "McNemar p | mean TOXICITY [95% CI] | n |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "McNemar p | mean TOXICITY [95% CI] | cost × | n |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in main:
         utility = "-" if math.isnan(r.utility) else \
             f"{100 * r.utility:.1f}% [{100 * r.utility_low:.0f}–{100 * r.utility_high:.0f}]"
@@ -95,8 +95,15 @@ def main_table_markdown(main: Sequence[MainRow]) -> str:
                      f"{_fmt(r.distinct2, '.2f')} / {_fmt(100 * r.collapsed_share, '.0f')}%"
                      f"{' ⚠ collapsed' if r.collapsed else ''} | "
                      f"{utility} | {mass} | {paired} | {_fmt(r.toxicity, '.3f')}{_ci(r.toxicity_ci, '.3f')} | "
-                     f"{r.n} |")
+                     f"{_cost(r)} | {r.n} |")
     return "\n".join(lines)
+
+
+def _cost(row: MainRow) -> str:
+    """Seconds per answer ÷ unsteered's; '‡' where the two were timed in different sweep runs."""
+    if math.isnan(row.cost_ratio):
+        return "-"
+    return f"{row.cost_ratio:.2f}{'' if row.cost_same_run else ' ‡'}"
 
 
 def fragile_note(main: Sequence[MainRow]) -> str:
@@ -327,7 +334,10 @@ def report_markdown(analysis: ReportAnalysis, *, title: str, notes: str, cards: 
               f"*collapsed* when that share is below {COLLAPSE_DISTINCT2} or a 4-word phrase recurs "
               f"{COLLAPSE_REPEATS}+ times; a cell with {100 * COLLAPSED_CELL_SHARE:.0f} % collapsed answers is marked ⚠ "
               "and never picked as a method's best below. Perplexity is under the unsteered model (self-perplexity "
-              "for the baseline), so loops can look fluent by it: read it beside distinct-2.\n",
+              "for the baseline), so loops can look fluent by it: read it beside distinct-2. *cost ×*: wall seconds "
+              "to generate one answer (decoding and any scorer calls the method makes; not the evaluation) ÷ the "
+              "unsteered model's, in the same sweep run (‡: timed in different runs, so load or machine may "
+              "differ). A method that answers several users with one answer pays it once.\n",
               "\n## Where the change in TOXICITY comes from\n",
               "A drop carried by collapsed (looping) answers or by a single prompt is not a general effect; the "
               "non-collapsed column compares steered and unsteered answers on the rows where steering left the text "

@@ -24,10 +24,11 @@ def vector_layer_specs(config: SweepConfig) -> list[str]:
     """Layer specs of every method that reads vectors (their activations are extracted once)."""
     specs = set()
     for grid in config.methods:
-        if get_method(grid.name).needs.vector_bank is None:
-            continue
+        entry = get_method(grid.name)
         for args in grid.expand():
-            spec = args.extraction_layers()
+            if entry.needs_of(args).vector_bank is None:
+                continue
+            spec = entry.extraction_layers(args)
             if spec is not None:
                 specs.add(spec)
     return sorted(specs)

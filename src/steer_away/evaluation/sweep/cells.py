@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,8 +99,9 @@ class EvalContext:
         self.users = self._pick_users()
         self.rows = self._pick_rows(CategoryRule.from_file(config.prompt_categories))
         self.mmlu = self._load_mmlu()
+        self._warm = False
         self.resources = SteeringResources(self.lm, profiles=self.profiles, vectors=run / "vectors",
-                                           categories=config.steering_categories)
+                                           categories=config.steering_categories, scorer=self.scorer)
         self.fingerprint = hashlib.sha1(json.dumps({
             "model": self.lm.model_id, "rows": [r.row_id for r in self.rows],
             "prompts": hashlib.sha1(json.dumps(sorted({(r.prompt_id, r.prompt, r.category) for r in self.rows}))
@@ -110,6 +112,14 @@ class EvalContext:
             "vectors": _file_digest(run / "vectors" / "pair_activations.safetensors"),
             "steering_categories": _file_digest(Path(config.steering_categories)) if config.steering_categories else "",
         }, sort_keys=True).encode()).hexdigest()[:12]
+
+    def warm_up(self) -> None:
+        """One untimed answer before the first timed one, so that one-time costs (the CPU decode step's
+        weight copies, first-call kernel set-up) are charged to no cell's generation time."""
+        if not self._warm and self.rows:
+            generate(self.lm, [r.prompt for r in self.rows[:2]],
+                     config=GenerationConfig(max_new_tokens=self.config.max_new_tokens))
+        self._warm = True
 
     def _pick_users(self) -> list[str]:
         return pick_users(self.profiles, self.config.users_per_sensitivity)
@@ -154,7 +164,15 @@ class EvalContext:
         return out
 
 
-Batch = tuple[list[AnswerRecord], list[MMLURecord]]
+@dataclass
+class Batch:
+    """What one batch of a cell adds to the store: answers or utility records, and how long its answers
+    took to generate (the method's cost: decoding and any scorer calls it makes, not the evaluation)."""
+
+    answers: list[AnswerRecord]
+    mmlu: list[MMLURecord]
+    generated: int = 0  # answers generated (one may serve several users)
+    seconds: float = 0.0
 
 
 def answer_units(method: SteeringMethod, rows: list[EvalRow]) -> list[tuple[str, str, list[EvalRow]]]:
@@ -173,6 +191,8 @@ def cell_work(ctx: EvalContext, cell: Cell, done_rows: set[str], done_questions:
     it takes mean lengths from a sample of prompts and questions."""
     method = ctx.method(cell)
     branches = method.prepare(ctx.lm, [[{"role": "user", "content": "x"}]], [RowSteering()]).num_branches
+    choice = method.answer_choice()
+    samples = choice.samples if choice is not None else 1
     answers = len(answer_units(method, [r for r in ctx.rows if r.row_id not in done_rows]))
     questions = sum(q.question_id not in done_questions for q in ctx.mmlu)
 
@@ -182,13 +202,15 @@ def cell_work(ctx: EvalContext, cell: Cell, done_rows: set[str], done_questions:
     prompt = tokens([render_chat(ctx.lm.tokenizer, [{"role": "user", "content": r.prompt}]) for r in ctx.rows[:32]])
     question = tokens([render_chat(ctx.lm.tokenizer, [{"role": "user", "content": q.question}]) for q in ctx.mmlu[:32]])
     options = tokens([c for q in ctx.mmlu[:32] for c in q.choices])
-    return int(branches * (answers * (prompt + ctx.config.max_new_tokens) + questions * (question + 4 * options)))
+    return int(branches * (samples * answers * (prompt + ctx.config.max_new_tokens)
+                           + questions * (question + 4 * options)))
 
 
 def compute_cell(ctx: EvalContext, cell: Cell, done_rows: set[str], done_questions: set[str],
                  progress: Callable[[int], Any] | None = None) -> Iterator[Batch]:
     """Yield (answers, mmlu) batches for what is not done yet; the caller stores each at once."""
     method = ctx.method(cell)
+    ctx.warm_up()
     config = GenerationConfig(max_new_tokens=ctx.config.max_new_tokens)
     todo = [r for r in ctx.rows if r.row_id not in done_rows]
     units = answer_units(method, todo)
@@ -196,7 +218,9 @@ def compute_cell(ctx: EvalContext, cell: Cell, done_rows: set[str], done_questio
     for start in range(0, len(units), size):
         chunk = units[start:start + size]
         steer = [RowSteering(user) for _, user, _ in chunk]
+        started = time.perf_counter()
         outs = generate(ctx.lm, [p for p, _, _ in chunk], method=method, rows=steer, config=config)
+        seconds = time.perf_counter() - started
         texts = [o.text for o in outs]
         tox = ctx.scorer.score(texts)
         ppl = answer_perplexities(ctx.lm, [p for p, _, _ in chunk], texts, batch_size=size)
@@ -207,7 +231,7 @@ def compute_cell(ctx: EvalContext, cell: Cell, done_rows: set[str], done_questio
                 records.append(AnswerRecord(row.row_id, row.user_id, row.prompt_id, row.category, prompt, out.text,
                                             t.tolist(), float(toxicity_distance(t, preferred)[0]), p,
                                             len(out.token_ids)))
-        yield records, []
+        yield Batch(records, [], len(chunk), seconds)
         if progress:
             progress(len(records))
     # Questions go round the evaluation users by their place in the set, so a resumed cell gives
@@ -218,7 +242,7 @@ def compute_cell(ctx: EvalContext, cell: Cell, done_rows: set[str], done_questio
         qchunk = owned[start:start + size]
         predicted = utility_predictions(ctx.config.utility, ctx.lm, [q for q, _ in qchunk], method,
                                         [RowSteering(u) for _, u in qchunk], batch_size=size)
-        yield [], [MMLURecord(q.question_id, u or "", p.predicted, p.predicted == q.answer, p.letter_mass)
-                   for (q, u), p in zip(qchunk, predicted)]
+        yield Batch([], [MMLURecord(q.question_id, u or "", p.predicted, p.predicted == q.answer, p.letter_mass)
+                         for (q, u), p in zip(qchunk, predicted)])
         if progress:
             progress(len(qchunk))

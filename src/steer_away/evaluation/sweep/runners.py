@@ -39,14 +39,14 @@ class SweepResult:
 
 def _store_cell(store: ResultsStore, ctx: EvalContext, cell: Cell, batches: Iterable[Batch], run_id: str,
                 progress: Callable[[int], Any]) -> None:
-    for answers, mmlu in batches:
-        store.put_answers(cell.key, answers, run_id)
-        store.put_mmlu(cell.key, mmlu, run_id)
+    for batch in batches:
+        store.put_answers(cell.key, batch.answers, run_id, batch.generated, batch.seconds)
+        store.put_mmlu(cell.key, batch.mmlu, run_id)
         store.claim(cell.key)  # renew the lease
-        progress(len(answers) + len(mmlu))
+        progress(len(batch.answers) + len(batch.mmlu))
     store.finish_cell(cell.key, summarise(store.answers(cell.key), store.mmlu(cell.key), ctx.sensitivity,
                                           {u: p.primary() for u, p in ctx.profiles.items()},
-                                          utility_format=ctx.config.utility))
+                                          utility_format=ctx.config.utility, cost=store.generation_cost(cell.key)))
     store.release(cell.key)
 
 

@@ -1,0 +1,110 @@
+"""Best-of-N reranking: sample N whole answers, keep the one whose TOXICITY is closest to the user's
+preferred TOXICITY (ties: the one the sampler found likelier).
+
+The N answers are drawn from another registered method (`over`, the unsteered model by default), so
+reranking composes with any of them (EADS + rerank is `over = "eads"`); they join the running batch
+as N rows of one decode. Scoring a context (utility, lm-eval log-likelihoods) is the sampler's: a
+reranker only chooses among finished answers. Its cost is N answers plus N scorer calls per answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from steer_away.chat import Conversation
+from steer_away.errors import InputError
+from steer_away.scoring.base import ToxicityScorer
+from steer_away.steering.base import (
+    AnswerChoice,
+    MethodArgs,
+    PreparedBatch,
+    RowOverrides,
+    RowSteering,
+    SteeringMethod,
+)
+from steer_away.steering.resources import SteeringResources
+from steer_away.steering.targets import ToxicityTargets
+
+if TYPE_CHECKING:
+    from steer_away.models import LanguageModel
+
+MAX_SAMPLES = 64
+
+
+class Rerank(SteeringMethod, AnswerChoice):
+    """Keeps, of `samples` answers drawn from `sampler`, the one nearest the user's preferred TOXICITY."""
+
+    name = "rerank"
+
+    def __init__(self, sampler: SteeringMethod, scorer: ToxicityScorer, targets: ToxicityTargets, *,
+                 samples: int = 4, temperature: float = 0.7, seed: int = 0, name: str | None = None) -> None:
+        if sampler.answer_choice() is not None:
+            raise InputError(f"{sampler.name} already picks among whole answers; rerank its sampler instead")
+        self.sampler, self.scorer, self.targets = sampler, scorer, targets
+        self.samples, self.temperature, self.seed = samples, temperature, seed
+        self.personalised = targets.personal or sampler.personalised
+        self.row_overrides = sampler.row_overrides
+        if name is not None:
+            self.name = name
+
+    def answer_choice(self) -> AnswerChoice:
+        return self
+
+    def prepare(self, lm: LanguageModel, conversations: Sequence[Conversation],
+                rows: Sequence[RowSteering]) -> PreparedBatch:
+        return self.sampler.prepare(lm, conversations, rows)
+
+    def read_overrides(self, raw: Mapping[str, object]) -> RowOverrides | None:
+        return self.sampler.read_overrides(raw)
+
+    def answer_group(self, row: RowSteering) -> Hashable:
+        """Users with one target and one sampler group are answered alike."""
+        return (self.targets.of(row.user_id), self.sampler.answer_group(row))
+
+    def choose(self, row: RowSteering, texts: Sequence[str], logliks: Sequence[float]) -> int:
+        toxicity = np.asarray(self.scorer.score(list(texts)))[:, 0]
+        distance = np.abs(toxicity - self.targets.of(row.user_id))
+        return min(range(len(texts)), key=lambda i: (float(distance[i]), -float(logliks[i])))
+
+
+@dataclass(frozen=True)
+class RerankArgs(MethodArgs):
+    candidates: int = field(default=4, metadata={
+        "help": "rerank: answers sampled per request, N (the cost is about N answers)"})
+    candidate_temperature: float = field(default=0.7, metadata={"help": "rerank: sampling temperature of the N answers"})
+    over: str = field(default="unsteered", metadata={
+        "help": "rerank: the registered method whose samples are reranked, with its default arguments (e.g. eads)"})
+    judge: str = field(default="", metadata={
+        "help": "toxicity scorer that judges the text; default: the run's (the one profiles were built with)"})
+    candidate_seed: int = field(default=0, metadata={
+        "help": "rerank: seeds the draws of a request without a seed of its own (with its prompt and user)"})
+
+    def validate(self) -> None:
+        if not 1 <= self.candidates <= MAX_SAMPLES:
+            raise InputError(f"candidates must be between 1 and {MAX_SAMPLES}, got {self.candidates}")
+        if not 1e-3 <= self.candidate_temperature <= 100:
+            raise InputError(f"candidate_temperature must be between 0.001 and 100, got {self.candidate_temperature}")
+
+    def wrapped(self) -> str:
+        return self.over
+
+
+Builder = Callable[[str, Mapping[str, object] | None, SteeringResources], SteeringMethod]
+
+
+def rerank_builder(build_other: Builder) -> Callable[[RerankArgs, SteeringResources, str], SteeringMethod]:
+    """`build_other` builds the method whose samples are reranked (the registry passes its own builder)."""
+
+    def build(args: RerankArgs, resources: SteeringResources, name: str) -> SteeringMethod:
+        if args.over == name:
+            raise InputError(f"{name} cannot rerank its own samples (over = {args.over!r})")
+        sampler = build_other(args.over, None, resources)
+        scorer = resources.scorer(args.judge)
+        return Rerank(sampler, scorer, ToxicityTargets(resources.profiles(), scorer, name), samples=args.candidates,
+                      temperature=args.candidate_temperature, seed=args.candidate_seed, name=name)
+
+    return build

@@ -1,0 +1,147 @@
+"""Best-of-N reranking: the choice rule, the samples it chooses among, seeds, composition and cancellation."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from steer_away.chat import render_chat
+from steer_away.decoding import DecodeLoop, DecodeRequest, GenerationConfig
+from steer_away.decoding.loop import _first_seed
+from steer_away.errors import InputError
+from steer_away.generation import generate
+from steer_away.steering.base import RowSteering, Unsteered
+from steer_away.steering.logits import EADS
+from steer_away.steering.registry import build_method
+from steer_away.steering.rerank import Rerank, RerankArgs
+from steer_away.steering.resources import SteeringResources
+from steer_away.steering.targets import ToxicityTargets
+from tests.decoding.test_loop import CATS
+from tests.steering.fake_scorer import CharShareScorer, profile
+
+PROFILES = {"low": profile("low", 0.0, "strict"), "high": profile("high", 0.6, "tolerant")}
+CONFIG = GenerationConfig(max_new_tokens=6, stop_on_eos=False)
+PROMPT = "the quick brown fox"
+
+
+def rerank(sampler=None, samples=4, **kw):
+    scorer = CharShareScorer()
+    return Rerank(sampler or Unsteered(), scorer, ToxicityTargets(PROFILES, scorer, "rerank"), samples=samples, **kw)
+
+
+def test_the_answer_nearest_the_users_target_wins_ties_go_to_the_likelier():
+    method = rerank()
+    texts = ["xyz", "aaa", "axa", "xax"]  # TOXICITY 0, 1, 2/3, 1/3
+    assert method.choose(RowSteering("low"), texts, [0, 0, 0, 0]) == 0
+    assert method.choose(RowSteering("high"), texts, [0, 0, 0, 0]) == 2  # |2/3 − 0.6| is the smallest
+    assert method.choose(RowSteering("nobody"), texts, [0, 0, 0, 0]) == 3  # the population target, 0.3
+    assert method.choose(RowSteering("low"), ["xyz", "bcd", "xyz"], [-5.0, -1.0, -3.0]) == 1
+
+
+def samples_by_hand(lm, method, row, first, n, temperature):
+    """The n sampled answers the loop draws, one request each with the seeds it uses."""
+    config = dataclasses.replace(CONFIG, do_sample=True, temperature=temperature)
+    out = []
+    for i in range(n):
+        loop = DecodeLoop(lm)
+        request = loop.add(DecodeRequest(PROMPT, method, row, config, torch.Generator().manual_seed(first + i),
+                                          loglik=0.0))
+        loop.run()
+        out.append(request)
+    return out
+
+
+def test_it_returns_the_chosen_one_of_the_samples_it_would_draw_alone(tiny_lm):
+    method = rerank(samples=5, temperature=1.3)
+    row = RowSteering("high")
+    (answer,) = generate(tiny_lm, [PROMPT], method=method, rows=[row], config=CONFIG)
+    first = _first_seed(DecodeRequest(PROMPT, method, row), method)
+    drawn = samples_by_hand(tiny_lm, Unsteered(), row, first, 5, 1.3)
+    texts = [r.result(tiny_lm).text for r in drawn]
+    assert len(set(texts)) > 1  # the samples differ, so the choice matters
+    assert answer.token_ids == drawn[method.choose(row, texts, [r.loglik for r in drawn])].tokens
+
+
+def test_each_samples_log_likelihood_is_its_tokens_under_the_sampler(tiny_lm):
+    """What ties are broken by: the sum of the sampler's log-probabilities (before temperature) of the
+    tokens drawn, recomputed here with one teacher-forced pass."""
+    (request,) = samples_by_hand(tiny_lm, Unsteered(), RowSteering(), 11, 1, 1.5)
+    loop = DecodeLoop(tiny_lm)
+    tracked = loop.add(DecodeRequest(PROMPT, Unsteered(), RowSteering(), dataclasses.replace(
+        CONFIG, do_sample=True, temperature=1.5), torch.Generator().manual_seed(11), loglik=0.0))
+    loop.run()
+    assert tracked.tokens == request.tokens
+    prompt = tiny_lm.tokenizer(render_chat(tiny_lm.tokenizer, [{"role": "user", "content": PROMPT}]),
+                               add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt + tracked.tokens])
+    with torch.inference_mode():
+        logp = torch.log_softmax(tiny_lm.model(ids).logits[0].float(), -1)
+    expected = sum(float(logp[len(prompt) - 1 + j, t]) for j, t in enumerate(tracked.tokens))
+    assert tracked.loglik == pytest.approx(expected, abs=1e-3)
+
+
+def test_seeded_answers_repeat_and_do_not_depend_on_what_shares_the_batch(tiny_lm):
+    method = rerank()
+    prompts = [PROMPT, "thank you", "what is the capital of France?"]
+    rows = [RowSteering("low"), RowSteering("high"), RowSteering("nobody")]
+    together = generate(tiny_lm, prompts, method=method, rows=rows, config=CONFIG)
+    again = generate(tiny_lm, prompts, method=method, rows=rows, config=CONFIG)
+    assert [g.token_ids for g in together] == [g.token_ids for g in again]
+    for prompt, row, got in zip(prompts, rows, together):
+        assert generate(tiny_lm, [prompt], method=method, rows=[row], config=CONFIG)[0].token_ids == got.token_ids
+    # a request's own seed decides its draws: the same seed, the same answer; another seed, other draws
+    sampled = dataclasses.replace(CONFIG, do_sample=True)
+    one = generate(tiny_lm, [PROMPT] * 2, method=method, rows=rows[:2], config=sampled, seeds=[3, 3])
+    assert one[0].token_ids == generate(tiny_lm, [PROMPT], method=method, rows=rows[:1], config=sampled,
+                                        seeds=[3])[0].token_ids
+    # without a seed of its own, a request's draws start from the method's seed, its prompt and its user
+    start = {_first_seed(DecodeRequest(p, m, r), m) for p in prompts[:2] for r in rows[:2] for m in (method, rerank(seed=1))}
+    assert len(start) == 8
+
+
+def test_it_reranks_another_methods_samples(tiny_lm):
+    eads = EADS(CATS, {})
+    method = rerank(eads, samples=3)
+    row = RowSteering("low")
+    (answer,) = generate(tiny_lm, [PROMPT], method=method, rows=[row], config=CONFIG)
+    drawn = samples_by_hand(tiny_lm, eads, row, _first_seed(DecodeRequest(PROMPT, method, row), method), 3, 0.7)
+    texts = [r.result(tiny_lm).text for r in drawn]
+    assert answer.token_ids == drawn[method.choose(row, texts, [r.loglik for r in drawn])].tokens
+    # scoring a context is the sampler's: reranking only chooses among finished answers
+    conv = [[{"role": "user", "content": PROMPT}]]
+    assert method.prepare(tiny_lm, conv, [row]).branches == eads.prepare(tiny_lm, conv, [row]).branches
+
+
+def test_a_cancelled_request_cancels_its_samples_and_ends_once(tiny_lm):
+    loop = DecodeLoop(tiny_lm)
+    method = rerank(samples=3)
+    request = loop.add(DecodeRequest(PROMPT, method, RowSteering("low"), GenerationConfig(max_new_tokens=50,
+                                                                                           stop_on_eos=False)))
+    assert len(loop) == 3
+    loop.step()
+    loop.cancel(request)
+    ended = loop.step()
+    assert ended == [request] and request.finish_reason == "cancelled" and loop.idle
+    # a request that finishes is returned once, with its chosen answer, in the step its last sample ends
+    streamed = []
+    done = loop.add(DecodeRequest(PROMPT, method, RowSteering("low"), CONFIG, on_token=streamed.append))
+    ended = []
+    while not loop.idle:
+        ended += loop.step()
+    assert ended == [done] and streamed == done.tokens and len(done.tokens) == 6 and done.prompt_tokens > 0
+
+
+def test_arguments_and_composition_are_checked(tiny_lm):
+    with pytest.raises(InputError, match="candidates must be between 1 and 64"):
+        RerankArgs(candidates=0)
+    with pytest.raises(InputError, match="candidate_temperature must be between"):
+        RerankArgs(candidate_temperature=0.0)
+    resources = SteeringResources(tiny_lm, profiles=PROFILES, scorer=CharShareScorer())
+    with pytest.raises(InputError, match="rerank cannot rerank its own samples"):
+        build_method("rerank", {"over": "rerank"}, resources)
+    with pytest.raises(InputError, match="unknown steering method 'nope'"):
+        build_method("rerank", {"over": "nope"}, resources)
+    built = build_method("rerank", {"over": "eads", "candidates": 2}, resources)
+    assert isinstance(built, Rerank) and built.sampler.name == "eads" and built.samples == 2
+    with pytest.raises(InputError, match="already picks among whole answers"):
+        Rerank(built, CharShareScorer(), ToxicityTargets({}, CharShareScorer(), "r"))
