@@ -520,3 +520,17 @@ def test_server_settings_that_could_never_run_a_request_are_refused(setting):
     """Issue 26's bug 8: `serve --max-batch 0` was accepted, then no request ever ran."""
     with pytest.raises(InputError, match=f"{setting} must be at least 1"):
         ServerSettings(**{setting: 0})
+
+
+def test_a_method_whose_scorer_is_missing_is_unavailable_and_the_server_still_starts(tiny_lm, monkeypatch):
+    from steer_away.scoring.base import ScorerError
+    from steer_away.server.methods import ServedMethods
+    from steer_away.steering import resources as resources_module
+
+    def missing(name):
+        raise ScorerError("the offline scorer needs 'toxic-comment-classifier'")
+
+    monkeypatch.setattr(resources_module, "make_scorer", missing)
+    served = ServedMethods(tiny_lm, None, None, None, None)
+    assert {"rerank", "guided"} <= set(served.unavailable) and "toxic-comment-classifier" in served.unavailable["rerank"]
+    assert {"unsteered", "profile-prompt", "eads"} <= set(served.methods)

@@ -97,9 +97,35 @@ def test_targets_and_arguments_are_checked():
     other.attributes[0] = "INSULT"
     with pytest.raises(InputError, match="prefers a INSULT score but the scorer char-share reports TOXICITY"):
         ToxicityTargets({"x": other}, scorer, "guided")
-    with pytest.raises(InputError, match="top_k must be >= 1"):
+    with pytest.raises(InputError, match="top_k must be between 1 and 256"):
         GuidedArgs(top_k=0)
+    with pytest.raises(InputError, match="top_k must be between 1 and 256"):
+        GuidedArgs(top_k=50_000)
+    with pytest.raises(InputError, match="alpha must be at least 0"):  # it would reward distance from the target
+        GuidedArgs(alpha=-1.0)
+    with pytest.raises(InputError, match="alpha must be at least 0"):
+        ClassifierGuided(scorer, targets).prepare(None, [[{"role": "user", "content": "x"}]], [RowSteering(alpha=-2.0)])
+    with pytest.raises(InputError, match="judge: unknown scorer 'perspectiv'"):
+        GuidedArgs(judge="perspectiv")
+    with pytest.raises(InputError, match="the profiles were scored by detoxify but the judge is char-share"):
+        ToxicityTargets(PROFILES, scorer, "guided", scored_by="detoxify")
     with pytest.raises(InputError, match="window must be >= 0"):
         GuidedArgs(window=-1)
     with pytest.raises(InputError, match="alpha must be finite"):
         GuidedArgs(alpha=float("inf"))
+
+
+def test_the_judge_defaults_to_the_scorer_the_profiles_were_scored_by(tiny_lm, tmp_path, monkeypatch):
+    from steer_away.profiles import save_profiles
+    from steer_away.steering import resources as resources_module
+    from steer_away.steering.resources import SteeringResources
+
+    path = tmp_path / "profiles.json"
+    save_profiles(PROFILES, path, "detoxify")
+    built = []
+    monkeypatch.setattr(resources_module, "make_scorer", lambda name: built.append(name) or CharShareScorer())
+    resources = SteeringResources(tiny_lm, profiles=path)
+    resources.scorer()
+    assert built == ["detoxify"]  # not the default backend: the targets are on detoxify's scale
+    SteeringResources(tiny_lm).scorer()
+    assert built[-1] == "jigsaw-bilstm"  # no profiles file: the default

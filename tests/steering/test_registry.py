@@ -285,9 +285,20 @@ def test_the_reranking_guided_and_prompting_methods_reach_generate_sweep_report_
     tables = write_report(tmp_path / "run" / "results.sqlite", tmp_path / "report")
     rows = {r.method: r for r in tables.main}
     assert set(rows) == {"unsteered", *NEW_METHODS}
-    assert rows["unsteered"].cost_ratio == 1.0 and all(r.cost_same_run for r in rows.values())
-    assert all(r.cost_ratio > 0 for r in rows.values())
+    assert all(r.cost_same_run and r.cost_ratio > 0 for r in rows.values())  # NaN unless every cell was timed
     assert "| rerank | - | - |" in (tmp_path / "report" / "report.md").read_text()
+
+    # the methods that read the shipped category file have its digest in their cell keys; the others do not
+    from steer_away.evaluation.sweep import EvalContext
+    from steer_away.evaluation.sweep import cells as cells_module
+
+    config = SweepConfig.from_dict({**raw, "methods": [*raw["methods"], {"name": "eads"}]})
+    before = {c.method: c.key for c in EvalContext(config, tiny_lm).cells()}
+    edited = tmp_path / "categories.toml"
+    edited.write_text(cells_module.steering_categories_path().read_text().replace("This user", "The user"))
+    monkeypatch.setattr(cells_module, "steering_categories_path", lambda: edited)
+    after = {c.method: c.key for c in EvalContext(config, tiny_lm).cells()}
+    assert {m for m in before if before[m] != after[m]} == {"eads", "profile-prompt"}
 
     # server: a sampled request with a seed gives the same answer twice
     from steer_away.server import create_app, serve_in_thread
@@ -302,6 +313,18 @@ def test_the_reranking_guided_and_prompting_methods_reach_generate_sweep_report_
             assert first.json()["steering"]["method"] == name
             assert first.json()["choices"][0]["message"]["content"] == \
                 second.json()["choices"][0]["message"]["content"]
+        # rerank: another seed, other draws (so the seed is what decides them); streamed, the same text
+        body = {"messages": [{"role": "user", "content": "the quick brown fox"}], "max_tokens": 8,
+                "temperature": 1.5, "steering": {"method": "rerank"}}
+        texts = {httpx.post(url + "/v1/chat/completions", timeout=60, json={**body, "seed": seed}).json()[
+            "choices"][0]["message"]["content"] for seed in range(6)}
+        assert len(texts) > 1
+        plain = httpx.post(url + "/v1/chat/completions", timeout=60, json={**body, "seed": 7}).json()
+        with httpx.stream("POST", url + "/v1/chat/completions", timeout=60,
+                          json={**body, "seed": 7, "stream": True}) as streamed:
+            chunks = [json.loads(line[6:]) for line in streamed.iter_lines() if line.startswith("data: {")]
+        assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks).strip() == \
+            plain["choices"][0]["message"]["content"]
         assert set(NEW_METHODS) <= set(httpx.get(url + "/health").json()["methods"])
     finally:
         server.should_exit = True

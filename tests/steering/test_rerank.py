@@ -94,7 +94,10 @@ def test_seeded_answers_repeat_and_do_not_depend_on_what_shares_the_batch(tiny_l
     one = generate(tiny_lm, [PROMPT] * 2, method=method, rows=rows[:2], config=sampled, seeds=[3, 3])
     assert one[0].token_ids == generate(tiny_lm, [PROMPT], method=method, rows=rows[:1], config=sampled,
                                         seeds=[3])[0].token_ids
-    # without a seed of its own, a request's draws start from the method's seed, its prompt and its user
+    # a sampled request without a seed draws afresh each time, as any sampled request does
+    unseeded = DecodeRequest(PROMPT, method, rows[0], sampled)
+    assert _first_seed(unseeded, method) != _first_seed(unseeded, method)
+    # a greedy request without a seed of its own starts from the method's seed, its prompt and its user
     start = {_first_seed(DecodeRequest(p, m, r), m) for p in prompts[:2] for r in rows[:2] for m in (method, rerank(seed=1))}
     assert len(start) == 8
 

@@ -223,9 +223,13 @@ class DecodeLoop:
 
 
 def _first_seed(request: DecodeRequest, choice: AnswerChoice) -> int:
-    """Where a fanned-out request's sample seeds start: drawn from its own generator, else from the
-    method's seed, its conversation and user, so its answer does not depend on what it ran beside."""
+    """Where a fanned-out request's sample seeds start: drawn from its own generator (a seed it was
+    given); a sampled request without one draws afresh, as any sampled request does; a greedy one
+    starts from the method's seed, its conversation and user, so that it answers the same every time
+    and whatever it runs beside (what a sweep needs)."""
     if request.generator is not None:
         return int(torch.randint(0, 2**62, (1,), generator=request.generator, device=request.generator.device))
+    if request.config.do_sample:
+        return int(torch.randint(0, 2**62, (1,)))
     ident = json.dumps([choice.seed, as_conversation(request.conversation), request.row.user_id], sort_keys=True)
     return int.from_bytes(hashlib.sha256(ident.encode()).digest()[:7], "big")

@@ -149,7 +149,8 @@ def requests_for(prompts: Sequence[str | Conversation], method: SteeringMethod |
                  seeds: Sequence[int | None] | None = None, device: torch.device | str = "cpu"
                  ) -> list[DecodeRequest]:
     """One request per prompt. Sampling draws from one generator per seeded row, else one generator
-    (`config.seed`) shared by the batch in row order."""
+    (`config.seed`) shared by the batch in row order. A seeded row gets its generator even when greedy,
+    for a method that samples whatever the config says (reranking)."""
     rows = list(rows) if rows is not None else [RowSteering()] * len(prompts)
     if len(rows) != len(prompts):
         raise InputError(f"{len(rows)} steering rows for {len(prompts)} prompts")
@@ -159,7 +160,7 @@ def requests_for(prompts: Sequence[str | Conversation], method: SteeringMethod |
     out = []
     for i, (prompt, row) in enumerate(zip(prompts, rows)):
         generator = shared
-        if config.do_sample and seeds is not None and seeds[i] is not None:
+        if seeds is not None and seeds[i] is not None:  # also greedy: a method may sample anyway (rerank)
             generator = torch.Generator(device=device).manual_seed(int(seeds[i]))  # type: ignore[arg-type]
         out.append(DecodeRequest(as_conversation(prompt), method or Unsteered(), row, config, generator))
     return out

@@ -17,9 +17,16 @@ BACKENDS = ("jigsaw-bilstm", "detoxify", "perspective", f"{HF_PREFIX}<hub id or 
 DEFAULT_BACKEND = "jigsaw-bilstm"
 
 
+def check_scorer_name(name: str) -> None:
+    """Refuse a name no backend answers to (before a long run needs the scorer, not in the middle of it)."""
+    if name not in ("jigsaw-bilstm", "offline", "detoxify", "perspective") and not name.startswith(HF_PREFIX):
+        raise ScorerError(f"unknown scorer '{name}'; choose one of {', '.join(BACKENDS)}")
+
+
 def make_scorer(name: str = DEFAULT_BACKEND, cache_path: str | Path | None = None, **options: Any) -> CachedScorer:
     """A cached scorer; `cache_path` defaults to the user cache folder. `hf:<model>` is any Hugging Face
     toxicity classifier (see `hf_classifier`); `options` go to the backend's constructor."""
+    check_scorer_name(name)
     backend: ToxicityScorer
     if name in ("jigsaw-bilstm", "offline"):
         backend = JigsawBiLSTMScorer(**options)
@@ -27,9 +34,7 @@ def make_scorer(name: str = DEFAULT_BACKEND, cache_path: str | Path | None = Non
         backend = DetoxifyScorer(**options)
     elif name == "perspective":
         backend = PerspectiveScorer(**options)
-    elif name.startswith(HF_PREFIX):
-        backend = HFClassifierScorer.from_spec(name.removeprefix(HF_PREFIX), **options)
     else:
-        raise ScorerError(f"unknown scorer '{name}'; choose one of {', '.join(BACKENDS)}")
+        backend = HFClassifierScorer.from_spec(name.removeprefix(HF_PREFIX), **options)
     cache = ScoreCache(cache_path or cache_root() / "scores.sqlite")
     return CachedScorer(backend, cache, batch_size=getattr(backend, "preferred_batch_size", 64))

@@ -131,7 +131,7 @@ class BatchingEngine:
                            param="steering.method")
         do_sample, temperature, top_p = job.sampling
         generator = None
-        if do_sample and job.seed is not None:
+        if job.seed is not None:  # greedy rows never draw from it; a method that samples anyway (rerank) does
             generator = torch.Generator(device=self.lm.device).manual_seed(job.seed)
         request = DecodeRequest(job.messages, method, job.row,
                                 GenerationConfig(max_new_tokens=job.max_tokens, do_sample=do_sample,

@@ -8,6 +8,7 @@ from typing import Any
 
 from steer_away.errors import InputError
 from steer_away.models import LanguageModel
+from steer_away.scoring.base import ScorerError
 from steer_away.steering.base import SteeringMethod
 from steer_away.steering.registry import BASELINE, build_method, default_method, get_method, method_names
 from steer_away.steering.resources import SteeringResources
@@ -43,7 +44,7 @@ class ServedMethods:
                 continue
             try:
                 methods[name] = build_method(name, None, resources)
-            except (OSError, ValueError) as err:
+            except (OSError, ValueError, ScorerError) as err:  # a method's scorer missing: that method is out
                 unavailable[name] = str(err)
         default = self.requested_default or self._automatic_default(methods)
         if default not in methods:

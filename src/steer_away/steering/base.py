@@ -197,11 +197,14 @@ class Strength:
     argument: str = "alpha"
     limit: float = STRENGTH_LIMIT
     unset: str = "default"  # what a label shows for a strength left as None (the method picks one per row)
+    minimum: float | None = None  # the smallest it may be, where a negative one would invert the method
 
     def check(self, value: float | None) -> None:
-        """Finite and at most `limit` in size (None: not given)."""
+        """Finite and at most `limit` in size (and at least `minimum`); None: not given."""
         if value is not None and not (math.isfinite(value) and abs(value) <= self.limit):
             raise InputError(f"{self.argument} must be finite with |{self.argument}| <= {self.limit:g}, got {value}")
+        if value is not None and self.minimum is not None and value < self.minimum:
+            raise InputError(f"{self.argument} must be at least {self.minimum:g}, got {value}")
 
     def label(self, value: float | None) -> str:
         return "α=" + (self.unset if value is None else f"{value:g}")

@@ -20,7 +20,8 @@ import torch
 
 from steer_away.chat import Conversation
 from steer_away.errors import InputError
-from steer_away.scoring.base import ToxicityScorer
+from steer_away.scoring.base import ScorerError, ToxicityScorer
+from steer_away.scoring.registry import check_scorer_name
 from steer_away.steering.base import MethodArgs, PreparedBatch, RowSteering, SteeringMethod, Strength
 from steer_away.steering.resources import SteeringResources
 from steer_away.steering.targets import ToxicityTargets
@@ -28,7 +29,8 @@ from steer_away.steering.targets import ToxicityTargets
 if TYPE_CHECKING:
     from steer_away.models import LanguageModel
 
-GUIDED_STRENGTH = Strength("alpha")
+GUIDED_STRENGTH = Strength("alpha", minimum=0.0)  # a negative λ would reward distance from the target
+MAX_TOP_K = 256  # each is a scorer text per row and step
 
 
 class _GuidedBatch(PreparedBatch):
@@ -87,10 +89,15 @@ class GuidedArgs(MethodArgs):
         "help": "toxicity scorer that judges the text; default: the run's (the one profiles were built with)"})
 
     def validate(self) -> None:
-        if self.top_k < 1:
-            raise InputError(f"top_k must be >= 1, got {self.top_k}")
+        if not 1 <= self.top_k <= MAX_TOP_K:
+            raise InputError(f"top_k must be between 1 and {MAX_TOP_K}, got {self.top_k}")
         if self.window < 0:
             raise InputError(f"window must be >= 0 (0: the whole answer), got {self.window}")
+        if self.judge:
+            try:
+                check_scorer_name(self.judge)
+            except ScorerError as err:
+                raise InputError(f"judge: {err}") from None
 
 
 def guided_builder() -> Callable[[GuidedArgs, SteeringResources, str], SteeringMethod]:
@@ -98,7 +105,8 @@ def guided_builder() -> Callable[[GuidedArgs, SteeringResources, str], SteeringM
         scorer = resources.scorer(args.judge)
         # Every step asks about k new texts: the SQLite cache would only grow, so the backend is asked directly.
         direct = getattr(scorer, "inner", scorer)
-        return ClassifierGuided(direct, ToxicityTargets(resources.profiles(), scorer, name), alpha=args.alpha,
+        return ClassifierGuided(direct, ToxicityTargets(resources.profiles(), scorer, name,
+                                                          resources.profiles_scored_by()), alpha=args.alpha,
                                 top_k=args.top_k, window=args.window, name=name)
 
     return build

@@ -1,5 +1,6 @@
 """Best-of-N reranking: sample N whole answers, keep the one whose TOXICITY is closest to the user's
-preferred TOXICITY (ties: the one the sampler found likelier).
+preferred TOXICITY (ties: the one the sampler found likelier, by the summed log-probability of its
+tokens; the sampler is the base model itself by default, so that is the base model's likelihood).
 
 The N answers are drawn from another registered method (`over`, the unsteered model by default), so
 reranking composes with any of them (EADS + rerank is `over = "eads"`); they join the running batch
@@ -17,7 +18,8 @@ import numpy as np
 
 from steer_away.chat import Conversation
 from steer_away.errors import InputError
-from steer_away.scoring.base import ToxicityScorer
+from steer_away.scoring.base import ScorerError, ToxicityScorer
+from steer_away.scoring.registry import check_scorer_name
 from steer_away.steering.base import (
     AnswerChoice,
     MethodArgs,
@@ -88,6 +90,11 @@ class RerankArgs(MethodArgs):
             raise InputError(f"candidates must be between 1 and {MAX_SAMPLES}, got {self.candidates}")
         if not 1e-3 <= self.candidate_temperature <= 100:
             raise InputError(f"candidate_temperature must be between 0.001 and 100, got {self.candidate_temperature}")
+        if self.judge:
+            try:
+                check_scorer_name(self.judge)
+            except ScorerError as err:
+                raise InputError(f"judge: {err}") from None
 
     def wrapped(self) -> str:
         return self.over
@@ -104,7 +111,8 @@ def rerank_builder(build_other: Builder) -> Callable[[RerankArgs, SteeringResour
             raise InputError(f"{name} cannot rerank its own samples (over = {args.over!r})")
         sampler = build_other(args.over, None, resources)
         scorer = resources.scorer(args.judge)
-        return Rerank(sampler, scorer, ToxicityTargets(resources.profiles(), scorer, name), samples=args.candidates,
+        targets = ToxicityTargets(resources.profiles(), scorer, name, resources.profiles_scored_by())
+        return Rerank(sampler, scorer, targets, samples=args.candidates,
                       temperature=args.candidate_temperature, seed=args.candidate_seed, name=name)
 
     return build

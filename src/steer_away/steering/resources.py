@@ -14,7 +14,7 @@ from pathlib import Path
 
 from steer_away.errors import InputError
 from steer_away.models import LanguageModel
-from steer_away.profiles import UserProfile, load_profiles
+from steer_away.profiles import UserProfile, load_profiles, profiles_scorer
 from steer_away.scoring import make_scorer
 from steer_away.scoring.base import ToxicityScorer
 from steer_away.scoring.registry import DEFAULT_BACKEND
@@ -51,7 +51,7 @@ class SteeringResources:
         self._loaded_profiles: dict[str, UserProfile] | None = None
         self._loaded_categories: dict[str, SteeringCategory] | None = None
         self._banks: dict[str, VectorBank] = {}
-        self._scorer = scorer if scorer is not None else DEFAULT_BACKEND
+        self._scorer = scorer  # None: the one the profiles file records, else the default backend
         self._scorers: dict[str, ToxicityScorer] = {}
 
     def profiles(self) -> dict[str, UserProfile]:
@@ -78,11 +78,18 @@ class SteeringResources:
             self._banks[kind] = load_vector_bank(self._vectors, kind, self.lm, allow_other_model=self.allow_other_model)
         return self._banks[kind]
 
+    def profiles_scored_by(self) -> str | None:
+        """The scorer (with its revision) the profiles file records; None for profiles given as objects."""
+        source = self._profiles_source
+        return profiles_scorer(source) if isinstance(source, (str, Path)) else None
+
     def scorer(self, name: str = "") -> ToxicityScorer:
-        """The scorer named (built once, behind the user's score cache), or with "" the run's own."""
+        """The scorer named (built once, behind the user's score cache), or with "" the run's own: the
+        one given, else the one the profiles were scored by (their targets are on its scale)."""
         if not name and isinstance(self._scorer, ToxicityScorer):
             return self._scorer
-        key = name or str(self._scorer)
+        key = name or (self._scorer if isinstance(self._scorer, str) else None) or self.profiles_scored_by() \
+            or DEFAULT_BACKEND
         if key not in self._scorers:
             self._scorers[key] = make_scorer(key)
         return self._scorers[key]

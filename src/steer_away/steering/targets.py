@@ -20,7 +20,12 @@ if TYPE_CHECKING:
 class ToxicityTargets:
     """Each user's preferred score on the scorer's first attribute; the population's for the rest."""
 
-    def __init__(self, profiles: Mapping[str, UserProfile], scorer: ToxicityScorer, method: str) -> None:
+    def __init__(self, profiles: Mapping[str, UserProfile], scorer: ToxicityScorer, method: str,
+                 scored_by: str | None = None) -> None:
+        """`scored_by`: the scorer the profiles record; another judge would compare scores on another scale."""
+        if scored_by is not None and profiles and scored_by != scorer.backend:
+            raise InputError(f"{method}: the profiles were scored by {scored_by} but the judge is {scorer.backend}: "
+                             f"their preferred TOXICITY is on another scale (name the profiles' scorer as judge)")
         self.by_user = {user: float(p.primary()) for user, p in profiles.items()}
         for user, profile in profiles.items():
             if profile.attributes and profile.attributes[0] != scorer.attributes[0]:

@@ -38,6 +38,7 @@ from steer_away.evaluation.utility import utility_digest, utility_predictions
 from steer_away.generation import GenerationConfig, generate
 from steer_away.models import LanguageModel, load_model
 from steer_away.profiles import load_profiles, pick_users
+from steer_away.resources import steering_categories_path
 from steer_away.scoring import make_scorer
 from steer_away.steering.base import MethodArgs, RowSteering, SteeringMethod
 from steer_away.steering.registry import build_method, get_method
@@ -114,11 +115,13 @@ class EvalContext:
         }, sort_keys=True).encode()).hexdigest()[:12]
 
     def warm_up(self) -> None:
-        """One untimed answer before the first timed one, so that one-time costs (the CPU decode step's
-        weight copies, first-call kernel set-up) are charged to no cell's generation time."""
+        """A few untimed tokens for a batch of the size cells run, then for one row, before the first
+        timed answer: one-time costs (memory for batch-sized tensors, the CPU decode step's weight
+        copies, first-call kernel set-up) are then charged to no cell's generation time."""
         if not self._warm and self.rows:
-            generate(self.lm, [r.prompt for r in self.rows[:2]],
-                     config=GenerationConfig(max_new_tokens=self.config.max_new_tokens))
+            prompts = list(dict.fromkeys(r.prompt for r in self.rows))[:self.config.batch_size]
+            for batch in (prompts, prompts[:1]):
+                generate(self.lm, batch, config=GenerationConfig(max_new_tokens=4, stop_on_eos=False))
         self._warm = True
 
     def _pick_users(self) -> list[str]:
@@ -158,9 +161,14 @@ class EvalContext:
 
     def cells(self) -> list[Cell]:
         out = []
+        # The shipped category file is read by the methods that steer by category: its digest is in their
+        # keys (a config's own file is in the fingerprint, for every cell, as it always was).
+        shipped = "" if self.config.steering_categories else f":{_file_digest(steering_categories_path())}"
         for index, grid in enumerate(self.config.methods):
+            entry = get_method(grid.name)
             for args in grid.expand(f"methods[{index}]"):
-                out.append(Cell(cell_key(grid.name, args, self.fingerprint), grid.name, args))
+                reads = shipped if entry.needs_of(args).categories else ""
+                out.append(Cell(cell_key(grid.name, args, self.fingerprint + reads), grid.name, args))
         return out
 
 
