@@ -20,11 +20,10 @@ import torch
 
 from steer_away.chat import Conversation
 from steer_away.errors import InputError
-from steer_away.scoring.base import ScorerError, ToxicityScorer
-from steer_away.scoring.registry import check_scorer_name
+from steer_away.scoring.base import ToxicityScorer
 from steer_away.steering.base import MethodArgs, PreparedBatch, RowSteering, SteeringMethod, Strength
 from steer_away.steering.resources import SteeringResources
-from steer_away.steering.targets import ToxicityTargets
+from steer_away.steering.targets import ToxicityTargets, check_judge
 
 if TYPE_CHECKING:
     from steer_away.models import LanguageModel
@@ -93,11 +92,7 @@ class GuidedArgs(MethodArgs):
             raise InputError(f"top_k must be between 1 and {MAX_TOP_K}, got {self.top_k}")
         if self.window < 0:
             raise InputError(f"window must be >= 0 (0: the whole answer), got {self.window}")
-        if self.judge:
-            try:
-                check_scorer_name(self.judge)
-            except ScorerError as err:
-                raise InputError(f"judge: {err}") from None
+        check_judge(self.judge)
 
 
 def guided_builder() -> Callable[[GuidedArgs, SteeringResources, str], SteeringMethod]:

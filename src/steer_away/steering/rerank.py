@@ -18,8 +18,7 @@ import numpy as np
 
 from steer_away.chat import Conversation
 from steer_away.errors import InputError
-from steer_away.scoring.base import ScorerError, ToxicityScorer
-from steer_away.scoring.registry import check_scorer_name
+from steer_away.scoring.base import ToxicityScorer
 from steer_away.steering.base import (
     AnswerChoice,
     MethodArgs,
@@ -29,7 +28,7 @@ from steer_away.steering.base import (
     SteeringMethod,
 )
 from steer_away.steering.resources import SteeringResources
-from steer_away.steering.targets import ToxicityTargets
+from steer_away.steering.targets import ToxicityTargets, check_judge
 
 if TYPE_CHECKING:
     from steer_away.models import LanguageModel
@@ -90,11 +89,7 @@ class RerankArgs(MethodArgs):
             raise InputError(f"candidates must be between 1 and {MAX_SAMPLES}, got {self.candidates}")
         if not 1e-3 <= self.candidate_temperature <= 100:
             raise InputError(f"candidate_temperature must be between 0.001 and 100, got {self.candidate_temperature}")
-        if self.judge:
-            try:
-                check_scorer_name(self.judge)
-            except ScorerError as err:
-                raise InputError(f"judge: {err}") from None
+        check_judge(self.judge)
 
     def wrapped(self) -> str:
         return self.over

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from steer_away.errors import InputError
-from steer_away.scoring.base import ToxicityScorer
+from steer_away.scoring.base import ScorerError, ToxicityScorer
+from steer_away.scoring.registry import check_scorer_name
 
 if TYPE_CHECKING:
     from steer_away.profiles import UserProfile
@@ -40,3 +41,12 @@ class ToxicityTargets:
 
     def of(self, user_id: str | None) -> float:
         return self.by_user.get(user_id, self.population) if user_id is not None else self.population
+
+
+def check_judge(name: str) -> None:
+    """A method's `judge` argument: "" (the run's scorer) or a scorer name, refused before any run needs it."""
+    if name:
+        try:
+            check_scorer_name(name)
+        except ScorerError as err:
+            raise InputError(f"judge: {err}") from None
