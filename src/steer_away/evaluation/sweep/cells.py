@@ -115,13 +115,15 @@ class EvalContext:
         }, sort_keys=True).encode()).hexdigest()[:12]
 
     def warm_up(self) -> None:
-        """A few untimed tokens for a batch of the size cells run, then for one row, before the first
-        timed answer: one-time costs (memory for batch-sized tensors, the CPU decode step's weight
-        copies, first-call kernel set-up) are then charged to no cell's generation time."""
+        """One untimed batch of full-length answers of the size cells run, and one row, before the first
+        timed answer: one-time costs (memory for batch-sized caches, the CPU decode step's weight
+        copies, first-call kernel set-up) are then charged to no cell's generation time. Measured on
+        2 cores: without it the first cell's 60 answers took 9.2 s, the same call again 8.6 s."""
         if not self._warm and self.rows:
             prompts = list(dict.fromkeys(r.prompt for r in self.rows))[:self.config.batch_size]
             for batch in (prompts, prompts[:1]):
-                generate(self.lm, batch, config=GenerationConfig(max_new_tokens=4, stop_on_eos=False))
+                generate(self.lm, batch, config=GenerationConfig(max_new_tokens=self.config.max_new_tokens,
+                                                                 stop_on_eos=False))
         self._warm = True
 
     def _pick_users(self) -> list[str]:
