@@ -534,3 +534,20 @@ def test_a_method_whose_scorer_is_missing_is_unavailable_and_the_server_still_st
     served = ServedMethods(tiny_lm, None, None, None, None)
     assert {"rerank", "guided"} <= set(served.unavailable) and "toxic-comment-classifier" in served.unavailable["rerank"]
     assert {"unsteered", "profile-prompt", "eads"} <= set(served.methods)
+
+
+def test_a_user_id_with_newlines_cannot_forge_a_server_log_line(caplog):
+    """Issue 26, bug 5: the id is logged as its repr, so its newlines stay escaped on one line."""
+    import logging
+
+    from steer_away.server.api import Job
+    from steer_away.server.engine import _as_api_error
+    from steer_away.steering.base import RowSteering
+
+    forged = "u1\n2026-11-30 INFO steer_away.server admin logged in"
+    job = Job.__new__(Job)
+    job.row = RowSteering(forged)
+    with caplog.at_level(logging.ERROR, logger="steer_away.server"):
+        assert _as_api_error(RuntimeError("boom"), job).status == 500
+    (record,) = caplog.records
+    assert "\n" not in record.getMessage() and repr(forged) in record.getMessage()

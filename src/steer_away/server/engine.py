@@ -226,7 +226,7 @@ class BatchingEngine:
             self._forget(retry)
             self._fail(job, err)
         except Exception as err:
-            log.exception("request for user %s failed", job.row.user_id)
+            log.exception("request for user %r failed", job.row.user_id)  # repr: an id cannot forge log lines
             self._forget(retry)
             self._fail(job, APIError(500, f"generation failed: {type(err).__name__}: {err}", "server_error"))
 
@@ -248,7 +248,7 @@ def _as_api_error(err: Exception, job: Job) -> APIError:
         return err
     if isinstance(err, (OSError, ValueError)):
         return APIError(400, str(err), param="steering")
-    log.exception("request for user %s could not be prepared", job.row.user_id, exc_info=err)
+    log.exception("request for user %r could not be prepared", job.row.user_id, exc_info=err)
     return APIError(500, f"generation failed: {type(err).__name__}: {err}", "server_error")
 
 
