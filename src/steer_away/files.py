@@ -56,4 +56,14 @@ def open_sqlite(path: str | Path, what: str, tables: Sequence[str], *, create: b
         db.close()
         raise StoreError(f"{path} is a SQLite database of something else (tables: {', '.join(sorted(existing))}), "
                          f"not a {what}; choose another path")
+    if existing:  # a damaged page further in passes the header check and fails some later query
+        try:
+            problems = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
+        except sqlite3.DatabaseError as err:
+            problems = [str(err)]
+        if problems != ["ok"]:
+            db.close()
+            found = " ".join("; ".join(problems).split())[:200]  # one line: SQLite's report spans several
+            raise StoreError(f"{path} is a damaged SQLite {what} ({found}); move it away and "
+                             "run again, or restore it from a copy") from None
     return db

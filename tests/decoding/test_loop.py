@@ -1,5 +1,6 @@
 """The decode loop: requests that join mid-flight, leave early, or mix methods answer as if alone."""
 
+import pytest
 import torch
 
 from steer_away import internals
@@ -7,7 +8,7 @@ from steer_away.decoding import DecodeLoop, DecodeRequest, GenerationConfig
 from steer_away.generation import generate
 from steer_away.profiles.build import UserProfile
 from steer_away.steering.activation import ActivationSteering
-from steer_away.steering.base import RowSteering, Unsteered
+from steer_away.steering.base import PreparedBatch, RowSteering, Unsteered
 from steer_away.steering.categories import SteeringCategory
 from steer_away.steering.logits import ACD, EADS, CategoryOverride
 from steer_away.steering.vectors import SteeringVector
@@ -136,3 +137,87 @@ def test_seeded_sampling_does_not_depend_on_company(tiny_lm):
     b = busy.add(DecodeRequest(PROMPTS[1], config=cfg, generator=torch.Generator().manual_seed(7)))
     busy.run()
     assert a.tokens == b.tokens and len(a.tokens) > 0
+
+
+LONG_PROMPT = " ".join(["please tell me about the weather in the mountains and the sea"] * 12)
+
+
+class _FailsAfter(PreparedBatch):
+    """Synthetic: a logit rule that raises at its third token (a scorer or rule failing mid-answer)."""
+
+    def __init__(self, branches):
+        super().__init__(branches)
+        self.calls = 0
+
+    def combine(self, logits):
+        self.calls += 1
+        if self.calls == 3:
+            raise RuntimeError("rule failed")
+        return logits[0]
+
+
+class FailingRule(Unsteered):
+    def prepare(self, lm, conversations, rows):
+        return _FailsAfter([list(conversations)])
+
+
+def test_chunked_prefill_keeps_running_rows_decoding_and_answers_as_if_alone(tiny_lm):
+    loop = DecodeLoop(tiny_lm, prefill_chunk=96)
+    running = loop.add(DecodeRequest(PROMPTS[0], CAA, RowSteering("ann"), LONG))
+    loop.step()
+    joiners = [loop.add(DecodeRequest(LONG_PROMPT, EADS(CATS, PROFILES), RowSteering("s"), SHORT)),
+               loop.add(DecodeRequest(LONG_PROMPT + " why", CAA, RowSteering("bob"), SHORT))]
+    grown = []
+    while joiners[0].joined_at < 0:
+        loop.step()
+        grown.append(len(running.tokens))
+    # several steps to prefill the joiners (8 rows of over 100 tokens at 96 tokens a step), and the
+    # running request took a token in every one of them
+    assert len(grown) > 5 and grown == list(range(2, 2 + len(grown)))
+    loop.run()
+    assert joiners[0].tokens == alone(tiny_lm, LONG_PROMPT, EADS(CATS, PROFILES), RowSteering("s"), SHORT)
+    assert joiners[1].tokens == alone(tiny_lm, LONG_PROMPT + " why", CAA, RowSteering("bob"), SHORT)
+    assert running.tokens == alone(tiny_lm, PROMPTS[0], CAA, RowSteering("ann"))
+
+
+def test_a_request_cancelled_while_being_prefilled_never_joins(tiny_lm):
+    loop = DecodeLoop(tiny_lm, prefill_chunk=64)
+    stays = loop.add(DecodeRequest(PROMPTS[1], config=SHORT))
+    leaves = loop.add(DecodeRequest(LONG_PROMPT, config=SHORT))
+    loop.step()
+    loop.cancel(leaves)
+    assert loop.step() == [leaves] and leaves.tokens == []
+    loop.run()
+    assert stays.tokens == alone(tiny_lm, PROMPTS[1], config=SHORT) and loop.batch is None
+
+
+def test_a_request_whose_rule_fails_ends_alone_and_its_batch_mates_run_on(tiny_lm):
+    loop = DecodeLoop(tiny_lm)
+    mates = [loop.add(DecodeRequest(PROMPTS[0], CAA, RowSteering("ann"), LONG)),
+             loop.add(DecodeRequest(PROMPTS[2], EADS(CATS, PROFILES), RowSteering("s"), LONG))]
+    bad = loop.add(DecodeRequest(PROMPTS[1], FailingRule(), RowSteering(), LONG))
+    ended = []
+    while not loop.idle:
+        ended += loop.step()
+    assert bad.finish_reason == "error" and len(bad.tokens) == 2 and str(bad.error) == "rule failed"
+    assert ended[0] is bad  # it left at once; the others decoded to their end
+    assert mates[0].tokens == alone(tiny_lm, PROMPTS[0], CAA, RowSteering("ann"))
+    assert mates[1].tokens == alone(tiny_lm, PROMPTS[2], EADS(CATS, PROFILES), RowSteering("s"))
+    with pytest.raises(RuntimeError, match="rule failed"):
+        bad.result(tiny_lm)
+
+
+def test_a_prefill_that_fails_for_one_joiner_fails_it_alone(tiny_lm, monkeypatch):
+    loop = DecodeLoop(tiny_lm)
+    good = loop.add(DecodeRequest(PROMPTS[0], config=SHORT))
+    bad = loop.add(DecodeRequest(PROMPTS[3], config=SHORT))
+    real = loop.runner.start_prefill
+
+    def start_prefill(joining):
+        if bad in joining:
+            raise ValueError("synthetic: cannot encode this prompt")
+        return real(joining)
+
+    monkeypatch.setattr(loop.runner, "start_prefill", start_prefill)
+    loop.run()
+    assert bad.finish_reason == "error" and good.tokens == alone(tiny_lm, PROMPTS[0], config=SHORT)

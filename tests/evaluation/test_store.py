@@ -90,3 +90,36 @@ def test_a_sweep_leaves_cells_another_live_sweep_holds(tiny_model_dir, tmp_path)
     assert result.computed == [keys["eads α=1"]] and result.elsewhere == [keys["eads α=2"]]
     other.release(keys["eads α=2"])
     assert run_sweep(config, show_progress=False).computed == [keys["eads α=2"]]
+
+
+def damaged_store(path):
+    """Synthetic damage: a store with a few pages of answers, one page past the header overwritten."""
+    from steer_away.evaluation.store import AnswerRecord, CellSpec
+
+    store = ResultsStore(path)
+    store.register_cell("c", "unsteered", None, "", CellSpec("f", {}, "unsteered"))
+    store.put_answers("c", [AnswerRecord(f"u|{i}", "u", f"p{i}", "benign_control", "prompt", "x" * 300, [0.1], 0.2, 1.0, 10)
+                            for i in range(200)], "run")
+    store.close()
+    data = bytearray(path.read_bytes())
+    page = 4096
+    assert len(data) > 6 * page
+    data[3 * page:4 * page] = os.urandom(page)
+    path.write_bytes(bytes(data))
+    for suffix in ("-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+
+
+def test_a_store_with_a_damaged_page_is_refused_in_one_line(tmp_path, capsys):
+    """Issue 26, bug 9: the header was fine, so the store opened, and `report` and `sweep` died later with
+    a traceback ("database disk image is malformed"); the report also left an empty output folder."""
+    from steer_away.cli import main
+
+    bad = tmp_path / "results.sqlite"
+    damaged_store(bad)
+    with pytest.raises(StoreError, match=r"results.sqlite is a damaged SQLite results store .*restore it"):
+        ResultsStore(bad, create=False)
+    assert main(["report", "--store", str(bad), "--out", str(tmp_path / "report")]) == 2
+    err = capsys.readouterr().err
+    assert "damaged SQLite results store" in err and "Traceback" not in err
+    assert not (tmp_path / "report").exists()

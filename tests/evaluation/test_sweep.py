@@ -305,3 +305,22 @@ def test_a_run_folder_whose_profiles_name_no_scorer_is_refused_in_words(tmp_path
     (tmp_path / "run" / "profiles.json").write_text(json.dumps({"format": "steer-away-profiles/1", "profiles": []}))
     with pytest.raises(InputError, match=r"was scored by an unrecorded scorer, this sweep scores with hf:tiny-tox@"):
         prepare(SweepConfig.from_dict(raw))
+
+
+def test_a_changed_or_removed_bank_file_recomputes_the_cells_that_steer_with_it(tiny_model_dir, tmp_path):
+    """Issue 26, bug 10: the cell key hashed only the pair activations, so a rerun after a user's vector
+    changed (or disappeared) reused the old cells: "2 of 2 cells already done"."""
+    from steer_away.steering.vectors import SteeringVector
+
+    raw = config_dict(tiny_model_dir, tmp_path / "run", methods=[{"name": "unsteered"},
+                                                                 {"name": "caa-dislike", "alpha": [1.0]}])
+    first = run_sweep(SweepConfig.from_dict(raw), show_progress=False)
+    users = sorted((tmp_path / "run" / "vectors" / "dislike" / "users").glob("*.safetensors"))
+    assert len(first.computed) == 2 and len(users) >= 2
+    vector = SteeringVector.load(users[0])
+    (vector * 2.0).save(users[0])
+    second = run_sweep(SweepConfig.from_dict(raw), show_progress=False)
+    assert len(second.computed) == 1 and len(second.skipped) == 1  # caa-dislike again, unsteered reused
+    users[1].unlink()
+    third = run_sweep(SweepConfig.from_dict(raw), show_progress=False)
+    assert len(third.computed) == 1 and third.computed != second.computed

@@ -47,7 +47,11 @@ def test_the_strength_argument_labels_and_splits_settings():
 
 def test_per_row_overrides_are_declared_and_checked_by_their_method():
     eads = EADS(CATS)
-    assert eads.read_overrides({"category": "strict", "other": 1}) == CategoryOverride("strict")  # others ignored
+    assert eads.read_overrides({"category": "strict"}) == CategoryOverride("strict")
+    with pytest.raises(RowOverrideError, match=r"steering.other is not something method 'eads' takes per request "
+                                               r"\(it takes: category\)") as err:
+        eads.read_overrides({"category": "strict", "other": 1})  # an ignored argument must not look applied
+    assert err.value.key == "other"
     assert eads.read_overrides({}) == CategoryOverride(None)
     with pytest.raises(RowOverrideError,
                        match=r"unknown steering category 'nope' \(have \['moderate', 'strict', 'tolerant'\]\)") as err:
@@ -56,7 +60,9 @@ def test_per_row_overrides_are_declared_and_checked_by_their_method():
     with pytest.raises(RowOverrideError, match="category: expected str") as err:
         eads.read_overrides({"category": ["strict"]})
     assert err.value.key == "category"
-    assert Unsteered().read_overrides({"category": "nope"}) is None  # a method without overrides takes none
+    assert Unsteered().read_overrides({}) is None
+    with pytest.raises(RowOverrideError, match="it takes: nothing beyond method and alpha"):
+        Unsteered().read_overrides({"category": "strict"})  # a method without overrides takes none
     # a row that skipped read_overrides is checked the same way when prepared
     with pytest.raises(RowOverrideError, match="unknown steering category 'nope'"):
         eads.prepare(None, [[{"role": "user", "content": "hi"}]], [RowSteering(overrides=CategoryOverride("nope"))])

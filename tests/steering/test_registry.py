@@ -307,7 +307,7 @@ def test_the_reranking_guided_and_prompting_methods_reach_generate_sweep_report_
     try:
         for name in NEW_METHODS:
             body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "temperature": 0.9,
-                    "seed": 5, "steering": {"method": name, "user": "nobody"}}
+                    "seed": 5, "user": "nobody", "steering": {"method": name}}
             first, second = (httpx.post(url + "/v1/chat/completions", timeout=60, json=body) for _ in range(2))
             assert first.status_code == 200, first.text
             assert first.json()["steering"]["method"] == name

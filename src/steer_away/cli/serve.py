@@ -19,12 +19,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = ServerSettings(model_name=args.name, default_method=args.method,
                               api_key=args.api_key or os.environ.get("STEER_AWAY_API_KEY"), max_batch=args.max_batch,
                               max_queue=args.max_queue, max_tokens_limit=args.max_tokens_limit,
-                              scheduler=args.scheduler)
+                              scheduler=args.scheduler, prefill_chunk=args.prefill_chunk)
     console.print(f"serving {lm.model_id} as '{settings.model_name}' on http://{args.host}:{args.port} "
                   f"(auth: {'on' if settings.api_key else 'off'})")
     serve(lm, args.host, args.port, profiles=args.profiles, vectors=args.vectors, categories=args.categories,
           settings=settings)
     return 0
+
+
+def _chunk(text: str) -> int | None:
+    if text == "off":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of tokens or 'off', got {text!r}") from None
 
 
 def add_serve(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +51,10 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     srv.add_argument("--scheduler", choices=list(JOIN_POLICIES), default="continuous",
                      help="continuous: a request joins the running batch at the next step; static: only once "
                           "the running batch has ended")
-    srv.add_argument("--max-queue", type=int, default=64)
+    srv.add_argument("--prefill-chunk", type=_chunk, default=512, metavar="TOKENS",
+                     help="prompt tokens prefilled per step, between decoding steps of the running requests, so "
+                          "that a long prompt joining never freezes the streams already running (default 512; "
+                          "'off': each prompt in one pass)")
+    srv.add_argument("--max-queue", type=int, default=64, help="requests waiting at most (then 429); at least 1")
     srv.add_argument("--max-tokens-limit", type=int, default=512)
     srv.set_defaults(func=cmd_serve)

@@ -25,7 +25,7 @@ import torch
 from steer_away.chat import as_conversation, render_chat
 from steer_away.decoding.kv_cache import RunningBatch
 from steer_away.decoding.request import DecodeRequest, RequestStatus, RunState
-from steer_away.decoding.runner import ModelRunner
+from steer_away.decoding.runner import ModelRunner, PrefillGroup
 from steer_away.decoding.sampler import Sampler
 from steer_away.decoding.scheduler import JoinPolicy, Scheduler, continuous
 from steer_away.models import LanguageModel
@@ -48,15 +48,21 @@ class DecodeLoop:
     token. Not thread-safe: one thread owns a loop (and the model) and calls everything on it.
 
     `max_batch` (with its join policy) bounds how many requests run at once; None lets every
-    waiting request join at the next step (offline `generate`)."""
+    waiting request join at the next step (offline `generate`). `prefill_chunk` (tokens, over all
+    the joiners' rows) splits a long prefill over several steps, each also decoding the running
+    rows one token, so that a stream never waits for a whole prefill; None prefills in one pass."""
 
-    def __init__(self, lm: LanguageModel, policy: JoinPolicy = continuous, max_batch: int | None = None) -> None:
+    def __init__(self, lm: LanguageModel, policy: JoinPolicy = continuous, max_batch: int | None = None,
+                 prefill_chunk: int | None = None) -> None:
         self.lm = lm
         self.scheduler: Scheduler[DecodeRequest] = Scheduler(policy, max_batch)
         self.runner = ModelRunner(lm)
         self.sampler = Sampler()
         self.batch: RunningBatch | None = None  # the running requests' cache and mask
         self._members: list[DecodeRequest] = []  # whose rows `batch` holds, in row order
+        self._member_set: set[DecodeRequest] = set()
+        self.prefill_chunk = prefill_chunk
+        self._prefilling: list[PrefillGroup] = []  # joiners whose prompts are being fed, oldest first
         self._stops = set(stop_token_ids(lm))
         self.steps = 0
         self._fanned: dict[DecodeRequest, tuple[AnswerChoice, list[DecodeRequest]]] = {}  # request -> its samples
@@ -128,35 +134,78 @@ class DecodeLoop:
     @torch.inference_mode()
     def step(self) -> list[DecodeRequest]:
         """Cancelled requests leave, running ones decode one token, joiners are prefilled (their
-        first token); returns the requests that ended in this step."""
+        first token; with `prefill_chunk`, one chunk of the oldest joiners' prompts per step); returns
+        the requests that ended in this step."""
         plan = self.scheduler.schedule()
         if plan.left:
-            self._keep(plan.decode)
-        if plan.decode:
+            self._keep([r for r in plan.decode if r in self._member_set])
+        decoding = [r for r in plan.decode if r in self._member_set]  # the rest are still being prefilled
+        if decoding:
             assert self.batch is not None
-            for request in plan.decode:
+            for request in decoding:
                 RunState.of(request).steps += 1
-            logits = self.runner.decode(plan.decode, self.batch)
-            self._update(plan.decode, self.sampler.sample(plan.decode, logits))
+            logits = self.runner.decode(decoding, self.batch)
+            self._update(decoding, self.sampler.sample(decoding, logits))
         if plan.join:
-            logits, joined = self.runner.prefill(plan.join)
-            start = 0
-            for request in plan.join:
-                request.prompt_tokens = int(joined.mask[start].sum())
-                request.joined_at = self.steps
-                start += request.width
-            self._update(plan.join, self.sampler.sample(plan.join, logits))
-            if self.batch is None:
-                self.batch = joined
-            else:
-                self.batch.append(joined.cache, joined.mask)
-            self._members += plan.join
-            self.runner.batch_changed()
+            self._prefilling += self._start_prefill(plan.join)
+        self._prefilling = [g for g in self._prefilling if not all(r.done for r in g.requests)]  # all gone
+        if self._prefilling:
+            self._advance_prefill()
         finished = self.scheduler.finish()
         if finished:
-            self._keep(self.scheduler.running)
+            self._keep([r for r in self.scheduler.running if r in self._member_set])
         self.steps += 1
         return self._settle(plan.cancelled + finished)
+
+    def _start_prefill(self, joining: list[DecodeRequest]) -> list[PrefillGroup]:
+        """The joiners' prefill, not yet run. Their rows are encoded together; a request whose own
+        encoding fails (its text, its prefix) is failed alone and the rest are encoded without it."""
+        try:
+            return [self.runner.start_prefill(joining)]
+        except Exception as err:
+            if len(joining) == 1:
+                joining[0].fail(err)
+                return []
+        return [group for request in joining for group in self._start_prefill([request])]
+
+    def _advance_prefill(self) -> None:
+        """Feed the oldest prefill group its next chunk; once it is whole, its requests take their first
+        token and their rows join the running batch. A group whose pass fails is split, so that only
+        the request whose rows raise is failed."""
+        group = self._prefilling[0]
+        try:
+            logits = self.runner.advance_prefill(group, self.prefill_chunk)
+        except Exception as err:
+            self._prefilling.pop(0)
+            if len(group.requests) == 1:
+                group.requests[0].fail(err)
+            else:  # rerun each request's prefill alone, from the start, to find the one that raises
+                self._prefilling[:0] = [g for r in group.requests for g in self._start_prefill([r])]
+            return
+        if logits is None:
+            return
+        self._prefilling.pop(0)
+        start = 0
+        for request in group.requests:
+            request.prompt_tokens = int(group.mask[start].sum())
+            request.joined_at = self.steps
+            start += request.width
+        live = [r for r in group.requests if not r.done]  # a client may have left while it was prefilled
+        if not live:
+            return
+        joined = group.batch(self.lm)
+        if len(live) < len(group.requests):
+            rows = _rows_of(group.requests, live)
+            logits = logits[rows]
+            joined.keep(rows)
+        self._update(live, self.sampler.sample(live, logits))
+        if self.batch is None:
+            self.batch = joined
+        else:
+            self.batch.append(joined.cache, joined.mask)
+        self._members += live
+        self._member_set.update(live)
+        self.runner.batch_changed()
 
     def _settle(self, ended: list[DecodeRequest]) -> list[DecodeRequest]:
         """The requests that ended: a sample stands for the request it was drawn for, which ends (with
@@ -171,11 +220,19 @@ class DecodeLoop:
             if any(sample in self._owner for sample in samples):
                 continue
             del self._fanned[owner]
+            failed = next((sample.error for sample in samples if sample.error is not None), None)
             if owner.cancel_requested:
                 owner.status = RequestStatus.FINISHED_CANCELLED
+            elif failed is not None:
+                owner.fail(failed)
             else:
                 texts = [sample.result(self.lm).text for sample in samples]
-                chosen = samples[choice.choose(owner.row, texts, [s.loglik or 0.0 for s in samples])]
+                try:
+                    chosen = samples[choice.choose(owner.row, texts, [s.loglik or 0.0 for s in samples])]
+                except Exception as err:  # its judge: this request alone fails
+                    owner.fail(err)
+                    out.append(owner)
+                    continue
                 owner.prompt_tokens, owner.joined_at = chosen.prompt_tokens, chosen.joined_at
                 for token in chosen.tokens:
                     owner.tokens.append(token)
@@ -185,17 +242,24 @@ class DecodeLoop:
             out.append(owner)
         return out
 
-    def _update(self, requests: Sequence[DecodeRequest], tokens: Sequence[int]) -> None:
-        """Append each request's token, or end it on a stop token or at its length."""
+    def _update(self, requests: Sequence[DecodeRequest], tokens: Sequence[int | None]) -> None:
+        """Append each request's token, or end it on a stop token or at its length (a request the
+        sampler failed has no token)."""
         for request, token in zip(requests, tokens):
             config = request.config
+            if token is None:
+                continue
             if config.stop_on_eos and token in self._stops:
                 request.status = RequestStatus.FINISHED_STOPPED
                 continue
             request.tokens.append(token)
             RunState.of(request).next_token = token
             if request.on_token is not None:
-                request.on_token(token)
+                try:
+                    request.on_token(token)
+                except Exception as err:  # its caller's callback: it fails this request only
+                    request.fail(err)
+                    continue
             if config.stop and self._says_stop(request):
                 request.status = RequestStatus.FINISHED_STOPPED
             elif len(request.tokens) >= config.max_new_tokens:
@@ -212,14 +276,19 @@ class DecodeLoop:
         """Keep only `kept`'s rows of the running batch (a subsequence of its members, in order)."""
         self.runner.batch_changed()
         if not kept or self.batch is None:
-            self.batch, self._members = None, []
+            self.batch, self._members, self._member_set = None, [], set()
             return
-        offsets, start = {}, 0
-        for request in self._members:
-            offsets[id(request)] = start
-            start += request.width
-        self.batch.keep([row for r in kept for row in range(offsets[id(r)], offsets[id(r)] + r.width)])
-        self._members = list(kept)
+        self.batch.keep(_rows_of(self._members, kept))
+        self._members, self._member_set = list(kept), set(kept)
+
+
+def _rows_of(members: Sequence[DecodeRequest], kept: Sequence[DecodeRequest]) -> list[int]:
+    """The row indices `kept` (a subsequence of `members`, in order) hold in a batch of `members`' rows."""
+    offsets, start = {}, 0
+    for request in members:
+        offsets[id(request)] = start
+        start += request.width
+    return [row for r in kept for row in range(offsets[id(r)], offsets[id(r)] + r.width)]
 
 
 def _first_seed(request: DecodeRequest, choice: AnswerChoice) -> int:

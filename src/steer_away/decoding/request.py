@@ -54,24 +54,26 @@ class Generation:
     text: str
     token_ids: list[int]
     prompt_tokens: int
-    finish_reason: str  # "stop" (end-of-sequence token), "length", or "cancelled"
+    finish_reason: str  # "stop" (end-of-sequence token), "length", "cancelled", or "error"
 
 
 class RequestStatus(enum.Enum):
-    """WAITING to join, RUNNING in the batch, or finished for one of three reasons."""
+    """WAITING to join, RUNNING in the batch, or finished for one of four reasons."""
 
     WAITING = "waiting"
     RUNNING = "running"
     FINISHED_STOPPED = "stop"  # picked an end-of-sequence token
     FINISHED_LENGTH = "length"  # reached max_new_tokens
     FINISHED_CANCELLED = "cancelled"  # its client left
+    FINISHED_FAILED = "error"  # its own part of a step raised (`DecodeRequest.error`); its batch-mates ran on
 
     @property
     def finished(self) -> bool:
         return self in FINISHED
 
 
-FINISHED = frozenset({RequestStatus.FINISHED_STOPPED, RequestStatus.FINISHED_LENGTH, RequestStatus.FINISHED_CANCELLED})
+FINISHED = frozenset({RequestStatus.FINISHED_STOPPED, RequestStatus.FINISHED_LENGTH, RequestStatus.FINISHED_CANCELLED,
+                      RequestStatus.FINISHED_FAILED})
 
 
 @dataclass(eq=False)
@@ -122,6 +124,11 @@ class DecodeRequest:
     cancel_requested: bool = False
     state: RunState | None = None  # set by the loop when it accepts the request
     loglik: float | None = None  # a float: the loop adds each sampled token's log-probability under its method
+    error: Exception | None = None  # why it FINISHED_FAILED
+
+    def fail(self, error: Exception) -> None:
+        """End this request alone: what it raised is kept for its caller, its batch-mates run on."""
+        self.error, self.status = error, RequestStatus.FINISHED_FAILED
 
     @property
     def done(self) -> bool:
@@ -129,7 +136,7 @@ class DecodeRequest:
 
     @property
     def finish_reason(self) -> str | None:
-        """"stop", "length" or "cancelled" once it has ended, else None."""
+        """"stop", "length", "cancelled" or "error" once it has ended, else None."""
         return self.status.value if self.status.finished else None
 
     @property
@@ -137,6 +144,9 @@ class DecodeRequest:
         return self.state.width if self.state is not None else 1
 
     def result(self, lm: LanguageModel) -> Generation:
+        """Its answer; a request that failed raises what it failed with."""
+        if self.error is not None:
+            raise self.error
         text = lm.tokenizer.decode(self.tokens, skip_special_tokens=True)
         ends = [text.find(stop) for stop in self.config.stop if stop and stop in text]
         return Generation(text=(text[:min(ends)] if ends else text).strip(),

@@ -10,6 +10,7 @@ interventions leave a row with a zero edit exactly as it was.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -55,6 +56,24 @@ def _chain(fns: list[Edit]) -> Edit:
     return edit
 
 
+MIN_CHUNK_COLUMNS = 16  # a prefill chunk is never narrower: narrower passes cost more than they save
+
+
+@dataclass(eq=False)
+class PrefillGroup:
+    """Requests being prefilled together, possibly over several steps (chunked prefill)."""
+
+    requests: list[DecodeRequest]
+    ids: torch.Tensor  # (rows, columns): every row's tokens to feed, left-padded
+    mask: torch.Tensor  # (rows, shared-prefix columns + columns)
+    cache: object  # grows by each chunk fed
+    edits: dict[int, Edit]  # the joiners' residual edits, stacked once for every chunk
+    fed: int = 0  # columns of `ids` fed so far
+
+    def batch(self, lm: LanguageModel) -> RunningBatch:
+        return RunningBatch(lm, self.cache, self.mask)
+
+
 class ModelRunner:
     """Runs prefill and decode passes; keeps the decode edits while the batch and its gates are unchanged."""
 
@@ -67,8 +86,8 @@ class ModelRunner:
         """Rows joined or left: the stacked decode edits must be rebuilt."""
         self._edit_key = None
 
-    def prefill(self, joining: Sequence[DecodeRequest]) -> tuple[torch.Tensor, RunningBatch]:
-        """The joiners' first logits (their rows, vocab) and their cache and mask."""
+    def start_prefill(self, joining: Sequence[DecodeRequest]) -> PrefillGroup:
+        """The joiners' rows encoded (shared prefixes from the prefix cache), nothing fed yet."""
         texts = [text for r in joining for text in RunState.of(r).texts]
         prefixes: list[Conversation | None] = []
         for request in joining:
@@ -76,9 +95,22 @@ class ModelRunner:
             own = state.prepared.prefixes
             prefixes += [branch[0] for branch in own] if own else [None] * state.width
         ids, mask, cache = encode_rows(self.lm, texts, prefixes)
-        edits = stacked_edits(joining, len(texts), self.lm)
-        logits = internals.forward_step(self.lm.model, ids, mask, cache, edits)
-        return logits, RunningBatch(self.lm, cache, mask)
+        return PrefillGroup(list(joining), ids, mask, cache, stacked_edits(joining, len(texts), self.lm))
+
+    def advance_prefill(self, group: PrefillGroup, chunk: int | None) -> torch.Tensor | None:
+        """Feed the group its next columns: all that are left (`chunk` None), or about `chunk` tokens
+        over all its rows. The joiners' first logits (their rows, vocab) once the whole prompt is in."""
+        rows, columns = group.ids.shape
+        end = columns
+        if chunk is not None:
+            end = min(columns, group.fed + max(MIN_CHUNK_COLUMNS, chunk // rows))
+            if columns - end < MIN_CHUNK_COLUMNS:  # no sliver of a last chunk
+                end = columns
+        cached = group.mask.shape[1] - columns  # shared-prefix columns already in the cache
+        logits = internals.forward_step(self.lm.model, group.ids[:, group.fed:end], group.mask[:, :cached + end],
+                                        group.cache, group.edits)
+        group.fed = end
+        return logits if end == columns else None
 
     def decode(self, running: Sequence[DecodeRequest], batch: RunningBatch) -> torch.Tensor:
         """Feed each running request's last token (once per branch row); its rows' next logits."""

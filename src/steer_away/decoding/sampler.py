@@ -29,8 +29,11 @@ class Sampler:
             self._processors[key] = config.score_processors()
         return self._processors[key]
 
-    def sample(self, requests: Sequence[DecodeRequest], logits: torch.Tensor) -> list[int]:
-        """One token per request; `logits` holds every request's branch rows in order, (rows, vocab)."""
+    def sample(self, requests: Sequence[DecodeRequest], logits: torch.Tensor) -> list[int | None]:
+        """One token per request; `logits` holds every request's branch rows in order, (rows, vocab).
+
+        A request whose own part raises (its method's rule, its scorer, its draw) gets None and is
+        failed with what it raised; the others get their tokens as if it were not there."""
         tokens: list[int | None] = [None] * len(requests)
         plain_rows: list[tuple[int, int]] = []  # (request index, row)
         combined: list[tuple[int, torch.Tensor]] = []  # greedy requests whose method combines branches
@@ -38,17 +41,20 @@ class Sampler:
         for i, request in enumerate(requests):
             state = RunState.of(request)
             width, config = state.width, request.config
+            rows, start = logits[start:start + width], start + width
             if state.plain and not config.do_sample:
-                plain_rows.append((i, start))
-            else:
-                scores = state.prepared.combine(logits[start:start + width].view(width, 1, -1))
+                plain_rows.append((i, start - width))
+                continue
+            try:
+                scores = state.prepared.combine(rows.view(width, 1, -1))
                 if state.reads_answer:
                     scores = state.prepared.rescore(scores, [request.tokens])
                 if config.do_sample:
                     tokens[i] = self._draw(scores, request)
                 else:
                     combined.append((i, scores))
-            start += width
+            except Exception as err:  # this request's own rule or draw: it alone fails
+                request.fail(err)
         if plain_rows:
             every_row = len(plain_rows) == logits.shape[0]  # each row its own request: no gather needed
             picked = (logits if every_row else logits[[row for _, row in plain_rows]]).argmax(dim=-1).tolist()
@@ -58,7 +64,7 @@ class Sampler:
             picked = torch.cat([scores for _, scores in combined]).argmax(dim=-1).tolist()
             for (i, _), token in zip(combined, picked):
                 tokens[i] = int(token)
-        return [int(t) for t in tokens]  # type: ignore[arg-type]  # every index was filled above
+        return tokens
 
     def _draw(self, scores: torch.Tensor, request: DecodeRequest) -> int:
         # A tracked log-likelihood is under the method's own scores, before temperature and top-p.
@@ -66,6 +72,8 @@ class Sampler:
         history = torch.tensor([request.tokens], dtype=torch.long)
         scores = self.processors(request.config)(history, scores.float())  # type: ignore[arg-type]
         probs = torch.softmax(scores, dim=-1)
+        if not bool(torch.isfinite(probs).all()) or float(probs.sum()) <= 0:
+            raise ValueError("the sampling distribution is not finite (scores overflowed)")
         token = int(torch.multinomial(probs, 1, generator=request.generator))
         if own is not None and request.loglik is not None:
             request.loglik += float(own[0, token])

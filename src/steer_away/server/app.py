@@ -21,6 +21,7 @@ import copy
 import dataclasses
 import ipaddress
 import json
+import logging
 import secrets
 import signal
 import socket
@@ -32,7 +33,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from steer_away import internals
@@ -42,6 +43,7 @@ from steer_away.server.api import APIError, ChatRequest, Job, ServerSettings, ma
 from steer_away.server.engine import BatchingEngine
 from steer_away.server.methods import ServedMethods
 
+BUSY_AFTER_S = 5.0  # /health says "busy" while one step has run this long (a long prefill), still 200
 MAX_INT_DIGITS = 30  # far past any count, seed or limit; Python refuses to convert over 4300 digits at all
 
 
@@ -70,12 +72,16 @@ def create_app(lm: LanguageModel, *, profiles: str | None = None, vectors: str |
         yield
         engine.stop()
 
-    app = FastAPI(title="steer-away", version="0.1.0", lifespan=lifespan)
+    # With an API key, the schema is served behind it and there is no /docs page (a browser cannot send the key).
+    keyed = settings.api_key is not None
+    app = FastAPI(title="steer-away", version="0.1.0", lifespan=lifespan, openapi_url=None if keyed else "/openapi.json",
+                  docs_url=None if keyed else "/docs", redoc_url=None if keyed else "/redoc")
+    _hide_query_strings_in_access_log()
     app.state.engine, app.state.served, app.state.settings = engine, served, settings
 
     @app.exception_handler(APIError)
-    async def api_error(_request: Request, err: APIError) -> JSONResponse:
-        return JSONResponse(err.body(), status_code=err.status)
+    async def api_error(_request: Request, err: APIError) -> Response:
+        return _error_response(err)
 
     def check_auth(request: Request) -> None:
         if settings.api_key is None:
@@ -100,15 +106,28 @@ def create_app(lm: LanguageModel, *, profiles: str | None = None, vectors: str |
     def count_tokens(messages: list[dict[str, str]]) -> int:
         return token_count(counter, render_chat(counter, messages))
 
+    control_tokens = sorted({t.content for t in counter.added_tokens_decoder.values() if t.special and t.content})
+
+    if keyed:
+        @app.get("/openapi.json", include_in_schema=False)
+        async def openapi(request: Request) -> JSONResponse:
+            check_auth(request)
+            return JSONResponse(app.openapi())
+
     @app.get("/health")
     async def health() -> JSONResponse:
-        alive, idle = engine.alive()
-        stalled = not alive or idle > settings.stall_after_s
-        body = {"status": "stalled" if stalled else "ok", "worker_alive": alive,
-                "seconds_since_progress": round(idle, 1), "queued": engine.waiting(),
-                "running": engine.running(), "steps": engine.steps_run,
+        alive, idle, in_step = engine.alive()
+        # A step under way is work, not a stall, until it has run longer than any step should; a
+        # worker between steps that has not even polled its queue for that long is stuck.
+        stalled = not alive or max(in_step, idle if in_step == 0 else 0.0) > settings.stall_after_s
+        status = "stalled" if stalled else "busy" if in_step > BUSY_AFTER_S else "ok"
+        body = {"status": status, "worker_alive": alive, "seconds_since_progress": round(idle, 1),
+                "step_running_s": round(in_step, 1), "queued": engine.waiting(),
+                "running": engine.running(), "steps": engine.steps_run, "retried_alone": engine.retried_alone,
+                "failed_alone": engine.failed_alone, "cancelled": engine.cancelled_jobs,
                 "methods": sorted(served.methods), "default_method": served.default,
-                "unavailable": served.unavailable, "users": len(served.profiles), "loaded_at": served.loaded_at}
+                "unavailable": served.unavailable, "users": len(served.profiles),
+                "users_on_default_vector": served.on_default, "loaded_at": served.loaded_at}
         return JSONResponse(body, status_code=503 if stalled else 200)
 
     @app.get("/v1/models")
@@ -131,7 +150,14 @@ def create_app(lm: LanguageModel, *, profiles: str | None = None, vectors: str |
         check_auth(request)
         body = await read_body(request, settings.max_request_bytes)
         try:
-            req = ChatRequest.model_validate(json.loads(body, parse_int=_bounded_int))
+            if body.startswith(b"\xef\xbb\xbf"):
+                raise APIError(400, "request body starts with a byte order mark; send UTF-8 without one")
+            parsed = json.loads(body.decode("utf-8"), parse_int=_bounded_int)  # UTF-8 only: json.loads would guess UTF-16
+            where = _lone_surrogate(parsed)
+            if where is not None:
+                raise APIError(400, f"field '{where}' holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text",
+                               param=where)
+            req = ChatRequest.model_validate(parsed)
         except _HugeNumber as err:
             raise APIError(400, f"request body holds an integer of {err.digits} digits; none of our fields takes "
                                 f"more than {MAX_INT_DIGITS}") from err
@@ -144,9 +170,12 @@ def create_app(lm: LanguageModel, *, profiles: str | None = None, vectors: str |
         except ValidationError as err:
             first = err.errors()[0]
             param = ".".join(str(p) for p in first["loc"])
+            if first["type"] == "extra_forbidden":
+                raise APIError(400, f"unknown field '{param}'", param=param) from err
             raise APIError(400, f"invalid field '{param}': {first['msg']}", param=param) from err
         methods = served.methods
-        job = make_job(req, settings, served.availability(), served.default, methods, count_tokens, context)
+        job = make_job(req, settings, served.availability(), served.default, methods, count_tokens, context,
+                       control_tokens)
         engine.submit(job)
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         overrides = dataclasses.asdict(job.row.overrides) if job.row.overrides is not None else {}
@@ -158,17 +187,20 @@ def create_app(lm: LanguageModel, *, profiles: str | None = None, vectors: str |
             return {"id": rid, "object": "chat.completion", "created": created, "model": settings.model_name,
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": result["text"]},
                                  "finish_reason": result["finish_reason"]}],
-                    "usage": {"prompt_tokens": result["prompt_tokens"],
-                              "completion_tokens": result["completion_tokens"],
-                              "total_tokens": result["prompt_tokens"] + result["completion_tokens"]},
+                    "usage": _usage(result),
                     "steering": info}
         stream = job.stream
 
         async def events() -> AsyncIterator[str]:
-            def chunk(delta: dict[str, str], reason: str | None = None) -> str:
-                return "data: " + json.dumps({"id": rid, "object": "chat.completion.chunk", "created": created,
-                                              "model": settings.model_name, "choices": [
-                                                  {"index": 0, "delta": delta, "finish_reason": reason}]}) + "\n\n"
+            def chunk(delta: dict[str, str] | None, reason: str | None = None,
+                      usage: dict[str, int] | None = None) -> str:
+                """One event; with include_usage every chunk has a usage (null), and a last one with no choices has it."""
+                body: dict[str, Any] = {"id": rid, "object": "chat.completion.chunk", "created": created,
+                                        "model": settings.model_name, "choices": [] if delta is None else [
+                                            {"index": 0, "delta": delta, "finish_reason": reason}]}
+                if job.include_usage:
+                    body["usage"] = usage
+                return "data: " + json.dumps(body) + "\n\n"
 
             try:
                 yield chunk({"role": "assistant", "content": ""})
@@ -190,6 +222,8 @@ def create_app(lm: LanguageModel, *, profiles: str | None = None, vectors: str |
                     yield "data: " + json.dumps(err.body()) + "\n\n"
                     return
                 yield chunk({}, result["finish_reason"])
+                if job.include_usage:
+                    yield chunk(None, usage=_usage(result))
                 yield "data: [DONE]\n\n"
             finally:  # also when the client disconnects mid-stream: its row stops at the next step
                 job.cancelled.set()
@@ -197,6 +231,47 @@ def create_app(lm: LanguageModel, *, profiles: str | None = None, vectors: str |
         return _JobStream(job, events(), media_type="text/event-stream")
 
     return app
+
+
+def _usage(result: dict[str, Any]) -> dict[str, int]:
+    prompt, completion = int(result["prompt_tokens"]), int(result["completion_tokens"])
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _error_response(err: APIError) -> Response:
+    """An error as JSON with non-ASCII escaped: a message quoting the client's text can always be sent."""
+    return Response(json.dumps(err.body()), status_code=err.status, media_type="application/json")
+
+
+def _lone_surrogate(value: object, path: str = "") -> str | None:
+    """Where in a parsed JSON body a string holds an unpaired surrogate (JSON lets "\\ud800" through;
+    no tokenizer, log or response can encode it): the field's dotted path, or None."""
+    if isinstance(value, str):
+        return path or "(body)" if any("\ud800" <= ch <= "\udfff" for ch in value) else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(key, str) and _lone_surrogate(key) is not None:
+            return f"{path}.(key)" if path else "(key)"
+        found = _lone_surrogate(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+class _QueryStringFilter(logging.Filter):
+    """Drops query strings from access-log lines: a key or token put in a URL must not reach the logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and len(record.args) >= 3 and isinstance(record.args[2], str):
+            path: str = record.args[2]
+            record.args = (*record.args[:2], path.split("?", 1)[0] + ("?…" if "?" in path else ""), *record.args[3:])
+        return True
+
+
+def _hide_query_strings_in_access_log() -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _QueryStringFilter) for f in access.filters):
+        access.addFilter(_QueryStringFilter())
 
 
 class _JobStream(StreamingResponse):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import secrets
 import threading
 import time
 from typing import Any
@@ -25,7 +26,7 @@ import torch
 
 from steer_away.decoding import DecodeLoop, DecodeRequest, GenerationConfig, join_policy_named
 from steer_away.models import LanguageModel
-from steer_away.server.api import APIError, Job, ServerSettings
+from steer_away.server.api import SEED_LIMIT, APIError, Job, ServerSettings
 from steer_away.server.methods import ServedMethods
 from steer_away.server.streaming import IncrementalDetokenizer
 
@@ -46,14 +47,16 @@ class BatchingEngine:
         self._sizes: list[int] = []  # requests in each step, the last 10,000
         self._sizes_offset = 0
         self.retried_alone = 0  # requests rerun on their own after a step they shared failed
+        self.failed_alone = 0  # requests whose own part of a step failed (their batch-mates ran on)
         self.last_progress = time.monotonic()
+        self.step_started: float | None = None  # when the step under way began (None between steps)
         self.cancelled_jobs = 0  # requests dropped or stopped because their client left
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name="steer-away-engine", daemon=True)
         self._thread.start()
 
     def _new_loop(self) -> DecodeLoop:
-        return DecodeLoop(self.lm, self.policy, self.settings.max_batch)
+        return DecodeLoop(self.lm, self.policy, self.settings.max_batch, self.settings.prefill_chunk)
 
     def submit(self, job: Job) -> None:
         try:
@@ -75,9 +78,11 @@ class BatchingEngine:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def alive(self) -> tuple[bool, float]:
-        """(worker thread alive, seconds since it last made progress: a decoding step or an idle poll)."""
-        return self._thread.is_alive(), time.monotonic() - self.last_progress
+    def alive(self) -> tuple[bool, float, float]:
+        """(worker thread alive, seconds since it last made progress: a decoding step or an idle poll,
+        seconds the step under way has run: 0 between steps)."""
+        now, started = time.monotonic(), self.step_started
+        return self._thread.is_alive(), now - self.last_progress, (now - started) if started is not None else 0.0
 
     # -- the worker --
 
@@ -130,12 +135,14 @@ class BatchingEngine:
             raise APIError(400, f"steering method '{job.method}' is not available on this server",
                            param="steering.method")
         do_sample, temperature, top_p = job.sampling
+        if do_sample and job.seed is None:  # a seed of our own: a rerun after a failed step draws the same text
+            job.seed = secrets.randbelow(SEED_LIMIT)
         generator = None
         if job.seed is not None:  # greedy rows never draw from it; a method that samples anyway (rerank) does
             generator = torch.Generator(device=self.lm.device).manual_seed(job.seed)
         request = DecodeRequest(job.messages, method, job.row,
                                 GenerationConfig(max_new_tokens=job.max_tokens, do_sample=do_sample,
-                                                 temperature=temperature, top_p=top_p),
+                                                 temperature=temperature, top_p=top_p, stop=job.stop),
                                 generator=generator, on_token=lambda _token: self._stream(request))
         self._jobs[request] = job
         if job.stream is not None:
@@ -147,54 +154,77 @@ class BatchingEngine:
             if job.cancelled.is_set():
                 self.loop.cancel(request)
         size = len(self.loop)
+        self.step_started = time.monotonic()
         try:
             ended = self.loop.step()
         except Exception:
             self._recover()
             return
+        finally:
+            self.step_started = None
+        self._count_step(size)
+        for request in ended:
+            self._deliver(request)
+
+    def _count_step(self, size: int) -> None:
         self.last_progress = time.monotonic()
         self.steps_run += 1
         self._sizes.append(size)
         if len(self._sizes) > 10_000:
             self._sizes_offset += 5_000
             del self._sizes[:5_000]
-        for request in ended:
-            self._deliver(request)
 
     def _deliver(self, request: DecodeRequest) -> None:
         job = self._jobs.pop(request, None)
-        stream = self._streams.pop(request, None)
+        self._streams.pop(request, None)
         if job is None:
+            return
+        if request.error is not None:  # its own part of a step failed; its batch-mates ran on
+            self.failed_alone += 1
+            err = request.error
+            log.error("request for user %r failed alone: %s: %s", job.row.user_id,  # repr: no forged log lines
+                      type(err).__name__, err, exc_info=err)
+            self._fail(job, err if isinstance(err, APIError) else
+                       APIError(500, f"generation failed for this request: {type(err).__name__}: {err}", "server_error"))
             return
         job.answered = True
         if request.finish_reason == "cancelled" or job.cancelled.is_set():
             self.cancelled_jobs += 1
             return
-        text = self.lm.tokenizer.decode(request.tokens, skip_special_tokens=True)
+        text = _cut_at_stop(self.lm.tokenizer.decode(request.tokens, skip_special_tokens=True), job.stop)
         if job.stream is not None:
-            sent = stream.text if stream is not None else ""
-            if not text.startswith(sent):  # never seen; a tokenizer whose pieces do not add up would do it
-                log.warning("streamed text is not a prefix of the answer (%d characters sent)", len(sent))
-            if len(text) > len(sent):
-                job.loop.call_soon_threadsafe(job.stream.put_nowait, text[len(sent):])
+            if not text.startswith(job.sent):  # never seen; a tokenizer whose pieces do not add up would do it
+                log.warning("streamed text is not a prefix of the answer (%d characters sent)", len(job.sent))
+            elif len(text) > len(job.sent):
+                job.loop.call_soon_threadsafe(job.stream.put_nowait, text[len(job.sent):])
             job.loop.call_soon_threadsafe(job.stream.put_nowait, None)
         payload = {"text": text.strip(), "finish_reason": request.finish_reason or "length",
                    "prompt_tokens": job.prompt_tokens, "completion_tokens": len(request.tokens)}
         job.loop.call_soon_threadsafe(_settle, job.future, payload)
 
     def _stream(self, request: DecodeRequest) -> None:
+        """Send what the answer's text has grown by. A stop text is cut, and its possible beginnings held
+        back until they are known not to be one; a rerun (after a failed step) sends nothing until it
+        has passed the text already sent, and fails if it does not repeat it."""
         job, stream = self._jobs.get(request), self._streams.get(request)
         if job is None or job.stream is None or stream is None or job.cancelled.is_set():
             return
-        new = stream.push(request.tokens)
-        if new:
-            job.loop.call_soon_threadsafe(job.stream.put_nowait, new)
-            job.streamed = True
+        stream.push(request.tokens)
+        text = _cut_at_stop(stream.text, job.stop)
+        if job.stop and text == stream.text:
+            text = text[:len(text) - max(len(stop) for stop in job.stop) + 1]
+        shared = min(len(text), len(job.sent))
+        if text[:shared] != job.sent[:shared]:
+            raise RuntimeError("a rerun of this request did not repeat the text already streamed to its client")
+        if len(text) > len(job.sent):
+            job.loop.call_soon_threadsafe(job.stream.put_nowait, text[len(job.sent):])
+            job.sent = text
 
     def _recover(self) -> None:
-        """A step failed: isolate the failing request. Rows already answered or abandoned are done;
-        a stream that already got part of its text cannot be replayed without sending that part
-        twice, so it fails; every other request is rerun on its own, in a loop of its own."""
+        """A step failed as a whole (the forward pass itself, not one request's part of it, which fails
+        that request alone). Rows already answered or abandoned are done; every other request is
+        rerun on its own, in a loop of its own. A rerun repeats its text (greedy, or sampled from its
+        seed, which every sampled request has), so a stream carries on where it was."""
         jobs = list(self._jobs.values())
         log.exception("a decoding step over %d requests failed; retrying them one by one", len(jobs))
         self._jobs.clear()
@@ -203,7 +233,7 @@ class BatchingEngine:
         for job in jobs:
             if job.answered or job.cancelled.is_set():
                 continue
-            if len(jobs) == 1 or job.streamed:
+            if len(jobs) == 1:
                 self._fail(job, APIError(500, "generation failed for this request", "server_error"))
                 continue
             self.retried_alone += 1
@@ -211,7 +241,7 @@ class BatchingEngine:
 
     def _retry_alone(self, job: Job) -> None:
         """Run one request in a loop of its own, delivering or failing it."""
-        alone = DecodeLoop(self.lm)
+        alone = DecodeLoop(self.lm, prefill_chunk=self.settings.prefill_chunk)
         retry = None
         try:
             retry = self._request(job)
@@ -219,9 +249,12 @@ class BatchingEngine:
             while not alone.idle:
                 if job.cancelled.is_set():
                     alone.cancel(retry)
-                for ended in alone.step():
-                    self._deliver(ended)
-                self.last_progress = time.monotonic()
+                self.step_started = time.monotonic()
+                ended = alone.step()
+                self.step_started = None
+                self._count_step(1)
+                for request in ended:
+                    self._deliver(request)
         except APIError as err:
             self._forget(retry)
             self._fail(job, err)
@@ -229,6 +262,8 @@ class BatchingEngine:
             log.exception("request for user %r failed", job.row.user_id)  # repr: an id cannot forge log lines
             self._forget(retry)
             self._fail(job, APIError(500, f"generation failed: {type(err).__name__}: {err}", "server_error"))
+        finally:
+            self.step_started = None
 
     def _forget(self, request: DecodeRequest | None) -> None:
         if request is not None:
@@ -240,6 +275,12 @@ class BatchingEngine:
         job.loop.call_soon_threadsafe(_settle, job.future, err)
         if job.stream is not None:
             job.loop.call_soon_threadsafe(job.stream.put_nowait, None)
+
+
+def _cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
+    """`text` up to the first of the stop texts in it."""
+    ends = [text.find(stop) for stop in stops if stop and stop in text]
+    return text[:min(ends)] if ends else text
 
 
 def _as_api_error(err: Exception, job: Job) -> APIError:

@@ -3,6 +3,7 @@ set of shared resources, or the reason it could not be; reloaded from the files 
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -12,6 +13,9 @@ from steer_away.scoring.base import ScorerError
 from steer_away.steering.base import SteeringMethod
 from steer_away.steering.registry import BASELINE, build_method, default_method, get_method, method_names
 from steer_away.steering.resources import SteeringResources
+from steer_away.steering.vectors import MissingVectorsError, VectorFileError
+
+log = logging.getLogger("steer_away.server")
 
 
 class ServedMethods:
@@ -27,10 +31,17 @@ class ServedMethods:
         self.profiles: dict[str, Any] = {}
         self.categories: list[str] = []
         self.loaded_at = 0.0
+        self.on_default: dict[str, int] = {}  # per method, how many profile users get its shared default
         self.reload()
 
     def reload(self) -> None:
-        """Rebuild from the files; on any error the previous set stays in service."""
+        """Rebuild from the files; on any error the previous set stays in service.
+
+        A damaged or mismatched file (a vector with NaN, one made for another model) fails the whole
+        load, naming the file: at start the server refuses to run, on reload the previous set stays.
+        A method whose inputs are simply absent (no such bank, no scorer installed) is unavailable,
+        with the reason logged. A reload that would take away a method served now, or change the
+        default, is refused: clients must not find their method gone because a file went bad."""
         resources = SteeringResources(self.lm, profiles=self.profiles_path, vectors=self.vectors_path,
                                       categories=self.categories_path)
         profiles = resources.profiles()  # a broken profiles file fails the reload, not one method
@@ -44,14 +55,32 @@ class ServedMethods:
                 continue
             try:
                 methods[name] = build_method(name, None, resources)
+            except VectorFileError as err:
+                if not isinstance(err, MissingVectorsError):
+                    raise InputError(f"method '{name}': {err}") from err
+                unavailable[name] = str(err)
             except (OSError, ValueError, ScorerError) as err:  # a method's scorer missing: that method is out
                 unavailable[name] = str(err)
         default = self.requested_default or self._automatic_default(methods)
         if default not in methods:
             raise InputError(f"default method '{default}' is not available: "
                              f"{unavailable.get(default, 'not a registered method')}")
+        if self.loaded_at:
+            lost = sorted(set(self.methods) - set(methods))
+            if lost:
+                raise InputError(f"the new files would take away method '{lost[0]}': {unavailable[lost[0]]}")
+            if default != self.default:
+                raise InputError(f"the new files would change the default method from '{self.default}' to '{default}'")
+        on_default = {name: method.users_without_own(profiles) for name, method in methods.items()}
+        for name, reason in unavailable.items():
+            log.warning("method %s is not served: %s", name, reason)
+        for name, users in on_default.items():
+            if users:
+                log.warning("method %s has no vector of their own for %d of %d users (e.g. %r); they get its "
+                            "population vector", name, len(users), len(profiles), users[0])
         self.methods, self.unavailable, self.default = methods, unavailable, default
         self.profiles, self.categories, self.loaded_at = profiles, categories, time.time()
+        self.on_default = {name: len(users) for name, users in on_default.items() if users}
 
     def _automatic_default(self, methods: dict[str, SteeringMethod]) -> str:
         """With vectors: the first method that steers each user with their own vector; else the baseline."""

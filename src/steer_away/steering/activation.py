@@ -8,7 +8,7 @@ and step, with no allocation and no Python loop over rows. What the edit does wi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -29,7 +29,7 @@ from steer_away.steering.base import (
 from steer_away.steering.interventions import Intervention, add, intervention_named
 from steer_away.steering.layers import SEED_SPEC, parse_layer_spec
 from steer_away.steering.resources import SteeringResources
-from steer_away.steering.vectors import SteeringVector
+from steer_away.steering.vectors import MissingVectorsError, SteeringVector
 
 if TYPE_CHECKING:
     from steer_away.models import LanguageModel
@@ -92,6 +92,10 @@ class ActivationSteering(SteeringMethod):
         """Users with their own vector are steered each their own way; everyone else shares the default."""
         user = row.user_id if row.user_id in self.per_user else None
         return (user, row.alpha, row.overrides)
+
+    def users_without_own(self, users: Iterable[str]) -> list[str]:
+        """Of `users`, those without a vector of their own: they are steered with the default."""
+        return [user for user in users if user not in self.per_user] if self.personalised else []
 
     def vector_for(self, user_id: str | None) -> SteeringVector | None:
         return self.per_user.get(user_id, self.default) if user_id is not None else self.default
@@ -158,9 +162,11 @@ def caa_builder(kind: str) -> Callable[[Any, SteeringResources, str], SteeringMe
         if args.layers is not None:
             layers = parse_layer_spec(args.layers, internals.num_layers(resources.lm.model))
         vectors: SteeringVector | Mapping[str, SteeringVector]
-        if not per_user or not bank.users:
+        if per_user and not bank.users:  # a personal method must not serve the population vector under its name
+            raise MissingVectorsError(f"{name}: the '{kind}' bank holds no per-user vectors")
+        if not per_user:
             if bank.default is None:
-                raise InputError(f"{name}: the vector bank has no population vector")
+                raise MissingVectorsError(f"{name}: the vector bank has no population vector")
             vectors = bank.default
         else:
             vectors = bank.users

@@ -28,7 +28,14 @@ from steer_away.steering.bank_kinds import BT, COMPOSED_KINDS, DISLIKE, FOREIGN_
 from steer_away.steering.compose import bt_vectors, dislike_vectors, population_vector
 from steer_away.steering.extract import PairActivations, extract_pair_activations, save_pair_activations
 from steer_away.steering.layers import SEED_SPEC, parse_layer_spec
-from steer_away.steering.vectors import SteeringVector, VectorFileError, load_bank, load_vector, save_bank
+from steer_away.steering.vectors import (
+    MissingVectorsError,
+    SteeringVector,
+    VectorFileError,
+    load_bank,
+    load_vector,
+    save_bank,
+)
 
 if TYPE_CHECKING:
     from steer_away.data.prism import PrismData
@@ -51,6 +58,19 @@ class VectorBank:
     users: dict[str, SteeringVector] = field(default_factory=dict)
 
 
+def bank_files(path: str | Path, kind: str) -> list[Path]:
+    """Every file `load_vector_bank(path, kind)` reads, in a stable order (what a result computed with
+    the bank depends on: a sweep's cell keys hash them). Absent files are simply not listed."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not bank_kind(kind).per_user:
+        return [path / POPULATION_FILE] if (path / POPULATION_FILE).is_file() else []
+    folder = path / kind if (path / kind).is_dir() else path
+    default = folder / POPULATION_FILE
+    return ([default] if default.is_file() else []) + sorted((folder / "users").glob("*.safetensors"))
+
+
 def load_vector_bank(path: str | Path, kind: str, lm: LanguageModel | None = None, *,
                      allow_other_model: bool = False) -> VectorBank:
     """The `kind` bank (see bank_kinds.py) from a vector store, a bank folder or one file.
@@ -68,10 +88,10 @@ def load_vector_bank(path: str | Path, kind: str, lm: LanguageModel | None = Non
     if not bank_kind(kind).per_user:
         if (path / POPULATION_FILE).is_file():
             return VectorBank(SteeringVector.load(path / POPULATION_FILE, lm, **other), {})
-        raise VectorFileError(f"{path} has no {POPULATION_FILE}")
+        raise MissingVectorsError(f"{path} has no {POPULATION_FILE}")
     folder = path / kind if (path / kind).is_dir() else path
     if not (folder / "users").is_dir():
-        raise VectorFileError(f"{path} holds no '{kind}' bank (expected {path / kind}/users/ or {path}/users/); "
+        raise MissingVectorsError(f"{path} holds no '{kind}' bank (expected {path / kind}/users/ or {path}/users/); "
                               f"build one with: steer-away vectors compose --mode {kind}")
     default, users = load_bank(folder, lm, **other)
     for user, vector in users.items():

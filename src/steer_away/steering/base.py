@@ -15,7 +15,7 @@ import math
 import types
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -157,6 +157,11 @@ class SteeringMethod(ABC):
     def prepare(self, lm: LanguageModel, conversations: Sequence[Conversation],
                 rows: Sequence[RowSteering]) -> PreparedBatch: ...
 
+    def users_without_own(self, users: Iterable[str]) -> list[str]:
+        """Of `users`, those a personalised method has no steering of their own for, and serves its
+        shared default instead (said out loud by the server and sweeps); none by default."""
+        return []
+
     def answer_group(self, row: RowSteering) -> Hashable:
         """Rows with equal groups are steered identically, so one answer to a prompt serves them all
         (an evaluation answers each prompt once per group). The default is safe for any method: one
@@ -165,8 +170,15 @@ class SteeringMethod(ABC):
         return (row.user_id if self.personalised else None, row.alpha, row.overrides)
 
     def read_overrides(self, raw: Mapping[str, object]) -> RowOverrides | None:
-        """This method's per-row overrides among `raw` (a request's keys beyond user and α; keys it
-        does not take are ignored), checked once here; a bad one raises RowOverrideError."""
+        """This method's per-row overrides from `raw` (a request's keys beyond user and α), checked
+        once here; a bad one, or a key this method does not take, raises RowOverrideError (an
+        argument that would be ignored must not look applied)."""
+        taken = {f.name for f in dataclasses.fields(self.row_overrides)} if self.row_overrides is not None else set()
+        unknown = sorted(set(raw) - taken)
+        if unknown:
+            takes = ", ".join(sorted(taken)) or "nothing beyond method and alpha"
+            raise RowOverrideError(unknown[0], f"steering.{unknown[0]} is not something method '{self.name}' takes "
+                                               f"per request (it takes: {takes})")
         if self.row_overrides is None:
             return None
         overrides = self.row_overrides.from_mapping(raw)

@@ -10,7 +10,7 @@ reranker only chooses among finished answers. Its cost is N answers plus N score
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -61,6 +61,9 @@ class Rerank(SteeringMethod, AnswerChoice):
 
     def read_overrides(self, raw: Mapping[str, object]) -> RowOverrides | None:
         return self.sampler.read_overrides(raw)
+
+    def users_without_own(self, users: Iterable[str]) -> list[str]:
+        return self.sampler.users_without_own(users)
 
     def answer_group(self, row: RowSteering) -> Hashable:
         """Users with one target and one sampler group are answered alike."""

@@ -31,6 +31,10 @@ class VectorFileError(InputError):
     """A vector file that is unreadable, damaged or made for another model."""
 
 
+class MissingVectorsError(VectorFileError):
+    """The vectors asked for are not there at all (a bank never built), as against damaged ones."""
+
+
 @dataclass
 class SteeringVector:
     directions: dict[int, torch.Tensor]  # decoder layer index -> (hidden,) float32 on the CPU
@@ -300,5 +304,5 @@ def load_bank(path: str | Path, lm: LanguageModel | None = None, *, allow_other_
     population = SteeringVector.load(default, lm, **other) if default.is_file() else None
     users = {f.stem: SteeringVector.load(f, lm, **other) for f in sorted((path / "users").glob("*.safetensors"))}
     if population is None and not users:
-        raise VectorFileError(f"{path} holds no population.safetensors and no users/*.safetensors")
+        raise MissingVectorsError(f"{path} holds no population.safetensors and no users/*.safetensors")
     return population, users

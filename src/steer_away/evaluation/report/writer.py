@@ -24,8 +24,7 @@ def write_report(store_path: str | Path, out: str | Path, fingerprint: str | Non
     `cards`: the vector store's cards.json (default: the one beside the store, if any)."""
     out = Path(out)
     cards_path = Path(cards) if cards else Path(store_path).parent / "vectors" / "cards.json"
-    out.mkdir(parents=True, exist_ok=True)
-    store = ResultsStore(store_path, create=False)
+    store = ResultsStore(store_path, create=False)  # a store it refuses leaves no empty output folder behind
     try:
         cells = store.cells(only_done=True)
         fingerprint = fingerprint or latest_fingerprint(cells)
@@ -36,6 +35,7 @@ def write_report(store_path: str | Path, out: str | Path, fingerprint: str | Non
         answers = {c.key: store.answers(c.key) for c in cells}
     finally:
         store.close()
+    out.mkdir(parents=True, exist_ok=True)
     utility_correct = {key: {r.question_id: r.correct for r in records} for key, records in utility.items()}
     no_option = {key: sum(1 for r in records if r.predicted < 0) for key, records in utility.items()}
     analysis = analyse(cells, utility_correct, answers, ppa, no_option)

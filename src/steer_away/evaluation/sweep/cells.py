@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
@@ -40,9 +41,12 @@ from steer_away.models import LanguageModel, load_model
 from steer_away.profiles import load_profiles, pick_users
 from steer_away.resources import steering_categories_path
 from steer_away.scoring import make_scorer
+from steer_away.steering.bank import bank_files
 from steer_away.steering.base import MethodArgs, RowSteering, SteeringMethod
 from steer_away.steering.registry import build_method, get_method
 from steer_away.steering.resources import SteeringResources
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -159,17 +163,36 @@ class EvalContext:
                          limit=self.config.mmlu_limit)
 
     def method(self, cell: Cell) -> SteeringMethod:
-        return build_method(cell.method, cell.args, self.resources)
+        method = build_method(cell.method, cell.args, self.resources)
+        without = method.users_without_own(self.users)
+        if without:
+            log.warning(f"{cell.label}: {len(without)} of {len(self.users)} users have no vector of their own "
+                        f"(e.g. {without[0]!r}) and are steered with the population vector")
+        return method
+
+    def _bank_digest(self, kind: str) -> str:
+        folder = self.config.run_dir / "vectors"
+        files = bank_files(folder, kind)
+        listing = [(str(f.relative_to(folder)), _file_digest(f)) for f in files]
+        return hashlib.sha1(json.dumps(listing).encode()).hexdigest()[:12]
 
     def cells(self) -> list[Cell]:
         out = []
         # The shipped category file is read by the methods that steer by category: its digest is in their
         # keys (a config's own file is in the fingerprint, for every cell, as it always was).
+        # Likewise the vector files a method steers with (a bank can change while the activations it was
+        # composed from do not).
         shipped = "" if self.config.steering_categories else f":{_file_digest(steering_categories_path())}"
+        banks: dict[str, str] = {}
         for index, grid in enumerate(self.config.methods):
             entry = get_method(grid.name)
             for args in grid.expand(f"methods[{index}]"):
-                reads = shipped if entry.needs_of(args).categories else ""
+                needs = entry.needs_of(args)
+                reads = shipped if needs.categories else ""
+                if needs.vector_bank is not None:
+                    if needs.vector_bank not in banks:
+                        banks[needs.vector_bank] = self._bank_digest(needs.vector_bank)
+                    reads += f":{banks[needs.vector_bank]}"
                 out.append(Cell(cell_key(grid.name, args, self.fingerprint + reads), grid.name, args))
         return out
 
