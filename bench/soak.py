@@ -39,6 +39,7 @@ from decode import random_vector
 from steer_away.models import load_model
 from steer_away.profiles import save_profiles
 from steer_away.profiles.build import UserProfile
+from steer_away.scoring.registry import DEFAULT_BACKEND
 from steer_away.server import ServerSettings, create_app, serve_in_thread
 from steer_away.steering.layers import default_layers
 from steer_away.steering.vectors import save_bank
@@ -53,7 +54,7 @@ def make_resources(lm: object, folder: Path, users: int) -> tuple[Path, Path]:
               {f"u{i}": random_vector(lm, i + 1, layers) * 0.1 for i in range(users)})
     profiles = {f"u{i}": UserProfile(f"u{i}", ["TOXICITY"], [0.1], [0.2], 0.1, None, SENSITIVITY[i % 3], [0.0], 1, 1)
                 for i in range(users)}
-    save_profiles(profiles, folder / "profiles.json", "synthetic")
+    save_profiles(profiles, folder / "profiles.json", DEFAULT_BACKEND)  # synthetic targets on the offline scorer's scale
     return bank, folder / "profiles.json"
 
 

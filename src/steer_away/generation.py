@@ -61,10 +61,13 @@ def generate(
     """
     config = config or GenerationConfig()
     requests = requests_for(prompts, method, rows, config, seeds, device=lm.device)
-    loop = DecodeLoop(lm)
+    loop = DecodeLoop(lm, isolate_failures=False)
     for request in requests:
         loop.add(request)
-    loop.run()
+    while not loop.idle:
+        for ended in loop.step():
+            if ended.error is not None:  # an offline run stops at its first error, as it always did
+                raise ended.error
     return [request.result(lm) for request in requests]
 
 

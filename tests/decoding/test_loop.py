@@ -185,8 +185,10 @@ def test_a_request_cancelled_while_being_prefilled_never_joins(tiny_lm):
     stays = loop.add(DecodeRequest(PROMPTS[1], config=SHORT))
     leaves = loop.add(DecodeRequest(LONG_PROMPT, config=SHORT))
     loop.step()
+    assert loop._prefilling[0].fed > 0  # one chunk of both is in the group's cache
     loop.cancel(leaves)
     assert loop.step() == [leaves] and leaves.tokens == []
+    assert loop._prefilling[0].requests == [stays]  # its rows are cut out of the cache; the rest go on from there
     loop.run()
     assert stays.tokens == alone(tiny_lm, PROMPTS[1], config=SHORT) and loop.batch is None
 
@@ -221,3 +223,41 @@ def test_a_prefill_that_fails_for_one_joiner_fails_it_alone(tiny_lm, monkeypatch
     monkeypatch.setattr(loop.runner, "start_prefill", start_prefill)
     loop.run()
     assert bad.finish_reason == "error" and good.tokens == alone(tiny_lm, PROMPTS[0], config=SHORT)
+
+
+def test_a_chunked_group_loses_a_cancelled_member_and_a_failing_one_without_harm_to_the_rest(tiny_lm, monkeypatch):
+    loop = DecodeLoop(tiny_lm, prefill_chunk=64)
+    stays = loop.add(DecodeRequest(LONG_PROMPT, CAA, RowSteering("ann"), SHORT))
+    leaves = loop.add(DecodeRequest(LONG_PROMPT + " why", config=SHORT))
+    breaks = loop.add(DecodeRequest(LONG_PROMPT + " how", EADS(CATS, PROFILES), RowSteering("s"), SHORT))
+    loop.step()  # the three are one group, one chunk in
+    assert [len(g.requests) for g in loop._prefilling] == [3]
+    loop.cancel(leaves)
+    real = loop.runner.advance_prefill
+
+    def advance(group, chunk):  # synthetic: the pass fails while the EADS request is in it
+        if breaks in group.requests and group.fed > 0:
+            raise RuntimeError("synthetic: a pass over these rows fails")
+        return real(group, chunk)
+
+    monkeypatch.setattr(loop.runner, "advance_prefill", advance)
+    loop.step()
+    assert leaves.finish_reason == "cancelled" and breaks.finish_reason is None
+    loop.run()
+    assert breaks.finish_reason == "error" and "synthetic" in str(breaks.error)
+    assert stays.tokens == alone(tiny_lm, LONG_PROMPT, CAA, RowSteering("ann"), SHORT)
+    assert leaves.tokens == []
+
+
+def test_offline_generation_raises_the_first_failure(tiny_lm):
+    with pytest.raises(RuntimeError, match="rule failed"):
+        generate(tiny_lm, PROMPTS[:3], method=FailingRule(), config=LONG)
+
+
+def test_stop_text_hold_back():
+    from steer_away.decoding import cut_at_stop, stop_prefix_length
+
+    assert stop_prefix_length("He", ["Hello"]) == 2 and stop_prefix_length("Hel", ["Hello", "l"]) == 3
+    assert stop_prefix_length("abc", ["Hello"]) == 0 and stop_prefix_length("", ["Hello"]) == 0
+    assert stop_prefix_length("x. Th", [".", " The"]) == 3
+    assert cut_at_stop("one. two. three", [". t", "two"]) == "one"

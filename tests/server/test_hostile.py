@@ -48,13 +48,14 @@ def test_an_error_message_quoting_odd_text_is_still_sent():
 
 
 def test_one_failing_row_leaves_its_streaming_batch_mates_untouched(served, monkeypatch):
-    """Bug 4: a request whose draw fails (synthetic: a sampler failure on one temperature, standing for
-    any per-request failure) shared its step with two streams, which ended with an error after part
-    of their text, and a plain request, which was rerun from scratch. Now it fails alone."""
+    """Bug 4: a request whose draw fails (synthetic: a sampler failure at its fourth token on one
+    temperature, standing for any per-request failure) shared its steps with two streams, which ended
+    with an error after part of their text, and a plain request, which was rerun from scratch. Now it
+    fails alone."""
     real = Sampler._draw
 
     def draw(self, scores, request):
-        if request.config.temperature == 0.777:
+        if request.config.temperature == 0.777 and len(request.tokens) == 3:
             raise RuntimeError("synthetic sampling failure")
         return real(self, scores, request)
 
@@ -85,6 +86,7 @@ def test_one_failing_row_leaves_its_streaming_batch_mates_untouched(served, monk
     assert plain_reply.json()["choices"][0]["message"]["content"] == expected(served, "ann", tokens=16)
     assert engine.retried_alone == retried and engine.failed_alone == failed + 1  # nobody was rerun
     assert max(engine.step_sizes_since(mark)) >= 3  # the bad request really shared steps with them
+    assert httpx.get(served["url"] + "/health").json()["failed_alone"] == failed + 1
 
 
 @pytest.mark.parametrize("body, param, message", [
@@ -97,7 +99,7 @@ def test_one_failing_row_leaves_its_streaming_batch_mates_untouched(served, monk
     ({"presence_penalty": 0.5}, "presence_penalty", "presence penalties"),
     ({"frobnicate": 1}, "frobnicate", "unknown field 'frobnicate'"),
     ({"steering": {"method": "caa-dislike", "category": "strict"}}, "steering.category",
-     "steering.category is not something method 'caa-dislike' takes"),
+     "'category' is not an argument method 'caa-dislike' takes"),
     ({"steering": {"method": "eads", "categroy": "strict"}}, "steering.categroy", "it takes: category"),
     ({"stream_options": {"include_usage": True}}, "stream_options", "only for streamed requests"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
@@ -123,6 +125,26 @@ def test_openai_content_parts_are_joined_and_answered_as_the_plain_text(served):
     assert a.json()["usage"] == b.json()["usage"]
 
 
+def test_an_assistant_turn_as_the_openai_sdk_returns_it_is_taken_back(served):
+    turn = {"role": "assistant", "content": None, "refusal": None, "tool_calls": None, "annotations": [], "audio": None}
+    history = [*PROMPT, turn, {"role": "user", "content": "and then?"}]
+    assert post(served, {"messages": history, "max_tokens": 2}).status_code == 200
+    refused = post(served, {"messages": [*PROMPT, turn | {"tool_calls": [{"id": "x"}]}], "max_tokens": 2})
+    assert refused.status_code == 400 and error_of(refused)["param"] == "messages.1.tool_calls"
+
+
+def test_only_the_chat_templates_own_control_tokens_are_refused(tokenizer):
+    """SmolLM2 has 17 special tokens; only those a conversation is made of may not appear in text."""
+    import copy
+
+    from steer_away.server.app import chat_control_tokens
+
+    tok = copy.deepcopy(tokenizer)
+    tok.add_special_tokens({"additional_special_tokens": ["<filename>"]})
+    assert "<filename>" not in chat_control_tokens(tok)
+    assert {"<|im_start|>", "<|im_end|>"} <= set(chat_control_tokens(tok))
+
+
 def test_neutral_values_of_fields_we_do_not_implement_pass(served):
     """Clients that send OpenAI's defaults for what we do not do (no tools, no penalties) are served."""
     body = {"messages": PROMPT, "max_tokens": 4, "tools": None, "tool_choice": "none", "logprobs": False,
@@ -145,9 +167,10 @@ def test_stream_options_include_usage_ends_with_a_usage_chunk(served):
         (plain["usage"]["prompt_tokens"], plain["usage"]["completion_tokens"])
 
 
-def test_stop_texts_end_the_answer_and_are_never_streamed(served):
+@pytest.mark.parametrize("where", [slice(3, 5), slice(0, 6)])  # two characters inside; six from the first
+def test_stop_texts_end_the_answer_and_are_never_streamed(served, where):
     full = post(served, {"messages": PROMPT, "user": "ann", "max_tokens": 16}).json()["choices"][0]["message"]["content"]
-    stop = full.strip()[3:5]  # two characters from inside the answer
+    stop = full.strip()[where]
     cut = post(served, {"messages": PROMPT, "user": "ann", "max_tokens": 16, "stop": stop}).json()
     assert cut["choices"][0]["message"]["content"] == full.strip()[:full.strip().index(stop)].strip()
     assert cut["choices"][0]["finish_reason"] == "stop"
@@ -167,9 +190,34 @@ def test_bodies_that_are_not_plain_utf8_are_refused(served, encoding, message):
     assert reply.status_code == 400 and message in error_of(reply)["message"]
 
 
-def test_health_counts_what_the_worker_did(served):
-    health = httpx.get(served["url"] + "/health").json()
-    assert {"retried_alone", "failed_alone", "cancelled", "step_running_s", "users_on_default_vector"} <= set(health)
+def test_health_says_busy_during_a_long_step_and_counts_it(served, monkeypatch):
+    """Bug 6: /health answered 503 "stalled" while the worker prefilled long prompts. A step that runs
+    long (synthetic: one forward pass made to take 1.5 s) is reported busy, with a 200."""
+    import threading
+    import time
+
+    from steer_away import internals
+    from steer_away.server import app as app_module
+
+    monkeypatch.setattr(app_module, "BUSY_AFTER_S", 0.5)
+    real, slowed = internals.forward_step, threading.Event()
+
+    def slow_once(*args, **kwargs):
+        if not slowed.is_set():
+            slowed.set()
+            time.sleep(1.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(internals, "forward_step", slow_once)
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(post, served, {"messages": PROMPT, "max_tokens": 2})
+        slowed.wait(30)
+        time.sleep(0.8)
+        during = httpx.get(served["url"] + "/health")
+        assert answer.result().status_code == 200
+    assert during.status_code == 200 and during.json()["status"] == "busy" and during.json()["step_running_s"] >= 0.5
+    after = httpx.get(served["url"] + "/health").json()
+    assert after["status"] == "ok" and after["step_running_s"] == 0.0
 
 
 def test_query_strings_never_reach_the_access_log():

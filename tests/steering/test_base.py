@@ -48,7 +48,7 @@ def test_the_strength_argument_labels_and_splits_settings():
 def test_per_row_overrides_are_declared_and_checked_by_their_method():
     eads = EADS(CATS)
     assert eads.read_overrides({"category": "strict"}) == CategoryOverride("strict")
-    with pytest.raises(RowOverrideError, match=r"steering.other is not something method 'eads' takes per request "
+    with pytest.raises(RowOverrideError, match=r"'other' is not an argument method 'eads' takes per row "
                                                r"\(it takes: category\)") as err:
         eads.read_overrides({"category": "strict", "other": 1})  # an ignored argument must not look applied
     assert err.value.key == "other"

@@ -50,10 +50,15 @@ class DecodeLoop:
     `max_batch` (with its join policy) bounds how many requests run at once; None lets every
     waiting request join at the next step (offline `generate`). `prefill_chunk` (tokens, over all
     the joiners' rows) splits a long prefill over several steps, each also decoding the running
-    rows one token, so that a stream never waits for a whole prefill; None prefills in one pass."""
+    rows one token, so that a stream never waits for a whole prefill; None prefills in one pass.
+
+    With `isolate_failures` (a server), a request whose own part of a step raises ends alone
+    (`RequestStatus.FINISHED_FAILED`, its error kept) and a prefill that raises is retried request by
+    request to find whose it is; without it (offline runs, which stop at the first error anyway),
+    a prefill error is raised at once."""
 
     def __init__(self, lm: LanguageModel, policy: JoinPolicy = continuous, max_batch: int | None = None,
-                 prefill_chunk: int | None = None) -> None:
+                 prefill_chunk: int | None = None, isolate_failures: bool = True) -> None:
         self.lm = lm
         self.scheduler: Scheduler[DecodeRequest] = Scheduler(policy, max_batch)
         self.runner = ModelRunner(lm)
@@ -62,6 +67,7 @@ class DecodeLoop:
         self._members: list[DecodeRequest] = []  # whose rows `batch` holds, in row order
         self._member_set: set[DecodeRequest] = set()
         self.prefill_chunk = prefill_chunk
+        self.isolate_failures = isolate_failures
         self._prefilling: list[PrefillGroup] = []  # joiners whose prompts are being fed, oldest first
         self._stops = set(stop_token_ids(lm))
         self.steps = 0
@@ -137,7 +143,7 @@ class DecodeLoop:
         first token; with `prefill_chunk`, one chunk of the oldest joiners' prompts per step); returns
         the requests that ended in this step."""
         plan = self.scheduler.schedule()
-        if plan.left:
+        if any(r in self._member_set for r in plan.left):
             self._keep([r for r in plan.decode if r in self._member_set])
         decoding = [r for r in plan.decode if r in self._member_set]  # the rest are still being prefilled
         if decoding:
@@ -148,7 +154,8 @@ class DecodeLoop:
             self._update(decoding, self.sampler.sample(decoding, logits))
         if plan.join:
             self._prefilling += self._start_prefill(plan.join)
-        self._prefilling = [g for g in self._prefilling if not all(r.done for r in g.requests)]  # all gone
+        self._prefilling = [self.runner.without_done(g) for g in self._prefilling
+                            if not all(r.done for r in g.requests)]  # rows of requests gone are not fed on
         if self._prefilling:
             self._advance_prefill()
         finished = self.scheduler.finish()
@@ -163,10 +170,12 @@ class DecodeLoop:
         try:
             return [self.runner.start_prefill(joining)]
         except Exception as err:
+            if not self.isolate_failures:
+                raise
             if len(joining) == 1:
                 joining[0].fail(err)
                 return []
-        return [group for request in joining for group in self._start_prefill([request])]
+        return [group for request in joining if not request.done for group in self._start_prefill([request])]
 
     def _advance_prefill(self) -> None:
         """Feed the oldest prefill group its next chunk; once it is whole, its requests take their first
@@ -176,11 +185,13 @@ class DecodeLoop:
         try:
             logits = self.runner.advance_prefill(group, self.prefill_chunk)
         except Exception as err:
+            if not self.isolate_failures:
+                raise
             self._prefilling.pop(0)
             if len(group.requests) == 1:
                 group.requests[0].fail(err)
             else:  # rerun each request's prefill alone, from the start, to find the one that raises
-                self._prefilling[:0] = [g for r in group.requests for g in self._start_prefill([r])]
+                self._prefilling[:0] = [g for r in group.requests if not r.done for g in self._start_prefill([r])]
             return
         if logits is None:
             return
@@ -234,11 +245,15 @@ class DecodeLoop:
                     out.append(owner)
                     continue
                 owner.prompt_tokens, owner.joined_at = chosen.prompt_tokens, chosen.joined_at
+                owner.status = chosen.status
                 for token in chosen.tokens:
                     owner.tokens.append(token)
                     if owner.on_token is not None:
-                        owner.on_token(token)
-                owner.status = chosen.status
+                        try:
+                            owner.on_token(token)
+                        except Exception as err:  # its caller's callback: it fails this request only
+                            owner.fail(err)
+                            break
             out.append(owner)
         return out
 

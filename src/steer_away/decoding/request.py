@@ -147,11 +147,23 @@ class DecodeRequest:
         """Its answer; a request that failed raises what it failed with."""
         if self.error is not None:
             raise self.error
-        text = lm.tokenizer.decode(self.tokens, skip_special_tokens=True)
-        ends = [text.find(stop) for stop in self.config.stop if stop and stop in text]
-        return Generation(text=(text[:min(ends)] if ends else text).strip(),
+        text = cut_at_stop(lm.tokenizer.decode(self.tokens, skip_special_tokens=True), self.config.stop)
+        return Generation(text=text.strip(),
                           token_ids=list(self.tokens), prompt_tokens=self.prompt_tokens,
                           finish_reason=self.finish_reason or "length")
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    """`text` up to the first of the stop texts in it."""
+    ends = [text.find(stop) for stop in stops if stop and stop in text]
+    return text[:min(ends)] if ends else text
+
+
+def stop_prefix_length(text: str, stops: Sequence[str]) -> int:
+    """How many characters at the end of `text` could be the start of a stop text (a stream holds them
+    back until the next piece shows whether they are one)."""
+    return max((n for stop in stops for n in range(min(len(stop) - 1, len(text)), 0, -1)
+                if text.endswith(stop[:n])), default=0)
 
 
 def requests_for(prompts: Sequence[str | Conversation], method: SteeringMethod | None,

@@ -16,7 +16,7 @@ import torch
 
 from steer_away import internals
 from steer_away.chat import Conversation
-from steer_away.decoding.kv_cache import RunningBatch, encode_rows
+from steer_away.decoding.kv_cache import RunningBatch, encode_rows, select_rows
 from steer_away.decoding.request import DecodeRequest, RunState
 from steer_away.internals import Edit
 from steer_away.models import LanguageModel
@@ -96,6 +96,24 @@ class ModelRunner:
             prefixes += [branch[0] for branch in own] if own else [None] * state.width
         ids, mask, cache = encode_rows(self.lm, texts, prefixes)
         return PrefillGroup(list(joining), ids, mask, cache, stacked_edits(joining, len(texts), self.lm))
+
+    def without_done(self, group: PrefillGroup) -> PrefillGroup:
+        """The group less the rows of requests that ended while it was prefilled (their clients left),
+        so that no more of their prompts is fed."""
+        live = [r for r in group.requests if not r.done]
+        if len(live) == len(group.requests):
+            return group
+        if not group.fed:  # nothing fed yet: encode the rest afresh
+            return self.start_prefill(live)
+        rows: list[int] = []
+        start = 0
+        for request in group.requests:
+            if not request.done:
+                rows += range(start, start + request.width)
+            start += request.width
+        index = torch.tensor(rows, device=group.mask.device)
+        return PrefillGroup(live, group.ids.index_select(0, index), group.mask.index_select(0, index),
+                            select_rows(self.lm, group.cache, index), stacked_edits(live, len(rows), self.lm), group.fed)
 
     def advance_prefill(self, group: PrefillGroup, chunk: int | None) -> torch.Tensor | None:
         """Feed the group its next columns: all that are left (`chunk` None), or about `chunk` tokens

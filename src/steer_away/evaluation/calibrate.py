@@ -33,7 +33,7 @@ from steer_away.evaluation.perplexity import answer_perplexities
 from steer_away.generation import GenerationConfig, generate
 from steer_away.models import LanguageModel
 from steer_away.scoring.base import ToxicityScorer
-from steer_away.steering.base import RowSteering, SteeringMethod
+from steer_away.steering.base import RowOverrideError, RowSteering, SteeringMethod
 
 DIRECTIONS = ("lower", "higher")
 
@@ -121,7 +121,10 @@ def calibrate(lm: LanguageModel, method: SteeringMethod, prompts: Sequence[str],
         raise InputError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     if not prompts:
         raise InputError("calibration needs at least one prompt")
-    overrides = method.read_overrides({"category": category} if category is not None else {})
+    try:
+        overrides = method.read_overrides({"category": category} if category is not None else {})
+    except RowOverrideError as err:
+        raise RowOverrideError(err.key, f"--category: {err}") from None
     levels = [0.0, *sorted({float(a) for a in alphas if float(a) != 0.0})]
     jobs = [(a, p) for a in levels for p in prompts]
     config = GenerationConfig(max_new_tokens=max_new_tokens)

@@ -9,7 +9,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 from steer_away.decoding.runner import MIN_CHUNK_COLUMNS
 from steer_away.errors import InputError
@@ -67,6 +77,21 @@ class ChatMessage(BaseModel):
     role: Literal["system", "user", "assistant"]
     content: StrictStr  # OpenAI's list of text parts is joined into one text before this is built
     name: StrictStr | None = None  # accepted as OpenAI does; chat templates have no place for it
+    # What OpenAI's SDK writes into an assistant message it returns, sent back with the history:
+    # accepted empty, refused otherwise (we never made a tool call, refusal or audio).
+    refusal: None = None
+    tool_calls: list[None] | None = Field(default=None, max_length=0)
+    function_call: None = None
+    audio: None = None
+    annotations: list[None] | None = Field(default=None, max_length=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _assistant_content_may_be_null(cls, raw: Any) -> Any:
+        """An assistant turn sent back by an OpenAI client may have `content: null` (it made no text)."""
+        if isinstance(raw, dict) and raw.get("role") == "assistant" and raw.get("content", "") is None:
+            return {**raw, "content": ""}
+        return raw
 
     @field_validator("content", mode="before")
     @classmethod
@@ -168,6 +193,7 @@ class Job:
     include_usage: bool = False  # a streamed answer ends with a usage chunk
     cancelled: threading.Event = field(default_factory=threading.Event)  # set when the client has left
     answered: bool = False  # the worker has sent the result (set by the worker thread only)
+    bound: SteeringMethod | None = None  # the served method, bound when first admitted (a rerun keeps it)
     sent: str = ""  # the text sent to the stream so far (a rerun must repeat it before it may send more)
 
 

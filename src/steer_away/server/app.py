@@ -34,33 +34,16 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import ValidationError
 
 from steer_away import internals
 from steer_away.chat import render_chat, token_count
 from steer_away.models import LanguageModel
-from steer_away.server.api import APIError, ChatRequest, Job, ServerSettings, make_job
+from steer_away.server.api import APIError, Job, ServerSettings, make_job
+from steer_away.server.body import parse_chat_request, read_body
 from steer_away.server.engine import BatchingEngine
 from steer_away.server.methods import ServedMethods
 
 BUSY_AFTER_S = 5.0  # /health says "busy" while one step has run this long (a long prefill), still 200
-MAX_INT_DIGITS = 30  # far past any count, seed or limit; Python refuses to convert over 4300 digits at all
-
-
-class _HugeNumber(ValueError):
-    def __init__(self, digits: int) -> None:
-        super().__init__(f"{digits} digits")
-        self.digits = digits
-
-
-def _bounded_int(text: str) -> int:
-    """JSON integers as Python ints, refusing absurd lengths before Python's own conversion limit raises."""
-    digits = len(text.lstrip("-"))
-    if digits > MAX_INT_DIGITS:
-        raise _HugeNumber(digits)
-    return int(text)
-
-
 def create_app(lm: LanguageModel, *, profiles: str | None = None, vectors: str | None = None,
                categories: str | None = None, settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings()
@@ -106,7 +89,7 @@ def create_app(lm: LanguageModel, *, profiles: str | None = None, vectors: str |
     def count_tokens(messages: list[dict[str, str]]) -> int:
         return token_count(counter, render_chat(counter, messages))
 
-    control_tokens = sorted({t.content for t in counter.added_tokens_decoder.values() if t.special and t.content})
+    control_tokens = chat_control_tokens(counter)
 
     if keyed:
         @app.get("/openapi.json", include_in_schema=False)
@@ -148,31 +131,7 @@ def create_app(lm: LanguageModel, *, profiles: str | None = None, vectors: str |
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
         check_auth(request)
-        body = await read_body(request, settings.max_request_bytes)
-        try:
-            if body.startswith(b"\xef\xbb\xbf"):
-                raise APIError(400, "request body starts with a byte order mark; send UTF-8 without one")
-            parsed = json.loads(body.decode("utf-8"), parse_int=_bounded_int)  # UTF-8 only: json.loads would guess UTF-16
-            where = _lone_surrogate(parsed)
-            if where is not None:
-                raise APIError(400, f"field '{where}' holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text",
-                               param=where)
-            req = ChatRequest.model_validate(parsed)
-        except _HugeNumber as err:
-            raise APIError(400, f"request body holds an integer of {err.digits} digits; none of our fields takes "
-                                f"more than {MAX_INT_DIGITS}") from err
-        except json.JSONDecodeError as err:
-            raise APIError(400, f"request body is not valid JSON: {err.msg}") from err
-        except UnicodeDecodeError as err:
-            raise APIError(400, f"request body is not UTF-8 text: {err.reason} at byte {err.start}") from err
-        except RecursionError as err:
-            raise APIError(400, "request body is nested too deeply") from err
-        except ValidationError as err:
-            first = err.errors()[0]
-            param = ".".join(str(p) for p in first["loc"])
-            if first["type"] == "extra_forbidden":
-                raise APIError(400, f"unknown field '{param}'", param=param) from err
-            raise APIError(400, f"invalid field '{param}': {first['msg']}", param=param) from err
+        req = parse_chat_request(await read_body(request, settings.max_request_bytes))
         methods = served.methods
         job = make_job(req, settings, served.availability(), served.default, methods, count_tokens, context,
                        control_tokens)
@@ -233,6 +192,16 @@ def create_app(lm: LanguageModel, *, profiles: str | None = None, vectors: str |
     return app
 
 
+def chat_control_tokens(tokenizer: Any) -> list[str]:
+    """The special tokens a rendered conversation is made of (those in the chat template, and the
+    begin / end of sequence tokens): text holding one would pose as a turn of its own. Other special
+    tokens (SmolLM2 has `<filename>`, `<gh_stars>`, …) are ordinary words in a question."""
+    template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else ""
+    ends = {tokenizer.bos_token, tokenizer.eos_token}
+    return sorted({t.content for t in tokenizer.added_tokens_decoder.values()
+                   if t.special and t.content and (t.content in template or t.content in ends)})
+
+
 def _usage(result: dict[str, Any]) -> dict[str, int]:
     prompt, completion = int(result["prompt_tokens"]), int(result["completion_tokens"])
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
@@ -241,21 +210,6 @@ def _usage(result: dict[str, Any]) -> dict[str, int]:
 def _error_response(err: APIError) -> Response:
     """An error as JSON with non-ASCII escaped: a message quoting the client's text can always be sent."""
     return Response(json.dumps(err.body()), status_code=err.status, media_type="application/json")
-
-
-def _lone_surrogate(value: object, path: str = "") -> str | None:
-    """Where in a parsed JSON body a string holds an unpaired surrogate (JSON lets "\\ud800" through;
-    no tokenizer, log or response can encode it): the field's dotted path, or None."""
-    if isinstance(value, str):
-        return path or "(body)" if any("\ud800" <= ch <= "\udfff" for ch in value) else None
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, item in items:
-        if isinstance(key, str) and _lone_surrogate(key) is not None:
-            return f"{path}.(key)" if path else "(key)"
-        found = _lone_surrogate(item, f"{path}.{key}" if path else str(key))
-        if found is not None:
-            return found
-    return None
 
 
 class _QueryStringFilter(logging.Filter):
@@ -287,20 +241,6 @@ class _JobStream(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             self.job.cancelled.set()
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it passes `limit` bytes (never read whole first)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise APIError(413, f"request body is {declared} bytes; the limit is {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise APIError(413, f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def wait_or_cancel(job: Job, request: Request) -> dict[str, Any] | None:

@@ -24,7 +24,14 @@ from typing import Any
 
 import torch
 
-from steer_away.decoding import DecodeLoop, DecodeRequest, GenerationConfig, join_policy_named
+from steer_away.decoding import (
+    DecodeLoop,
+    DecodeRequest,
+    GenerationConfig,
+    cut_at_stop,
+    join_policy_named,
+    stop_prefix_length,
+)
 from steer_away.models import LanguageModel
 from steer_away.server.api import SEED_LIMIT, APIError, Job, ServerSettings
 from steer_away.server.methods import ServedMethods
@@ -130,7 +137,9 @@ class BatchingEngine:
                 self._fail(job, _as_api_error(err, job))
 
     def _request(self, job: Job) -> DecodeRequest:
-        method = self.served.methods.get(job.method)  # one read: a reload in between cannot mix two sets
+        # One read, at admission: a reload in between cannot mix two sets, and a rerun keeps this one.
+        method = job.bound if job.bound is not None else self.served.methods.get(job.method)
+        job.bound = method
         if method is None:
             raise APIError(400, f"steering method '{job.method}' is not available on this server",
                            param="steering.method")
@@ -191,7 +200,7 @@ class BatchingEngine:
         if request.finish_reason == "cancelled" or job.cancelled.is_set():
             self.cancelled_jobs += 1
             return
-        text = _cut_at_stop(self.lm.tokenizer.decode(request.tokens, skip_special_tokens=True), job.stop)
+        text = cut_at_stop(self.lm.tokenizer.decode(request.tokens, skip_special_tokens=True), job.stop)
         if job.stream is not None:
             if not text.startswith(job.sent):  # never seen; a tokenizer whose pieces do not add up would do it
                 log.warning("streamed text is not a prefix of the answer (%d characters sent)", len(job.sent))
@@ -210,9 +219,9 @@ class BatchingEngine:
         if job is None or job.stream is None or stream is None or job.cancelled.is_set():
             return
         stream.push(request.tokens)
-        text = _cut_at_stop(stream.text, job.stop)
-        if job.stop and text == stream.text:
-            text = text[:len(text) - max(len(stop) for stop in job.stop) + 1]
+        text = cut_at_stop(stream.text, job.stop)
+        if job.stop and text == stream.text:  # no stop text yet: hold back what may be the start of one
+            text = text[:len(text) - stop_prefix_length(text, job.stop)]
         shared = min(len(text), len(job.sent))
         if text[:shared] != job.sent[:shared]:
             raise RuntimeError("a rerun of this request did not repeat the text already streamed to its client")
@@ -225,14 +234,12 @@ class BatchingEngine:
         that request alone). Rows already answered or abandoned are done; every other request is
         rerun on its own, in a loop of its own. A rerun repeats its text (greedy, or sampled from its
         seed, which every sampled request has), so a stream carries on where it was."""
-        jobs = list(self._jobs.values())
-        log.exception("a decoding step over %d requests failed; retrying them one by one", len(jobs))
+        jobs = [job for job in self._jobs.values() if not job.answered and not job.cancelled.is_set()]
+        log.exception("a decoding step failed as a whole; rerunning its %d unanswered requests one by one", len(jobs))
         self._jobs.clear()
         self._streams.clear()
         self.loop = self._new_loop()
         for job in jobs:
-            if job.answered or job.cancelled.is_set():
-                continue
             if len(jobs) == 1:
                 self._fail(job, APIError(500, "generation failed for this request", "server_error"))
                 continue
@@ -275,12 +282,6 @@ class BatchingEngine:
         job.loop.call_soon_threadsafe(_settle, job.future, err)
         if job.stream is not None:
             job.loop.call_soon_threadsafe(job.stream.put_nowait, None)
-
-
-def _cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
-    """`text` up to the first of the stop texts in it."""
-    ends = [text.find(stop) for stop in stops if stop and stop in text]
-    return text[:min(ends)] if ends else text
 
 
 def _as_api_error(err: Exception, job: Job) -> APIError:

@@ -61,7 +61,8 @@ class ServedMethods:
                 unavailable[name] = str(err)
             except (OSError, ValueError, ScorerError) as err:  # a method's scorer missing: that method is out
                 unavailable[name] = str(err)
-        default = self.requested_default or self._automatic_default(methods)
+        default = self.requested_default or (self.default if self.loaded_at and self.default in methods
+                                              else self._automatic_default(methods))  # a reload keeps the default
         if default not in methods:
             raise InputError(f"default method '{default}' is not available: "
                              f"{unavailable.get(default, 'not a registered method')}")
@@ -69,8 +70,6 @@ class ServedMethods:
             lost = sorted(set(self.methods) - set(methods))
             if lost:
                 raise InputError(f"the new files would take away method '{lost[0]}': {unavailable[lost[0]]}")
-            if default != self.default:
-                raise InputError(f"the new files would change the default method from '{self.default}' to '{default}'")
         on_default = {name: method.users_without_own(profiles) for name, method in methods.items()}
         for name, reason in unavailable.items():
             log.warning("method %s is not served: %s", name, reason)

@@ -177,8 +177,8 @@ class SteeringMethod(ABC):
         unknown = sorted(set(raw) - taken)
         if unknown:
             takes = ", ".join(sorted(taken)) or "nothing beyond method and alpha"
-            raise RowOverrideError(unknown[0], f"steering.{unknown[0]} is not something method '{self.name}' takes "
-                                               f"per request (it takes: {takes})")
+            raise RowOverrideError(unknown[0], f"{unknown[0]!r} is not an argument method '{self.name}' takes per row "
+                                               f"(it takes: {takes})")
         if self.row_overrides is None:
             return None
         overrides = self.row_overrides.from_mapping(raw)

@@ -105,6 +105,7 @@ class EvalContext:
         self.rows = self._pick_rows(CategoryRule.from_file(config.prompt_categories))
         self.mmlu = self._load_mmlu()
         self._warm = False
+        self._warned: set[str] = set()  # cells whose users without a vector were reported
         self.resources = SteeringResources(self.lm, profiles=self.profiles, vectors=run / "vectors",
                                            categories=config.steering_categories, scorer=self.scorer)
         self.fingerprint = hashlib.sha1(json.dumps({
@@ -165,9 +166,10 @@ class EvalContext:
     def method(self, cell: Cell) -> SteeringMethod:
         method = build_method(cell.method, cell.args, self.resources)
         without = method.users_without_own(self.users)
-        if without:
-            log.warning(f"{cell.label}: {len(without)} of {len(self.users)} users have no vector of their own "
-                        f"(e.g. {without[0]!r}) and are steered with the population vector")
+        if without and cell.key not in self._warned:
+            self._warned.add(cell.key)
+            log.warning("%s: %d of %d users have no vector of their own (e.g. %r) and are steered with the "
+                        "population vector", cell.label, len(without), len(self.users), without[0])
         return method
 
     def _bank_digest(self, kind: str) -> str:
