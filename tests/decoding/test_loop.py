@@ -261,3 +261,17 @@ def test_stop_text_hold_back():
     assert stop_prefix_length("abc", ["Hello"]) == 0 and stop_prefix_length("", ["Hello"]) == 0
     assert stop_prefix_length("x. Th", [".", " The"]) == 3
     assert cut_at_stop("one. two. three", [". t", "two"]) == "one"
+
+
+def test_a_request_cancelled_before_its_group_was_fed_leaves_the_rest_to_answer_as_if_alone(tiny_lm):
+    loop = DecodeLoop(tiny_lm, prefill_chunk=64)
+    first = loop.add(DecodeRequest(LONG_PROMPT, config=SHORT))
+    loop.step()  # the first group is being fed; the next waits behind it
+    leaves = loop.add(DecodeRequest(LONG_PROMPT + " why", config=SHORT))
+    stays = loop.add(DecodeRequest(PROMPTS[1], CAA, RowSteering("bob"), SHORT))
+    loop.step()
+    assert [g.fed for g in loop._prefilling][1:] == [0] and len(loop._prefilling[1].requests) == 2
+    loop.cancel(leaves)
+    loop.run()
+    assert leaves.tokens == [] and first.tokens == alone(tiny_lm, LONG_PROMPT, config=SHORT)
+    assert stays.tokens == alone(tiny_lm, PROMPTS[1], CAA, RowSteering("bob"), SHORT)

@@ -103,8 +103,6 @@ class ModelRunner:
         live = [r for r in group.requests if not r.done]
         if len(live) == len(group.requests):
             return group
-        if not group.fed:  # nothing fed yet: encode the rest afresh
-            return self.start_prefill(live)
         rows: list[int] = []
         start = 0
         for request in group.requests:
@@ -112,8 +110,11 @@ class ModelRunner:
                 rows += range(start, start + request.width)
             start += request.width
         index = torch.tensor(rows, device=group.mask.device)
-        return PrefillGroup(live, group.ids.index_select(0, index), group.mask.index_select(0, index),
-                            select_rows(self.lm, group.cache, index), stacked_edits(live, len(rows), self.lm), group.fed)
+        layers = internals.kv_layers(group.cache)
+        empty = not layers or layers[0][0] is None  # nothing fed and no shared prefix: no keys to cut yet
+        cache = internals.new_kv_cache(self.lm.model) if empty else select_rows(self.lm, group.cache, index)
+        return PrefillGroup(live, group.ids.index_select(0, index), group.mask.index_select(0, index), cache,
+                            stacked_edits(live, len(rows), self.lm), group.fed)
 
     def advance_prefill(self, group: PrefillGroup, chunk: int | None) -> torch.Tensor | None:
         """Feed the group its next columns: all that are left (`chunk` None), or about `chunk` tokens

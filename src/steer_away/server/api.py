@@ -89,7 +89,7 @@ class ChatMessage(BaseModel):
     @classmethod
     def _assistant_content_may_be_null(cls, raw: Any) -> Any:
         """An assistant turn sent back by an OpenAI client may have `content: null` (it made no text)."""
-        if isinstance(raw, dict) and raw.get("role") == "assistant" and raw.get("content", "") is None:
+        if isinstance(raw, dict) and raw.get("role") == "assistant" and raw.get("content") is None:
             return {**raw, "content": ""}
         return raw
 

@@ -193,13 +193,21 @@ def create_app(lm: LanguageModel, *, profiles: str | None = None, vectors: str |
 
 
 def chat_control_tokens(tokenizer: Any) -> list[str]:
-    """The special tokens a rendered conversation is made of (those in the chat template, and the
-    begin / end of sequence tokens): text holding one would pose as a turn of its own. Other special
-    tokens (SmolLM2 has `<filename>`, `<gh_stars>`, …) are ordinary words in a question."""
-    template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else ""
+    """The special tokens a rendered conversation is made of (those the chat template writes for a
+    system, user and assistant turn, those written in the template itself, and the begin / end of
+    sequence tokens): text holding one would pose as a turn of its own. Other special tokens (SmolLM2
+    has `<filename>`, `<gh_stars>`, …) are ordinary words in a question."""
+    template = tokenizer.chat_template
+    written = " ".join(template.values()) if isinstance(template, dict) else template or ""
+    for turns in (["system", "user", "assistant"], ["user", "assistant"]):
+        try:  # a template may build its tokens from pieces ('<|' + role + '|>'): render one conversation
+            written += render_chat(tokenizer, [{"role": role, "content": "x"} for role in turns])
+            break
+        except Exception:  # a template that refuses a system turn
+            continue
     ends = {tokenizer.bos_token, tokenizer.eos_token}
     return sorted({t.content for t in tokenizer.added_tokens_decoder.values()
-                   if t.special and t.content and (t.content in template or t.content in ends)})
+                   if t.special and t.content and (t.content in written or t.content in ends)})
 
 
 def _usage(result: dict[str, Any]) -> dict[str, int]:

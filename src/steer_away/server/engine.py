@@ -234,13 +234,14 @@ class BatchingEngine:
         that request alone). Rows already answered or abandoned are done; every other request is
         rerun on its own, in a loop of its own. A rerun repeats its text (greedy, or sampled from its
         seed, which every sampled request has), so a stream carries on where it was."""
+        ran_alone = len(self._jobs) == 1  # counted before dropping the answered and the departed
         jobs = [job for job in self._jobs.values() if not job.answered and not job.cancelled.is_set()]
         log.exception("a decoding step failed as a whole; rerunning its %d unanswered requests one by one", len(jobs))
         self._jobs.clear()
         self._streams.clear()
         self.loop = self._new_loop()
         for job in jobs:
-            if len(jobs) == 1:
+            if ran_alone:
                 self._fail(job, APIError(500, "generation failed for this request", "server_error"))
                 continue
             self.retried_alone += 1
