@@ -247,13 +247,8 @@ class DecodeLoop:
                 owner.prompt_tokens, owner.joined_at = chosen.prompt_tokens, chosen.joined_at
                 owner.status = chosen.status
                 for token in chosen.tokens:
-                    owner.tokens.append(token)
-                    if owner.on_token is not None:
-                        try:
-                            owner.on_token(token)
-                        except Exception as err:  # its caller's callback: it fails this request only
-                            owner.fail(err)
-                            break
+                    if not _append(owner, token):
+                        break
             out.append(owner)
         return out
 
@@ -267,14 +262,9 @@ class DecodeLoop:
             if config.stop_on_eos and token in self._stops:
                 request.status = RequestStatus.FINISHED_STOPPED
                 continue
-            request.tokens.append(token)
             RunState.of(request).next_token = token
-            if request.on_token is not None:
-                try:
-                    request.on_token(token)
-                except Exception as err:  # its caller's callback: it fails this request only
-                    request.fail(err)
-                    continue
+            if not _append(request, token):
+                continue
             if config.stop and self._says_stop(request):
                 request.status = RequestStatus.FINISHED_STOPPED
             elif len(request.tokens) >= config.max_new_tokens:
@@ -295,6 +285,19 @@ class DecodeLoop:
             return
         self.batch.keep(_rows_of(self._members, kept))
         self._members, self._member_set = list(kept), set(kept)
+
+
+def _append(request: DecodeRequest, token: int) -> bool:
+    """Add a token to the answer and tell the request's caller; a callback that raises fails this
+    request only. False when it did."""
+    request.tokens.append(token)
+    if request.on_token is not None:
+        try:
+            request.on_token(token)
+        except Exception as err:
+            request.fail(err)
+            return False
+    return True
 
 
 def _rows_of(members: Sequence[DecodeRequest], kept: Sequence[DecodeRequest]) -> list[int]:

@@ -71,9 +71,7 @@ class Sampler:
         own = torch.log_softmax(scores.float(), dim=-1) if request.loglik is not None else None
         history = torch.tensor([request.tokens], dtype=torch.long)
         scores = self.processors(request.config)(history, scores.float())  # type: ignore[arg-type]
-        probs = torch.softmax(scores, dim=-1)
-        if not bool(torch.isfinite(probs).all()) or float(probs.sum()) <= 0:
-            raise ValueError("the sampling distribution is not finite (scores overflowed)")
+        probs = torch.softmax(scores, dim=-1)  # multinomial itself refuses inf, NaN or an all-zero row
         token = int(torch.multinomial(probs, 1, generator=request.generator))
         if own is not None and request.loglik is not None:
             request.loglik += float(own[0, token])
