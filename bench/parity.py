@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import PROMPTS, base_parser, machine_line, print_table
-from steer_away.decoding import DecodeLoop, DecodeRequest, GenerationConfig
+from steer_away.decoding import DecodeEngine, DecodeRequest, GenerationConfig
 from steer_away.generation import generate
 from steer_away.models import load_model
 from steer_away.steering.base import RowSteering
@@ -41,7 +41,7 @@ def rows_for(users: list[str], prompts: list[str]) -> list[tuple[str, str]]:
 
 
 def joining(lm: object, rows: list[tuple[str, str]], method: object, config: GenerationConfig) -> list[list[int]]:
-    loop = DecodeLoop(lm)  # type: ignore[arg-type]
+    loop = DecodeEngine(lm)  # type: ignore[arg-type]
     requests = [DecodeRequest(prompt, method, RowSteering(user), config) for prompt, user in rows]  # type: ignore[arg-type]
     size = -(-len(requests) // WAVES)
     for wave in range(WAVES):

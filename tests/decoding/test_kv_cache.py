@@ -1,4 +1,5 @@
-"""Cache surgery and the prefix cache: rows join and leave, padding goes with them, prefixes are per model."""
+"""Rows of the cache: requests join and leave the running batch by slots, shared prefixes are spliced
+in once, and each model keeps its own prefix cache."""
 
 import gc
 
@@ -6,51 +7,62 @@ import torch
 
 from steer_away import internals
 from steer_away.chat import encode
-from steer_away.decoding.kv_cache import RunningBatch, prefix_cache
+from steer_away.decoding.kv_cache import RunningBatch, encode_rows, prefix_cache
 from tests.conftest import make_tiny_lm
 
 
 def prefilled(lm, texts):
     ids, mask = encode(lm, texts)
-    cache = internals.new_kv_cache(lm.model)
+    cache = internals.new_kv_cache(lm.model, capacity=mask.shape[1])
+    cache.set_mask(mask)
     with torch.inference_mode():
-        internals.forward_step(lm.model, ids, mask, cache)
-    return RunningBatch(lm, cache, mask)
+        internals.forward_step(lm.model, ids, cache.attention_mask(ids.shape[1], attend=False), cache)
+    return cache
 
 
-def keys(batch):
-    return internals.kv_layers(batch.cache)[0][0]
+def test_requests_join_by_slots_and_a_leavers_slots_take_the_last_rows(tiny_lm):
+    batch = RunningBatch(tiny_lm)
+    three = prefilled(tiny_lm, ["hi", "thank you", "the quick brown fox"])
+    batch.join(three, [0, 1, 2], [("a", 0), ("a", 1), ("b", 0)])
+    batch.join(prefilled(tiny_lm, ["please be respectful and careful today"]), [0, 0], [("c", 0), ("d", 0)])
+    assert batch.slots == {"a": [0, 1], "b": [2], "c": [3], "d": [4]} and batch.rows == 5
+    version = batch.version
+    d_keys = internals.kv_layers(batch.cache)[0][0][4].clone()
+    batch.leave(["a"])
+    # c and d moved into a's two slots; b stayed where it was
+    assert batch.slots == {"b": [2], "c": [0], "d": [1]} and batch.owners == [("c", 0), ("d", 0), ("b", 0)]
+    assert batch.version > version
+    torch.testing.assert_close(internals.kv_layers(batch.cache)[0][0][1], d_keys, rtol=0, atol=0)
+    batch.leave(["b", "c", "d"])
+    assert batch.rows == 0 and batch.slots == {} and batch.owners == []
 
 
-def test_appended_rows_are_left_padded_to_one_width_and_keep_their_keys(tiny_lm):
-    short, long = prefilled(tiny_lm, ["hi"]), prefilled(tiny_lm, ["please be respectful and careful today"])
-    short_keys, short_width = keys(short).clone(), short.width
-    short.append(long.cache, long.mask)
-    assert short.rows == 2 and short.width == long.width > short_width
-    assert short.mask[0, :-short_width].sum() == 0  # the short row's new columns are masked padding
-    torch.testing.assert_close(keys(short)[0, :, -short_width:], short_keys[0], rtol=0, atol=0)
-    torch.testing.assert_close(keys(short)[1], keys(long)[0], rtol=0, atol=0)
-
-
-def test_keeping_rows_drops_columns_that_are_padding_for_all_that_stay(tiny_lm):
-    batch = prefilled(tiny_lm, ["hi", "please be respectful and careful today", "thank you"])
-    own = prefilled(tiny_lm, ["thank you"])
-    batch.keep([2])
-    assert batch.rows == 1 and batch.width == own.width and bool(batch.mask.all())
-    torch.testing.assert_close(keys(batch), keys(own), rtol=1e-6, atol=1e-6)
-
-
-def test_grow_adds_one_unmasked_column(tiny_lm):
-    batch = prefilled(tiny_lm, ["hi", "thank you"])
+def test_grow_adds_one_attended_column(tiny_lm):
+    batch = RunningBatch(tiny_lm)
+    batch.join(prefilled(tiny_lm, ["hi", "thank you"]), [0, 1], [("a", 0), ("b", 0)])
     width = batch.width
     mask = batch.grow()
-    assert batch.width == width + 1 and mask[:, -1].tolist() == [1, 1]
+    assert mask.shape[1] == width + 1 and mask[:, -1].tolist() == [1, 1]
+
+
+def test_rows_with_a_shared_prefix_start_from_its_keys(tiny_lm, tokenizer):
+    head = [{"role": "system", "content": "be helpful and kind"}]
+    texts = [tokenizer.apply_chat_template([*head, {"role": "user", "content": q}], add_generation_prompt=True,
+                                           tokenize=False) for q in ("hi", "what is the capital of France?")]
+    ids, mask, cache = encode_rows(tiny_lm, texts, [head, head])
+    assert ids.shape[1] < mask.shape[1] and cache.width == mask.shape[1] - ids.shape[1]  # the prefix is cached
+    whole = prefilled(tiny_lm, [texts[1]])
+    with torch.inference_mode():
+        internals.forward_step(tiny_lm.model, ids, cache.attention_mask(ids.shape[1], attend=False), cache)
+    torch.testing.assert_close(internals.kv_layers(cache)[2][0][1, :, -whole.width:], internals.kv_layers(whole)[2][0][0],
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_each_model_has_its_own_prefix_cache_gone_with_the_model(tiny_lm, tokenizer):
     other = make_tiny_lm("llama", tokenizer, seed=1)
     ids = tokenizer("be helpful", add_special_tokens=False)["input_ids"]
-    mine, theirs = prefix_cache(tiny_lm).get(tiny_lm, "be helpful", ids), prefix_cache(other).get(other, "be helpful", ids)
+    with torch.inference_mode():
+        mine, theirs = prefix_cache(tiny_lm).get(tiny_lm, "be helpful", ids), prefix_cache(other).get(other, "be helpful", ids)
     assert prefix_cache(tiny_lm) is prefix_cache(tiny_lm) and prefix_cache(tiny_lm) is not prefix_cache(other)
     assert not torch.allclose(mine[0][0], theirs[0][0])  # same text, different model: never shared
     assert prefix_cache(tiny_lm).get(tiny_lm, "be helpful", ids) is mine  # computed once, then reused

@@ -3,12 +3,11 @@
 import pytest
 import torch
 
-from steer_away import internals
 from steer_away.decoding import DecodeLoop, DecodeRequest, GenerationConfig
 from steer_away.generation import generate
 from steer_away.profiles.build import UserProfile
 from steer_away.steering.activation import ActivationSteering
-from steer_away.steering.base import PreparedBatch, RowSteering, Unsteered
+from steer_away.steering.base import Capabilities, PreparedBatch, RowSteering, Unsteered
 from steer_away.steering.categories import SteeringCategory
 from steer_away.steering.logits import ACD, EADS, CategoryOverride
 from steer_away.steering.vectors import SteeringVector
@@ -40,7 +39,7 @@ def alone(lm, prompt, method=None, row=None, config=LONG):
 
 
 def cache_rows(loop):
-    return internals.kv_layers(loop.batch.cache)[0][0].shape[0] if loop.batch is not None else 0
+    return loop.batch.rows
 
 
 def test_a_request_joining_mid_flight_starts_at_once_and_answers_as_if_alone(tiny_lm):
@@ -145,6 +144,8 @@ LONG_PROMPT = " ".join(["please tell me about the weather in the mountains and t
 class _FailsAfter(PreparedBatch):
     """Synthetic: a logit rule that raises at its third token (a scorer or rule failing mid-answer)."""
 
+    capabilities = Capabilities(combines=True)
+
     def __init__(self, branches):
         super().__init__(branches)
         self.calls = 0
@@ -157,6 +158,8 @@ class _FailsAfter(PreparedBatch):
 
 
 class FailingRule(Unsteered):
+    capabilities = _FailsAfter.capabilities
+
     def prepare(self, lm, conversations, rows):
         return _FailsAfter([list(conversations)])
 
@@ -190,7 +193,7 @@ def test_a_request_cancelled_while_being_prefilled_never_joins(tiny_lm):
     assert loop.step() == [leaves] and leaves.tokens == []
     assert loop._prefilling[0].requests == [stays]  # its rows are cut out of the cache; the rest go on from there
     loop.run()
-    assert stays.tokens == alone(tiny_lm, PROMPTS[1], config=SHORT) and loop.batch is None
+    assert stays.tokens == alone(tiny_lm, PROMPTS[1], config=SHORT) and loop.batch.rows == 0
 
 
 def test_a_request_whose_rule_fails_ends_alone_and_its_batch_mates_run_on(tiny_lm):

@@ -4,11 +4,13 @@ import torch
 
 from steer_away.decoding.request import DecodeRequest, GenerationConfig, RunState
 from steer_away.decoding.sampler import Sampler
-from steer_away.steering.base import PreparedBatch
+from steer_away.steering.base import Capabilities, PreparedBatch
 
 
 class Shifted(PreparedBatch):
     """Two branches; the score is the first minus the second (a stand-in for a contrastive method)."""
+
+    capabilities = Capabilities(combines=True)
 
     def combine(self, logits):
         return logits[0] - logits[1]
@@ -28,7 +30,7 @@ def test_group_picks_equal_picks_made_one_request_at_a_time():
     plain, shifted = PreparedBatch([["a"]]), Shifted([["a"], ["b"]])
     requests = [request(plain), request(shifted), request(plain), request(shifted)]
     logits = torch.randn(6, 50, generator=gen)  # rows: 1 + 2 + 1 + 2
-    tokens = Sampler().sample(requests, logits)
+    tokens = Sampler().sample(requests, logits, [[0], [1, 2], [3], [4, 5]])
     expected = [int(logits[0].argmax()), int((logits[1] - logits[2]).argmax()), int(logits[3].argmax()),
                 int((logits[4] - logits[5]).argmax())]
     assert tokens == expected
@@ -44,8 +46,8 @@ def test_a_seeded_draw_does_not_depend_on_its_group():
         r.generator = torch.Generator().manual_seed(5)
         return r
 
-    alone = Sampler().sample([seeded(PreparedBatch([["a"]]))], logits[2:3])
-    grouped = Sampler().sample([request(Shifted([["a"], ["b"]])), seeded(PreparedBatch([["a"]]))], logits)
+    alone = Sampler().sample([seeded(PreparedBatch([["a"]]))], logits[2:3], [[0]])
+    grouped = Sampler().sample([request(Shifted([["a"], ["b"]])), seeded(PreparedBatch([["a"]]))], logits, [[0, 1], [2]])
     assert grouped[1] == alone[0]
 
 
@@ -54,3 +56,19 @@ def test_processors_are_built_once_per_sampling_configuration():
     config = GenerationConfig(do_sample=True, temperature=0.5)
     assert sampler.processors(config) is sampler.processors(GenerationConfig(do_sample=True, temperature=0.5))
     assert len(sampler.processors(config)) == 1
+
+
+def test_a_request_whose_rows_are_not_adjacent_reads_its_own_rows():
+    """After rows leave, a request's branches may sit in any slots (the last rows move into freed ones)."""
+    logits = torch.randn(5, 50, generator=torch.Generator().manual_seed(2))
+    tokens = Sampler().sample([request(Shifted([["a"], ["b"]])), request(PreparedBatch([["a"]]))], logits, [[4, 1], [2]])
+    assert tokens == [int((logits[4] - logits[1]).argmax()), int(logits[2].argmax())]
+
+
+def test_a_rule_written_but_not_declared_is_refused():
+    import pytest
+
+    with pytest.raises(TypeError, match="combines=True"):
+        class Undeclared(PreparedBatch):
+            def combine(self, logits):
+                return logits[0] * 2

@@ -210,9 +210,10 @@ def test_shared_prefix_keys_and_values_change_nothing(tiny_lm):
     rows = [RowSteering(overrides=CategoryOverride(c)) for c in ("strict", "moderate", "strict")]
     prompts = ["thank you", [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}],
                "the quick brown fox jumps over the lazy dog and then"]
-    from steer_away.generation import _prepare
+    from steer_away.chat import as_conversation, render_chat
 
-    prepared, texts = _prepare(tiny_lm, ["thank you"], EADS(cats), rows[:1])
+    prepared = EADS(cats).prepare(tiny_lm, [as_conversation("thank you")], rows[:1])
+    texts = [render_chat(tiny_lm.tokenizer, branch[0]) for branch in prepared.branches]
     ids, mask, _ = encode_prepared(tiny_lm, prepared, texts)
     assert ids.shape[1] < mask.shape[1]  # the branch rows fed only their own tokens
     cfg = GenerationConfig(max_new_tokens=12, stop_on_eos=False)

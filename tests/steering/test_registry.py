@@ -35,10 +35,12 @@ from typing import ClassVar
 
 import torch
 
-from steer_away.steering.base import MethodArgs, PreparedBatch, SteeringMethod, Strength
+from steer_away.steering.base import Capabilities, MethodArgs, PreparedBatch, SteeringMethod, Strength
 
 
 class _Biased(PreparedBatch):
+    capabilities = Capabilities(combines=True)  # its combine() turns the branch into scores
+
     def __init__(self, branches, token_id, alpha):
         super().__init__(branches)
         self.token_id, self.alpha = token_id, alpha
@@ -51,6 +53,7 @@ class _Biased(PreparedBatch):
 
 class TokenBias(SteeringMethod):
     name = "token-bias"
+    capabilities = _Biased.capabilities
 
     def __init__(self, token_id, alpha):
         self.token_id, self.alpha = token_id, alpha
@@ -329,3 +332,27 @@ def test_the_reranking_guided_and_prompting_methods_reach_generate_sweep_report_
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_every_method_declares_what_its_decoding_does(tiny_lm):
+    """Capabilities are data the decoder reads: each registered method's prepared batch declares the
+    rules it overrides (a class that does not is refused when it is defined), and a method chooses
+    among whole answers exactly when it says so."""
+    import dataclasses
+
+    from steer_away.steering.base import Capabilities, PreparedBatch, RowSteering
+
+    resources = SteeringResources(tiny_lm)
+    for name in method_names():
+        if get_method(name).needs.vector_bank is not None:
+            continue  # CAA methods need a vector store; their batches are plain PreparedBatch ones
+        method = build_method(name, None, resources)
+        prepared = method.prepare(tiny_lm, [[{"role": "user", "content": "hi"}]], [RowSteering()])
+        declared = prepared.capabilities
+        assert declared.combines == (type(prepared).combine is not PreparedBatch.combine), name
+        assert declared.rescores == (type(prepared).rescore is not PreparedBatch.rescore), name
+        assert dataclasses.replace(method.capabilities, chooses_answers=False) == declared, name
+        assert method.capabilities.chooses_answers == (method.answer_choice() is not None), name
+    assert build_method("eads", None, resources).capabilities == Capabilities(combines=True)
+    assert build_method("rerank", {"over": "eads"}, resources).capabilities == Capabilities(combines=True,
+                                                                                          chooses_answers=True)

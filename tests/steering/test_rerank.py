@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from steer_away.chat import render_chat
-from steer_away.decoding import DecodeLoop, DecodeRequest, GenerationConfig
-from steer_away.decoding.loop import _first_seed
+from steer_away.decoding import DecodeEngine, DecodeLoop, DecodeRequest, GenerationConfig
+from steer_away.decoding.engine import candidate_seed
 from steer_away.errors import InputError
 from steer_away.generation import generate
 from steer_away.steering.base import RowSteering, Unsteered
@@ -55,7 +55,7 @@ def test_it_returns_the_chosen_one_of_the_samples_it_would_draw_alone(tiny_lm):
     method = rerank(samples=5, temperature=1.3)
     row = RowSteering("high")
     (answer,) = generate(tiny_lm, [PROMPT], method=method, rows=[row], config=CONFIG)
-    first = _first_seed(DecodeRequest(PROMPT, method, row), method)
+    first = candidate_seed(DecodeRequest(PROMPT, method, row), method)
     drawn = samples_by_hand(tiny_lm, Unsteered(), row, first, 5, 1.3)
     texts = [r.result(tiny_lm).text for r in drawn]
     assert len(set(texts)) > 1  # the samples differ, so the choice matters
@@ -94,12 +94,45 @@ def test_seeded_answers_repeat_and_do_not_depend_on_what_shares_the_batch(tiny_l
     one = generate(tiny_lm, [PROMPT] * 2, method=method, rows=rows[:2], config=sampled, seeds=[3, 3])
     assert one[0].token_ids == generate(tiny_lm, [PROMPT], method=method, rows=rows[:1], config=sampled,
                                         seeds=[3])[0].token_ids
-    # a sampled request without a seed draws afresh each time, as any sampled request does
+    # a sampled request without a seed draws afresh each time, as any sampled request does, and shares
+    # its candidates with no one
     unseeded = DecodeRequest(PROMPT, method, rows[0], sampled)
-    assert _first_seed(unseeded, method) != _first_seed(unseeded, method)
-    # a greedy request without a seed of its own starts from the method's seed, its prompt and its user
-    start = {_first_seed(DecodeRequest(p, m, r), m) for p in prompts[:2] for r in rows[:2] for m in (method, rerank(seed=1))}
-    assert len(start) == 8
+    assert candidate_seed(unseeded, method) is None
+    engine = DecodeEngine(tiny_lm)
+    for _ in range(2):
+        engine.add(DecodeRequest(PROMPT, method, rows[0], sampled))
+    assert len(engine) == 8
+    # a greedy request without a seed of its own starts from the method's seed, its prompt and the group its
+    # sampler steers it in: not its user (the unsteered model steers everyone alike)
+    start = {candidate_seed(DecodeRequest(p, m, r), m) for p in prompts[:2] for r in rows for m in (method, rerank(seed=1))}
+    assert len(start) == 4
+    per_user = rerank(EADS(CATS, PROFILES))  # EADS steers by the user's category: strict "low", tolerant "high"
+    assert len({candidate_seed(DecodeRequest(PROMPT, per_user, r), per_user) for r in rows}) == 3
+
+
+def test_users_choose_among_the_same_candidates_drawn_once(tiny_lm):
+    """Three users of one prompt, the unsteered sampler: one set of four candidates, drawn once, each
+    user choosing by their own target; the answers are those each user gets alone."""
+    method = rerank()
+    rows = [RowSteering("low"), RowSteering("high"), RowSteering("nobody")]
+    engine = DecodeEngine(tiny_lm)
+    requests = [engine.add(DecodeRequest(PROMPT, method, row, CONFIG)) for row in rows]
+    assert len(engine) == 4  # one prompt's candidates, not one set per user
+    engine.run()
+    drawn = samples_by_hand(tiny_lm, Unsteered(), rows[0], candidate_seed(requests[0], method), 4, 0.7)
+    texts = [r.result(tiny_lm).text for r in drawn]
+    for request, row in zip(requests, rows):
+        assert request.tokens == drawn[method.choose(row, texts, [r.loglik for r in drawn])].tokens
+        assert request.tokens == generate(tiny_lm, [PROMPT], method=method, rows=[row], config=CONFIG)[0].token_ids
+    assert len({tuple(r.tokens) for r in requests}) > 1  # the targets differ, and so do the choices
+
+
+def test_a_prompts_candidates_share_one_prefill(tiny_lm):
+    engine = DecodeEngine(tiny_lm)
+    engine.add(DecodeRequest(PROMPT, rerank(samples=4), RowSteering("low"), CONFIG))
+    engine.step()
+    runner = engine.loop.runner
+    assert engine.loop.batch.rows == runner.rows_joined == 4 and runner.rows_prefilled == 1  # four rows, fed once
 
 
 def test_it_reranks_another_methods_samples(tiny_lm):
@@ -107,7 +140,7 @@ def test_it_reranks_another_methods_samples(tiny_lm):
     method = rerank(eads, samples=3)
     row = RowSteering("low")
     (answer,) = generate(tiny_lm, [PROMPT], method=method, rows=[row], config=CONFIG)
-    drawn = samples_by_hand(tiny_lm, eads, row, _first_seed(DecodeRequest(PROMPT, method, row), method), 3, 0.7)
+    drawn = samples_by_hand(tiny_lm, eads, row, candidate_seed(DecodeRequest(PROMPT, method, row), method), 3, 0.7)
     texts = [r.result(tiny_lm).text for r in drawn]
     assert answer.token_ids == drawn[method.choose(row, texts, [r.loglik for r in drawn])].tokens
     # scoring a context is the sampler's: reranking only chooses among finished answers
@@ -116,7 +149,7 @@ def test_it_reranks_another_methods_samples(tiny_lm):
 
 
 def test_a_cancelled_request_cancels_its_samples_and_ends_once(tiny_lm):
-    loop = DecodeLoop(tiny_lm)
+    loop = DecodeEngine(tiny_lm)
     method = rerank(samples=3)
     request = loop.add(DecodeRequest(PROMPT, method, RowSteering("low"), GenerationConfig(max_new_tokens=50,
                                                                                            stop_on_eos=False)))

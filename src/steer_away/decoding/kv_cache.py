@@ -1,8 +1,10 @@
-"""Every cut and splice of the KV cache: encoding rows (with shared prefixes), the running batch's
-cache and mask as rows join and leave, and the prefix cache each loaded model keeps.
+"""Rows of the KV cache: encoding rows (with shared prefixes), the running batch's rows as requests
+join and leave, and the prefix cache each loaded model keeps.
 
 Rows are left-padded to a common width; padding is masked and positions follow the mask, so each
-row attends exactly as it would alone.
+row attends exactly as it would alone. The cache itself (`internals.BatchCache`) is written in
+place: a decoding step writes one column, a joiner's rows are copied in once, and a leaver's slots
+are refilled by the last rows, so no row is copied because another joined or left.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import torch
 
 from steer_away import internals
 from steer_away.chat import Conversation, encode, render_prefix
+from steer_away.decoding.request import DecodeRequest
+from steer_away.internals import BatchCache
 from steer_away.models import LanguageModel
 from steer_away.steering.base import PreparedBatch
 
@@ -57,18 +61,17 @@ def prefix_cache(lm: LanguageModel) -> PrefixCache:
 
 
 def encode_rows(lm: LanguageModel, texts: Sequence[str], prefixes: Sequence[Conversation | None]
-                ) -> tuple[torch.Tensor, torch.Tensor, object]:
+                ) -> tuple[torch.Tensor, torch.Tensor, BatchCache]:
     """Token ids to feed, the attention mask and a KV cache for rows of text.
 
     Rows with a shared prefix start from that prefix's keys and values, computed once and kept, and
     feed only the rest of their text: the rows become [padding][prefix][padding][own tokens], with
     the padding masked and positions following the mask, so every row sees exactly the tokens it
     would see unshared. A row whose text does not split cleanly at the prefix (tokens merging across
-    the boundary) is fed whole.
+    the boundary) is fed whole. The cache holds the prefixes and the whole mask, with room for the rest.
     """
     if all(p is None for p in prefixes):
-        ids, mask = encode(lm, texts)
-        return ids, mask, internals.new_kv_cache(lm.model)
+        return _unshared(lm, texts)
     tok = lm.tokenizer
     rows: list[tuple[str, list[int], list[int]]] = []  # (prefix text, its ids, the row's own ids)
     for text, messages in zip(texts, prefixes):
@@ -81,13 +84,19 @@ def encode_rows(lm: LanguageModel, texts: Sequence[str], prefixes: Sequence[Conv
                 continue
         rows.append(("", [], whole))
     if not any(head for head, _, _ in rows):
-        ids, mask = encode(lm, texts)
-        return ids, mask, internals.new_kv_cache(lm.model)
+        return _unshared(lm, texts)
     return _assemble(lm, rows)
 
 
+def _unshared(lm: LanguageModel, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, BatchCache]:
+    ids, mask = encode(lm, texts)
+    cache = internals.new_kv_cache(lm.model, capacity=mask.shape[1])
+    cache.set_mask(mask)
+    return ids, mask, cache
+
+
 def encode_token_rows(lm: LanguageModel, rows: Sequence[tuple[Conversation | None, list[int]]]
-                      ) -> tuple[torch.Tensor, torch.Tensor, object]:
+                      ) -> tuple[torch.Tensor, torch.Tensor, BatchCache]:
     """`encode_rows` for rows given as token ids after optional leading messages (rendered through the
     chat template, their keys and values shared and kept as for text rows): lm-evaluation-harness's
     plain-text contexts behind a method's system prompt."""
@@ -108,92 +117,100 @@ def head_tokens(lm: LanguageModel, messages: Conversation | None,
 
 
 def _assemble(lm: LanguageModel, rows: Sequence[tuple[str, list[int], list[int]]]
-              ) -> tuple[torch.Tensor, torch.Tensor, object]:
+              ) -> tuple[torch.Tensor, torch.Tensor, BatchCache]:
     """Rows [padding][prefix][padding][own tokens] from (prefix text, prefix ids, own ids): each prefix's
-    keys and values from the model's prefix cache, the own tokens left to feed."""
-    shared = [prefix_cache(lm).get(lm, head, first) if head else None for head, first, _ in rows]
+    keys and values from the model's prefix cache, copied once into the rows it starts, the own
+    tokens left to feed."""
     width_p = max(len(first) for _, first, _ in rows)
     width_s = max(len(own) for _, _, own in rows)
     tok = lm.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     ids = torch.full((len(rows), width_s), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width_p + width_s), dtype=torch.long)
-    for r, (_, p, o) in enumerate(rows):
+    starts: dict[tuple[str, int], list[int]] = {}  # (prefix, its first column) -> rows it starts
+    for r, (head, p, o) in enumerate(rows):
         ids[r, width_s - len(o):] = torch.tensor(o, dtype=torch.long)
         mask[r, width_p - len(p):width_p] = 1
         mask[r, width_p + width_s - len(o):] = 1
-    reference = next((kv for kv in shared if kv is not None), None)
-    if reference is None:
-        return ids.to(lm.device), mask.to(lm.device), internals.new_kv_cache(lm.model)
-    layers = []
-    for index, (keys, values) in enumerate(reference):
-        k = keys.new_zeros((len(rows), keys.shape[1], width_p, keys.shape[3]))
-        v = values.new_zeros((len(rows), values.shape[1], width_p, values.shape[3]))
-        for r, kv in enumerate(shared):
-            if kv is not None:
-                length = kv[index][0].shape[2]
-                k[r, :, width_p - length:] = kv[index][0][0]
-                v[r, :, width_p - length:] = kv[index][1][0]
-        layers.append((k, v))
-    return ids.to(lm.device), mask.to(lm.device), internals.kv_cache_from(lm.model, layers)
+        if head:
+            starts.setdefault((head, width_p - len(p)), []).append(r)
+    cache = internals.new_kv_cache(lm.model, capacity=width_p + width_s)
+    cache.set_mask(mask.to(lm.device))
+    firsts = {head: first for head, first, _ in rows if head}
+    if starts:  # else every row is fed whole
+        cache.put_prefixes(width_p, [(members, column, prefix_cache(lm).get(lm, head, firsts[head]))
+                                     for (head, column), members in starts.items()])
+    return ids.to(lm.device), mask.to(lm.device), cache
 
 
 def encode_prepared(lm: LanguageModel, prepared: PreparedBatch, texts: Sequence[str]
-                    ) -> tuple[torch.Tensor, torch.Tensor, object]:
+                    ) -> tuple[torch.Tensor, torch.Tensor, BatchCache]:
     """`encode_rows` for a prepared batch's texts (branch-major, as `prepared.branches`)."""
     flat = [p for branch in (prepared.prefixes or []) for p in branch] or [None] * len(texts)
     return encode_rows(lm, texts, flat)
 
 
-def select_rows(lm: LanguageModel, cache: object, index: torch.Tensor, first: int = 0) -> object:
+def select_rows(cache: BatchCache, index: Sequence[int], extra: int = 0) -> BatchCache:
     """A new cache of rows `index` of `cache`, in that order (a row may repeat: several continuations
-    of one prompt), from column `first` on."""
-    layers = [(k.index_select(0, index)[:, :, first:], v.index_select(0, index)[:, :, first:])
-              for k, v in internals.kv_layers(cache)]
-    return internals.kv_cache_from(lm.model, layers)
+    of one prompt), with room for `extra` more tokens."""
+    return cache.take(index, extra)
 
 
-def _pad_left(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
-    missing = width - tensor.shape[dim]
-    if missing <= 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[dim] = missing
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+Owner = tuple[DecodeRequest, int]  # (request, branch): whose row a slot holds
 
 
 class RunningBatch:
-    """The running batch's KV cache and attention mask, (rows, width), rows in the scheduler's order."""
+    """The running requests' rows: one slot of a `BatchCache` per branch of each request.
 
-    def __init__(self, lm: LanguageModel, cache: object, mask: torch.Tensor) -> None:
-        self.lm, self.cache, self.mask = lm, cache, mask
+    `owners[slot]` says whose row a slot holds; `slots[request]` lists a request's slots in branch
+    order (not necessarily adjacent: a leaver's slots are refilled by the last rows). `version`
+    changes whenever rows join or leave."""
+
+    def __init__(self, lm: LanguageModel) -> None:
+        self.cache = internals.new_kv_cache(lm.model)
+        self.owners: list[Owner] = []
+        self.slots: dict[DecodeRequest, list[int]] = {}
+        self.version = 0
 
     @property
     def rows(self) -> int:
-        return int(self.mask.shape[0])
+        return self.cache.rows
 
     @property
     def width(self) -> int:
-        return int(self.mask.shape[1])
+        return self.cache.width
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return self.cache.mask()
+
+    def __contains__(self, request: DecodeRequest) -> bool:
+        return request in self.slots
 
     def grow(self) -> torch.Tensor:
-        """One more column for the token every row is about to feed; returns the new mask."""
-        self.mask = torch.cat([self.mask, self.mask.new_ones((self.rows, 1))], dim=-1)
-        return self.mask
+        """The mask for a step feeding every row one token (its column attended)."""
+        return self.cache.attention_mask(1)
 
-    def append(self, cache: object, mask: torch.Tensor) -> None:
-        """Rows that were just prefilled join below the running ones (both left-padded to one width)."""
-        width = max(self.width, mask.shape[1])
-        layers = [(torch.cat([_pad_left(k0, width, 2), _pad_left(k1, width, 2)]),
-                   torch.cat([_pad_left(v0, width, 2), _pad_left(v1, width, 2)]))
-                  for (k0, v0), (k1, v1) in zip(internals.kv_layers(self.cache), internals.kv_layers(cache))]
-        self.mask = torch.cat([_pad_left(self.mask, width, 1), _pad_left(mask, width, 1)])
-        self.cache = internals.kv_cache_from(self.lm.model, layers)
+    def join(self, source: BatchCache, rows: Sequence[int], owners: Sequence[Owner]) -> None:
+        """Rows `rows` of a prefilled cache join as `owners` (a source row may serve several owners)."""
+        first = self.cache.rows
+        self.cache.append(source, rows)
+        for offset, owner in enumerate(owners):
+            self.owners.append(owner)
+            request, branch = owner
+            slots = self.slots.setdefault(request, [])
+            slots += [-1] * (branch + 1 - len(slots))
+            slots[branch] = first + offset
+        self.version += 1
 
-    def keep(self, rows: list[int]) -> None:
-        """Keep only these rows (in this order), and drop columns that are padding for all of them."""
-        index = torch.tensor(rows, device=self.mask.device)
-        mask = self.mask.index_select(0, index)
-        first = int((mask.sum(0) > 0).nonzero()[0])
-        self.mask = mask[:, first:]
-        self.cache = select_rows(self.lm, self.cache, index, first)
+    def leave(self, requests: Sequence[DecodeRequest]) -> None:
+        """These requests' rows leave; the last rows move into their slots."""
+        freed = [slot for request in requests for slot in self.slots.pop(request, [])]
+        if not freed:
+            return
+        for source, target in self.cache.remove(freed):
+            owner = self.owners[source]
+            self.owners[target] = owner
+            self.slots[owner[0]][owner[1]] = target
+        del self.owners[self.cache.rows:]
+        self.version += 1

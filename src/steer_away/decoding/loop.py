@@ -3,21 +3,18 @@
 Requests join and leave at step boundaries (continuous batching). Each step is
 schedule → execute → update: the scheduler says who leaves, who decodes and who joins; the runner
 runs the decoding rows one token (all requests' edits stacked into one pass) and prefills the
-joiners, whose keys and values are appended to the running batch's cache; the sampler picks each
-request's token from its own rows (combined by its method); then requests that finished leave and
-their rows are cut out of the cache.
+joiners, whose keys and values are copied into the running batch's cache; the sampler picks each
+request's token from its own rows (turned into scores by its method); then requests that finished
+leave and their slots are refilled by the last rows.
 
 Each request keeps its own steering. A method's branches (base, expert, anti-expert, …) are rows of
-the shared forward batch, combined per request before its token is picked. A method that answers by
-choosing among whole sampled answers (`SteeringMethod.answer_choice`) fans its request out into
-that many sampled requests; the request ends, with the chosen answer, in the step its last one ends.
+the shared forward batch, turned into scores per request before its token is picked. The loop sees
+only such requests: a method that answers by choosing among whole sampled answers is fanned out
+into ordinary requests before they reach it (`decoding.engine`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 from collections.abc import Sequence
 
 import torch
@@ -29,7 +26,6 @@ from steer_away.decoding.runner import ModelRunner, PrefillGroup
 from steer_away.decoding.sampler import Sampler
 from steer_away.decoding.scheduler import JoinPolicy, Scheduler, continuous
 from steer_away.models import LanguageModel
-from steer_away.steering.base import AnswerChoice
 
 
 def stop_token_ids(lm: LanguageModel) -> list[int]:
@@ -63,54 +59,32 @@ class DecodeLoop:
         self.scheduler: Scheduler[DecodeRequest] = Scheduler(policy, max_batch)
         self.runner = ModelRunner(lm)
         self.sampler = Sampler()
-        self.batch: RunningBatch | None = None  # the running requests' cache and mask
-        self._members: list[DecodeRequest] = []  # whose rows `batch` holds, in row order
-        self._member_set: set[DecodeRequest] = set()
+        self.batch = RunningBatch(lm)  # the running requests' rows
         self.prefill_chunk = prefill_chunk
         self.isolate_failures = isolate_failures
         self._prefilling: list[PrefillGroup] = []  # joiners whose prompts are being fed, oldest first
         self._stops = set(stop_token_ids(lm))
         self.steps = 0
-        self._fanned: dict[DecodeRequest, tuple[AnswerChoice, list[DecodeRequest]]] = {}  # request -> its samples
-        self._owner: dict[DecodeRequest, DecodeRequest] = {}  # sample -> the request it was drawn for
 
     # -- membership --
 
     def add(self, request: DecodeRequest) -> DecodeRequest:
         """Queue a request to join at the next step; a method that cannot serve it raises here."""
-        choice = request.method.answer_choice()
-        if choice is not None:
-            return self._fan_out(request, choice)
-        self._prepare(request)
+        if request.state is None:
+            self.prepare(request)
         self.scheduler.add(request)
         return request
 
-    def _prepare(self, request: DecodeRequest) -> None:
+    def prepare(self, request: DecodeRequest) -> None:
+        """Let the request's method prepare its branches (raising if it cannot serve it)."""
+        if request.method.capabilities.chooses_answers:
+            raise TypeError(f"{request.method.name} chooses among whole answers: add it to a DecodeEngine")
         prepared = request.method.prepare(self.lm, [as_conversation(request.conversation)], [request.row])
-        texts = [render_chat(self.lm.tokenizer, branch[0]) for branch in prepared.branches]
-        request.state = RunState(prepared, texts)
-
-    def _fan_out(self, request: DecodeRequest, choice: AnswerChoice) -> DecodeRequest:
-        """Queue `choice.samples` sampled requests for `request` (all prepared before any joins)."""
-        config = dataclasses.replace(request.config, do_sample=True, temperature=choice.temperature)
-        first = _first_seed(request, choice)
-        samples = [DecodeRequest(request.conversation, choice.sampler, request.row, config,
-                                 torch.Generator(device=self.lm.device).manual_seed(first + i), loglik=0.0)
-                   for i in range(choice.samples)]
-        for sample in samples:
-            self._prepare(sample)
-        for sample in samples:
-            self.scheduler.add(sample)
-            self._owner[sample] = request
-        self._fanned[request] = (choice, samples)
-        request.status = RequestStatus.RUNNING
-        return request
+        request.state = RunState(prepared, [render_chat(self.lm.tokenizer, branch[0]) for branch in prepared.branches])
 
     def cancel(self, request: DecodeRequest) -> None:
         """End a request at the next step boundary (a client that left); it keeps what it has."""
         request.cancel_requested = True
-        for sample in self._fanned.get(request, (None, []))[1]:
-            sample.cancel_requested = True
 
     def room(self) -> int:
         """How many more requests may be added now (the scheduler's join policy)."""
@@ -143,15 +117,13 @@ class DecodeLoop:
         first token; with `prefill_chunk`, one chunk of the oldest joiners' prompts per step); returns
         the requests that ended in this step."""
         plan = self.scheduler.schedule()
-        if any(r in self._member_set for r in plan.left):
-            self._keep([r for r in plan.decode if r in self._member_set])
-        decoding = [r for r in plan.decode if r in self._member_set]  # the rest are still being prefilled
+        self.batch.leave(plan.left)
+        decoding = [r for r in plan.decode if r in self.batch]  # the rest are still being prefilled
         if decoding:
-            assert self.batch is not None
             for request in decoding:
                 RunState.of(request).steps += 1
-            logits = self.runner.decode(decoding, self.batch)
-            self._update(decoding, self.sampler.sample(decoding, logits))
+            logits = self.runner.decode(self.batch)
+            self._update(decoding, self.sampler.sample(decoding, logits, [self.batch.slots[r] for r in decoding]))
         if plan.join:
             self._prefilling += self._start_prefill(plan.join)
         self._prefilling = [self.runner.without_done(g) for g in self._prefilling
@@ -159,10 +131,9 @@ class DecodeLoop:
         if self._prefilling:
             self._advance_prefill()
         finished = self.scheduler.finish()
-        if finished:
-            self._keep([r for r in self.scheduler.running if r in self._member_set])
+        self.batch.leave(finished)
         self.steps += 1
-        return self._settle(plan.cancelled + finished)
+        return plan.cancelled + finished
 
     def _start_prefill(self, joining: list[DecodeRequest]) -> list[PrefillGroup]:
         """The joiners' prefill, not yet run. Their rows are encoded together; a request whose own
@@ -196,61 +167,22 @@ class DecodeLoop:
         if logits is None:
             return
         self._prefilling.pop(0)
-        start = 0
-        for request in group.requests:
-            request.prompt_tokens = int(group.mask[start].sum())
-            request.joined_at = self.steps
-            start += request.width
-        live = [r for r in group.requests if not r.done]  # a client may have left while it was prefilled
-        if not live:
+        for (request, branch), source in zip(group.owners, group.sources):
+            if branch == 0:  # its prompt: the base branch's tokens
+                request.prompt_tokens = int(group.mask[source].sum())
+                request.joined_at = self.steps
+        kept = [k for k, (request, _) in enumerate(group.owners) if not request.done]  # a client may have left
+        if not kept:
             return
-        joined = group.batch(self.lm)
-        if len(live) < len(group.requests):
-            rows = _rows_of(group.requests, live)
-            logits = logits[rows]
-            joined.keep(rows)
-        self._update(live, self.sampler.sample(live, logits))
-        if self.batch is None:
-            self.batch = joined
-        else:
-            self.batch.append(joined.cache, joined.mask)
-        self._members += live
-        self._member_set.update(live)
-        self.runner.batch_changed()
-
-    def _settle(self, ended: list[DecodeRequest]) -> list[DecodeRequest]:
-        """The requests that ended: a sample stands for the request it was drawn for, which ends (with
-        the answer its method chooses) when its last sample has."""
-        out = []
-        for request in ended:
-            owner = self._owner.pop(request, None)
-            if owner is None:
-                out.append(request)
-                continue
-            choice, samples = self._fanned[owner]
-            if any(sample in self._owner for sample in samples):
-                continue
-            del self._fanned[owner]
-            failed = next((sample.error for sample in samples if sample.error is not None), None)
-            if owner.cancel_requested:
-                owner.status = RequestStatus.FINISHED_CANCELLED
-            elif failed is not None:
-                owner.fail(failed)
-            else:
-                texts = [sample.result(self.lm).text for sample in samples]
-                try:
-                    chosen = samples[choice.choose(owner.row, texts, [s.loglik or 0.0 for s in samples])]
-                except Exception as err:  # its judge: this request alone fails
-                    owner.fail(err)
-                    out.append(owner)
-                    continue
-                owner.prompt_tokens, owner.joined_at = chosen.prompt_tokens, chosen.joined_at
-                owner.status = chosen.status
-                for token in chosen.tokens:
-                    if not _append(owner, token):
-                        break
-            out.append(owner)
-        return out
+        live = [r for r in group.requests if not r.done]
+        sources = [group.sources[k] for k in kept]
+        first = logits[sources]
+        rows, start = [], 0
+        for request in live:
+            rows.append(list(range(start, start + request.width)))
+            start += request.width
+        self._update(live, self.sampler.sample(live, first, rows))
+        self.batch.join(group.cache, sources, [group.owners[k] for k in kept])
 
     def _update(self, requests: Sequence[DecodeRequest], tokens: Sequence[int | None]) -> None:
         """Append each request's token, or end it on a stop token or at its length (a request the
@@ -263,7 +195,7 @@ class DecodeLoop:
                 request.status = RequestStatus.FINISHED_STOPPED
                 continue
             RunState.of(request).next_token = token
-            if not _append(request, token):
+            if not request.append(token):
                 continue
             if config.stop and self._says_stop(request):
                 request.status = RequestStatus.FINISHED_STOPPED
@@ -276,47 +208,3 @@ class DecodeLoop:
         longest = max(len(stop.encode()) for stop in request.config.stop)
         tail = self.lm.tokenizer.decode(request.tokens[-(longest + 2):], skip_special_tokens=True)
         return any(stop and stop in tail for stop in request.config.stop)
-
-    def _keep(self, kept: Sequence[DecodeRequest]) -> None:
-        """Keep only `kept`'s rows of the running batch (a subsequence of its members, in order)."""
-        self.runner.batch_changed()
-        if not kept or self.batch is None:
-            self.batch, self._members, self._member_set = None, [], set()
-            return
-        self.batch.keep(_rows_of(self._members, kept))
-        self._members, self._member_set = list(kept), set(kept)
-
-
-def _append(request: DecodeRequest, token: int) -> bool:
-    """Add a token to the answer and tell the request's caller; a callback that raises fails this
-    request only. False when it did."""
-    request.tokens.append(token)
-    if request.on_token is not None:
-        try:
-            request.on_token(token)
-        except Exception as err:
-            request.fail(err)
-            return False
-    return True
-
-
-def _rows_of(members: Sequence[DecodeRequest], kept: Sequence[DecodeRequest]) -> list[int]:
-    """The row indices `kept` (a subsequence of `members`, in order) hold in a batch of `members`' rows."""
-    offsets, start = {}, 0
-    for request in members:
-        offsets[id(request)] = start
-        start += request.width
-    return [row for r in kept for row in range(offsets[id(r)], offsets[id(r)] + r.width)]
-
-
-def _first_seed(request: DecodeRequest, choice: AnswerChoice) -> int:
-    """Where a fanned-out request's sample seeds start: drawn from its own generator (a seed it was
-    given); a sampled request without one draws afresh, as any sampled request does; a greedy one
-    starts from the method's seed, its conversation and user, so that it answers the same every time
-    and whatever it runs beside (what a sweep needs)."""
-    if request.generator is not None:
-        return int(torch.randint(0, 2**62, (1,), generator=request.generator, device=request.generator.device))
-    if request.config.do_sample:
-        return int(torch.randint(0, 2**62, (1,)))
-    ident = json.dumps([choice.seed, as_conversation(request.conversation), request.row.user_id], sort_keys=True)
-    return int.from_bytes(hashlib.sha256(ident.encode()).digest()[:7], "big")

@@ -87,13 +87,11 @@ class RunState:
 
     width: int = field(init=False)  # rows it takes in a forward pass: one per branch
     plain: bool = field(init=False)  # one branch whose logits pass through unchanged (a decoder may argmax them)
-    reads_answer: bool = field(init=False)  # its method re-weights the scores by the answer so far
 
     def __post_init__(self) -> None:
         # Read once: the decode loop asks for these for every request at every step.
         self.width = self.prepared.num_branches
         self.plain = self.prepared.passes_logits_through
-        self.reads_answer = self.prepared.reads_answer
 
     @staticmethod
     def of(request: DecodeRequest) -> RunState:
@@ -129,6 +127,18 @@ class DecodeRequest:
     def fail(self, error: Exception) -> None:
         """End this request alone: what it raised is kept for its caller, its batch-mates run on."""
         self.error, self.status = error, RequestStatus.FINISHED_FAILED
+
+    def append(self, token: int) -> bool:
+        """Add a token to the answer and tell the caller; a callback that raises fails this request
+        only. False when it did."""
+        self.tokens.append(token)
+        if self.on_token is not None:
+            try:
+                self.on_token(token)
+            except Exception as err:
+                self.fail(err)
+                return False
+        return True
 
     @property
     def done(self) -> bool:

@@ -2,7 +2,7 @@
 
 - `architecture`: where the decoder layers, hidden size and context length are, layer indices;
 - `hooks`: residual-stream edits and recordings in scopes that remove themselves;
-- `kv`: KV-cache helpers (per-layer keys and values, shared prefixes);
+- `kv`: `BatchCache`, the KV cache written in place that every pass uses, and shared prefixes;
 - `forward`: the forward passes everything else runs (a step with a cache, a whole text);
 - `fast_decode`: an optional CPU decode backend for Llama-family models, chosen per model type;
 - `lens`: the logit lens.
@@ -24,11 +24,11 @@ from steer_away.internals.architecture import (
 from steer_away.internals.fast_decode import FastDecoder, fast_decode_enabled, fast_decoder
 from steer_away.internals.forward import forward_full, forward_positions, forward_step
 from steer_away.internals.hooks import Edit, record_residuals, residual_hooks, residuals_at
-from steer_away.internals.kv import kv_cache_from, kv_layers, new_kv_cache, prefix_kv
+from steer_away.internals.kv import BatchCache, kv_cache_from, kv_layers, new_kv_cache, prefix_kv
 from steer_away.internals.lens import unembed_direction
 
 __all__ = [
-    "Edit", "FastDecoder", "LayerError", "Model", "check_layers", "context_length",
+    "BatchCache", "Edit", "FastDecoder", "LayerError", "Model", "check_layers", "context_length",
     "decoder_layers", "fast_decode_enabled", "fast_decoder", "forward_full", "forward_positions", "forward_step",
     "hidden_size", "kv_cache_from", "kv_layers", "new_kv_cache", "num_layers", "parse_layers",
     "prefix_kv", "record_residuals", "residual_hooks", "residuals_at", "unembed_direction",

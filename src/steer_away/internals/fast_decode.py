@@ -15,6 +15,8 @@ from torch.nn.modules import module as nn_module
 
 from steer_away.internals.architecture import Model, decoder_layers, get_path
 from steer_away.internals.hooks import Edit
+from steer_away.internals.kv import BatchCache
+from steer_away.internals.shared_prefix import attend
 
 # Profiling a batch-1 decode step of SmolLM2-135M on 2 CPU cores (bench/README.md) put ~70 % of it
 # in matrix-vector products that read the weights at about half the machine's read bandwidth, and
@@ -24,7 +26,14 @@ from steer_away.internals.hooks import Edit
 # both. Same operations in the same order as transformers' Llama, so greedy tokens match it.
 
 FAST_DECODE_TYPES = ("llama",)  # architectures whose decoder layer is exactly the one FastDecoder runs
-NARROW_ROWS = 3  # up to this many rows input-major weight copies are faster here (measured); above, the model's own
+# Row counts whose projections run faster on the model's own (output-major) weights than on the
+# input-major copies: the BLAS picks its kernel by the row count. A whole decode step of the embedded
+# model, median of 15, ms, own weights / input-major copies: 1 row 27.9 / 26.5; 2 rows 30.5 / 37.4;
+# 3 rows 32.0 / 39.2; 4 rows 45.8 / 41.4; 8 rows 59.0 / 53.6; 12 rows 72.4 / 62.6; 16 rows 60.5 / 66.1;
+# 24 rows 67.8 / 64.7; 48 rows 91.2 / 91.5; 64 rows 113.8 / 108.8; 128 rows 173.0 / 160.7. Fixed, not
+# tuned at run time: the layout changes the last bits of a product, and an answer must not depend on
+# a timing.
+OWN_WEIGHT_ROWS = frozenset({2, 3, 16})
 NARROW_COPY_LIMIT = 2 * 2**30  # bytes: models larger than this get no input-major copies (memory)
 _FAST: weakref.WeakKeyDictionary[Any, FastDecoder | None] = weakref.WeakKeyDictionary()  # per model
 
@@ -108,7 +117,7 @@ class FastDecoder:
     def step(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache: object,
              edits: dict[int, Edit]) -> torch.Tensor:
         rows = input_ids.shape[0]
-        narrow = self.narrow is not None and rows <= NARROW_ROWS
+        narrow = self.narrow is not None and rows not in OWN_WEIGHT_ROWS
 
         def linear(x: torch.Tensor, own: torch.Tensor, transposed: torch.Tensor | None) -> torch.Tensor:
             return x @ transposed if narrow and transposed is not None else torch.nn.functional.linear(x, own)
@@ -117,6 +126,11 @@ class FastDecoder:
         positions = attention_mask.sum(-1, keepdim=True) - 1
         cos, sin = self.rotary(x, positions)
         mask = attention_mask[:, None, None, :].bool()
+        # rows starting with a shared prefix: each prefix is read once for all of them (shared_prefix.py)
+        plan, own_mask, start = None, None, 0
+        if isinstance(cache, BatchCache):
+            plan, start = cache.prefix_plan(), cache.start
+            own_mask = plan.own_mask(attention_mask, start, x.dtype) if plan is not None else None
         q_width, kv_width = self.heads * self.head_dim, self.kv_heads * self.head_dim
         for index, (norm_in, norm_post, qkv_w, o_w, gate_up_w, down_w) in enumerate(self.layers):
             t_qkv, t_o, t_gate_up, t_down = self.narrow[index] if self.narrow is not None else (None,) * 4
@@ -126,8 +140,11 @@ class FastDecoder:
             v = qkv[..., q_width + kv_width:].view(rows, 1, self.kv_heads, self.head_dim).transpose(1, 2)
             q, k = self.rotate(q, k, cos, sin)
             k, v = cache.update(k, v, index)  # type: ignore[attr-defined]
-            attended = torch.nn.functional.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, scale=self.scaling, enable_gqa=self.heads != self.kv_heads)
+            if plan is not None and own_mask is not None:
+                attended = attend(q, k, v, index, plan, own_mask, start, self.scaling)
+            else:
+                attended = torch.nn.functional.scaled_dot_product_attention(
+                    q, k, v, attn_mask=mask, scale=self.scaling, enable_gqa=self.heads != self.kv_heads)
             x = x + linear(attended.transpose(1, 2).reshape(rows, 1, q_width), o_w, t_o)
             gate_up = linear(self._rms(x, norm_post), gate_up_w, t_gate_up)
             x = x + linear(torch.nn.functional.silu(gate_up[..., :self.inter]) * gate_up[..., self.inter:],

@@ -1,5 +1,5 @@
 """Forward passes the rest of steer-away runs: one step over new tokens with a KV cache (decoding,
-prefill) and a whole text without one (scoring)."""
+prefill), every new position of a continuation after a cache, and a whole text without one."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from steer_away.internals.fast_decode import fast_decoder
 from steer_away.internals.hooks import Edit, residual_hooks
 
 
+@torch.inference_mode()  # caches are inference tensors: no pass through them needs gradients
 def forward_step(
     model: Model,
     input_ids: torch.Tensor,
@@ -51,16 +52,19 @@ def forward_full(model: Model, input_ids: torch.Tensor, attention_mask: torch.Te
 
 
 
+@torch.inference_mode()
 def forward_positions(
     model: Model,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     cache: object,
+    edits: dict[int, Edit] | None = None,
 ) -> torch.Tensor:
     """Logits at every new position (batch, new, vocab) after a KV cache: for scoring continuations
-    of an encoded context. The new tokens may be right-padded (masked); hooks installed around the
-    call apply, and the model's own forward always runs."""
+    of an encoded context. The new tokens may be right-padded (masked); `edits` as for `forward_step`
+    (an edit may differ per position), and the model's own forward always runs."""
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                cache=cache, use_cache=True)
+    with residual_hooks(model, edits or {}):
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                    cache=cache, use_cache=True)
     return out.logits

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from steer_away.decoding import (
-    DecodeLoop,
+    DecodeEngine,
     DecodeRequest,
     GenerationConfig,
     cut_at_stop,
@@ -62,8 +62,8 @@ class BatchingEngine:
         self._thread = threading.Thread(target=self._work, name="steer-away-engine", daemon=True)
         self._thread.start()
 
-    def _new_loop(self) -> DecodeLoop:
-        return DecodeLoop(self.lm, self.policy, self.settings.max_batch, self.settings.prefill_chunk)
+    def _new_loop(self) -> DecodeEngine:
+        return DecodeEngine(self.lm, self.policy, self.settings.max_batch, self.settings.prefill_chunk)
 
     def submit(self, job: Job) -> None:
         try:
@@ -249,7 +249,7 @@ class BatchingEngine:
 
     def _retry_alone(self, job: Job) -> None:
         """Run one request in a loop of its own, delivering or failing it."""
-        alone = DecodeLoop(self.lm, prefill_chunk=self.settings.prefill_chunk)
+        alone = DecodeEngine(self.lm, prefill_chunk=self.settings.prefill_chunk)
         retry = None
         try:
             retry = self._request(job)

@@ -79,8 +79,34 @@ class ResidualEdits:
     gate: Callable[[int], bool] | None = None  # which of a request's own steps (0: prefill) are edited; None: all
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a method's decoding does beyond passing the model's logits through, declared as data (the
+    decoder and every scoring path read these, never which methods a class overrides).
+
+    `combines`: `PreparedBatch.combine` turns the branches into scores (else they are branch 0's logits);
+    `rescores`: `PreparedBatch.rescore` re-weights the scores by the answer so far (it must be handed it);
+    `chooses_answers`: the method answers by choosing among whole sampled answers (`answer_choice`).
+    """
+
+    combines: bool = False
+    rescores: bool = False
+    chooses_answers: bool = False
+
+
 class PreparedBatch:
-    """Branches, residual edits and logit rule for one batch; the default is the unsteered model."""
+    """Branches, residual edits and logit rule for one batch; the default is the unsteered model. A
+    subclass that overrides `combine` or `rescore` says so in `capabilities`."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A rule written but not declared would never run: refuse the class (declare it in `capabilities`)."""
+        super().__init_subclass__(**kwargs)
+        for rule, flag in (("combine", "combines"), ("rescore", "rescores")):
+            if rule in cls.__dict__ and not getattr(cls.capabilities, flag):
+                raise TypeError(f"{cls.__name__} overrides {rule}() but does not declare it: set "
+                                f"capabilities = Capabilities({flag}=True)")
 
     def __init__(self, branches: list[list[Conversation]],
                  prefixes: list[list[Conversation | None]] | None = None,
@@ -98,14 +124,9 @@ class PreparedBatch:
 
     @property
     def passes_logits_through(self) -> bool:
-        """True when `combine` returns the single branch's logits unchanged, so a decoder may pick
-        straight from the forward pass (one argmax over many requests)."""
-        return self.num_branches == 1 and type(self).combine is PreparedBatch.combine and not self.reads_answer
-
-    @property
-    def reads_answer(self) -> bool:
-        """True when `rescore` depends on the answer so far (a decoder must pass it every step)."""
-        return type(self).rescore is not PreparedBatch.rescore
+        """True when the single branch's logits are the scores, so a decoder may pick straight from the
+        forward pass (one argmax over many requests)."""
+        return self.num_branches == 1 and not self.capabilities.combines and not self.capabilities.rescores
 
     def scope(self, model: object) -> AbstractContextManager[object]:
         """The edits installed on `model` for forward passes over this batch alone (scoring; the
@@ -142,15 +163,18 @@ class AnswerChoice(ABC):
 
 
 class SteeringMethod(ABC):
-    """A way of steering a frozen model; `name` labels results, never selects code paths."""
+    """A way of steering a frozen model; `name` labels results, never selects code paths, and
+    `capabilities` says what its decoding does (those of the batches it prepares, and whether it
+    chooses among whole answers)."""
 
     name: str = "method"
+    capabilities: Capabilities = Capabilities()
     personalised: bool = False  # False: every row is steered alike, so one answer per prompt serves all users
     row_overrides: type[RowOverrides] | None = None  # the per-row choices it takes beyond user and α
 
     def answer_choice(self) -> AnswerChoice | None:
-        """Set for a method that picks among whole sampled answers (the decode loop then fans each
-        request out); None for a method that steers token by token."""
+        """How a method with `capabilities.chooses_answers` picks among whole sampled answers (the
+        decoder then fans each request out); None for a method that steers token by token."""
         return None
 
     @abstractmethod

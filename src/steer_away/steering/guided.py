@@ -21,7 +21,7 @@ import torch
 from steer_away.chat import Conversation
 from steer_away.errors import InputError
 from steer_away.scoring.base import ToxicityScorer
-from steer_away.steering.base import MethodArgs, PreparedBatch, RowSteering, SteeringMethod, Strength
+from steer_away.steering.base import Capabilities, MethodArgs, PreparedBatch, RowSteering, SteeringMethod, Strength
 from steer_away.steering.resources import SteeringResources
 from steer_away.steering.targets import ToxicityTargets, check_judge
 
@@ -33,6 +33,8 @@ MAX_TOP_K = 256  # each is a scorer text per row and step
 
 
 class _GuidedBatch(PreparedBatch):
+    capabilities = Capabilities(rescores=True)
+
     def __init__(self, conversations: list[Conversation], tokenizer: Any, scorer: ToxicityScorer,
                  targets: torch.Tensor, alphas: torch.Tensor, top_k: int, window: int) -> None:
         super().__init__([conversations])
@@ -57,6 +59,7 @@ class ClassifierGuided(SteeringMethod):
     """Re-weights the top-k next tokens toward the user's preferred TOXICITY, by the scorer's judgement."""
 
     name = "guided"
+    capabilities = _GuidedBatch.capabilities
 
     def __init__(self, scorer: ToxicityScorer, targets: ToxicityTargets, *, alpha: float = 20.0, top_k: int = 10,
                  window: int = 0, name: str | None = None) -> None:

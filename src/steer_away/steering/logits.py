@@ -23,7 +23,7 @@ import torch
 
 from steer_away.chat import Conversation
 from steer_away.errors import InputError
-from steer_away.steering.base import PreparedBatch, RowSteering, SteeringMethod, Strength
+from steer_away.steering.base import Capabilities, PreparedBatch, RowSteering, SteeringMethod, Strength
 from steer_away.steering.by_category import (
     CategoryArgs,
     CategoryOverride,
@@ -69,6 +69,8 @@ def plausible_only(scores: torch.Tensor, base: torch.Tensor, log_betas: torch.Te
 
 
 class _ContrastiveBatch(PreparedBatch):
+    capabilities = Capabilities(combines=True)
+
     def __init__(self, branches: list[list[Conversation]], contrast: Sequence[float], alphas: torch.Tensor,
                  log_betas: torch.Tensor | None, prefixes: list[list[Conversation | None]] | None = None) -> None:
         super().__init__(branches, prefixes)
@@ -94,6 +96,7 @@ class ContrastiveLogitSteering(CategorySteering):
 
     contrast: tuple[float, ...] = ()
     plausibility_cutoff = False
+    capabilities = _ContrastiveBatch.capabilities
 
     def __init__(
         self,

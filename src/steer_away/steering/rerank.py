@@ -10,6 +10,7 @@ reranker only chooses among finished answers. Its cost is N answers plus N score
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -43,9 +44,11 @@ class Rerank(SteeringMethod, AnswerChoice):
 
     def __init__(self, sampler: SteeringMethod, scorer: ToxicityScorer, targets: ToxicityTargets, *,
                  samples: int = 4, temperature: float = 0.7, seed: int = 0, name: str | None = None) -> None:
-        if sampler.answer_choice() is not None:
+        if sampler.capabilities.chooses_answers:
             raise InputError(f"{sampler.name} already picks among whole answers; rerank its sampler instead")
         self.sampler, self.scorer, self.targets = sampler, scorer, targets
+        # its answers are chosen among the sampler's; contexts are scored as the sampler decodes them
+        self.capabilities = dataclasses.replace(sampler.capabilities, chooses_answers=True)
         self.samples, self.temperature, self.seed = samples, temperature, seed
         self.personalised = targets.personal or sampler.personalised
         self.row_overrides = sampler.row_overrides

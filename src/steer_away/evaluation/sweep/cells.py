@@ -220,15 +220,35 @@ def answer_units(method: SteeringMethod, rows: list[EvalRow]) -> list[tuple[str,
     return [(prompt, served[0].user_id, served) for (prompt, _), served in grouped.items()]
 
 
+def _by_prompt(units: list[tuple[str, str, list[EvalRow]]], size: int) -> Iterator[list[tuple[str, str, list[EvalRow]]]]:
+    """Batches of about `size` answers that never split one prompt's answers (what its answers share,
+    such as a reranker's candidates, is then shared within one batch); a prompt with more is one batch."""
+    per_prompt: dict[str, list[tuple[str, str, list[EvalRow]]]] = {}
+    for unit in units:
+        per_prompt.setdefault(unit[0], []).append(unit)
+    chunk: list[tuple[str, str, list[EvalRow]]] = []
+    for own in per_prompt.values():
+        if chunk and len(chunk) + len(own) > size:
+            yield chunk
+            chunk = []
+        chunk += own
+    if chunk:
+        yield chunk
+
+
 def cell_work(ctx: EvalContext, cell: Cell, done_rows: set[str], done_questions: set[str]) -> int:
     """What is left of a cell in tokens run through the model: each answer's prompt and new tokens, and
     each question with its options, times the method's branches. Only a time estimate reads it, so
     it takes mean lengths from a sample of prompts and questions."""
     method = ctx.method(cell)
     branches = method.prepare(ctx.lm, [[{"role": "user", "content": "x"}]], [RowSteering()]).num_branches
-    choice = method.answer_choice()
-    samples = choice.samples if choice is not None else 1
-    answers = len(answer_units(method, [r for r in ctx.rows if r.row_id not in done_rows]))
+    units = answer_units(method, [r for r in ctx.rows if r.row_id not in done_rows])
+    answers = len(units)
+    choice = method.answer_choice() if method.capabilities.chooses_answers else None
+    samples = 1.0
+    if choice is not None:  # candidates are drawn once per prompt and sampler group, and shared
+        drawn = {(prompt, repr(choice.sampler.answer_group(RowSteering(user)))) for prompt, user, _ in units}
+        samples = choice.samples * len(drawn) / max(answers, 1)
     questions = sum(q.question_id not in done_questions for q in ctx.mmlu)
 
     def tokens(texts: list[str]) -> float:
@@ -248,10 +268,8 @@ def compute_cell(ctx: EvalContext, cell: Cell, done_rows: set[str], done_questio
     ctx.warm_up()
     config = GenerationConfig(max_new_tokens=ctx.config.max_new_tokens)
     todo = [r for r in ctx.rows if r.row_id not in done_rows]
-    units = answer_units(method, todo)
     size = ctx.config.batch_size
-    for start in range(0, len(units), size):
-        chunk = units[start:start + size]
+    for chunk in _by_prompt(answer_units(method, todo), size):
         steer = [RowSteering(user) for _, user, _ in chunk]
         started = time.perf_counter()
         outs = generate(ctx.lm, [p for p, _, _ in chunk], method=method, rows=steer, config=config)
