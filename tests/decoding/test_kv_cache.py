@@ -27,12 +27,12 @@ def test_requests_join_by_slots_and_a_leavers_slots_take_the_last_rows(tiny_lm):
     batch.join(prefilled(tiny_lm, ["please be respectful and careful today"]), [0, 0], [("c", 0), ("d", 0)])
     assert batch.slots == {"a": [0, 1], "b": [2], "c": [3], "d": [4]} and batch.rows == 5
     version = batch.version
-    d_keys = internals.kv_layers(batch.cache)[0][0][4].clone()
+    d_keys = batch.cache.keys_values()[0][0][4].clone()
     batch.leave(["a"])
     # c and d moved into a's two slots; b stayed where it was
     assert batch.slots == {"b": [2], "c": [0], "d": [1]} and batch.owners == [("c", 0), ("d", 0), ("b", 0)]
     assert batch.version > version
-    torch.testing.assert_close(internals.kv_layers(batch.cache)[0][0][1], d_keys, rtol=0, atol=0)
+    torch.testing.assert_close(batch.cache.keys_values()[0][0][1], d_keys, rtol=0, atol=0)
     batch.leave(["b", "c", "d"])
     assert batch.rows == 0 and batch.slots == {} and batch.owners == []
 
@@ -54,7 +54,7 @@ def test_rows_with_a_shared_prefix_start_from_its_keys(tiny_lm, tokenizer):
     whole = prefilled(tiny_lm, [texts[1]])
     with torch.inference_mode():
         internals.forward_step(tiny_lm.model, ids, cache.attention_mask(ids.shape[1], attend=False), cache)
-    torch.testing.assert_close(internals.kv_layers(cache)[2][0][1, :, -whole.width:], internals.kv_layers(whole)[2][0][0],
+    torch.testing.assert_close(cache.keys_values()[2][0][1, :, -whole.width:], whole.keys_values()[2][0][0],
                                rtol=1e-5, atol=1e-5)
 
 

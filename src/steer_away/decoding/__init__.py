@@ -7,7 +7,7 @@ it `engine.DecodeEngine` turns requests that choose among whole answers into par
 """
 
 from steer_away.decoding.engine import DecodeEngine, run_requests
-from steer_away.decoding.kv_cache import encode_prepared, encode_rows, encode_token_rows, head_tokens, select_rows
+from steer_away.decoding.kv_cache import encode_prepared, encode_rows, encode_token_rows, head_tokens
 from steer_away.decoding.loop import DecodeLoop, stop_token_ids
 from steer_away.decoding.request import (
     DecodeRequest,
@@ -22,5 +22,5 @@ from steer_away.decoding.scheduler import JOIN_POLICIES, JoinPolicy, join_policy
 
 __all__ = ["JOIN_POLICIES", "DecodeEngine", "DecodeLoop", "DecodeRequest", "Generation", "GenerationConfig",
            "JoinPolicy", "RequestStatus", "cut_at_stop", "encode_prepared", "encode_rows", "encode_token_rows",
-           "head_tokens", "join_policy_named", "requests_for", "run_requests", "select_rows", "stop_prefix_length",
+           "head_tokens", "join_policy_named", "requests_for", "run_requests", "stop_prefix_length",
            "stop_token_ids"]

@@ -39,6 +39,7 @@ class Candidates:
     key: Hashable
     requests: list[DecodeRequest]
     parents: list[ParentRequest] = field(default_factory=list)
+    texts: list[str] | None = None  # once they have all ended
 
 
 @dataclass(eq=False)
@@ -52,12 +53,22 @@ class ParentRequest:
 
 def candidate_seed(request: DecodeRequest, choice: AnswerChoice) -> int | None:
     """Where a parent's candidate seeds start (None: fresh draws, shared with no one)."""
+    return _seed(request, choice, *_draws(request, choice))
+
+
+def _draws(request: DecodeRequest, choice: AnswerChoice) -> tuple[str, str]:
+    """What the candidates are drawn from: the conversation, and the group its sampler steers it in
+    (not its user: rows the sampler steers alike draw alike)."""
+    return (json.dumps(as_conversation(request.conversation), sort_keys=True),
+            repr(choice.sampler.answer_group(request.row)))
+
+
+def _seed(request: DecodeRequest, choice: AnswerChoice, conversation: str, group: str) -> int | None:
     if request.generator is not None:
         return int(torch.randint(0, 2**62, (1,), generator=request.generator, device=request.generator.device))
     if request.config.do_sample:
         return None
-    group = choice.sampler.answer_group(request.row)  # not the user: rows the sampler steers alike draw alike
-    ident = json.dumps([choice.seed, as_conversation(request.conversation), repr(group)], sort_keys=True)
+    ident = json.dumps([choice.seed, conversation, group])
     return int.from_bytes(hashlib.sha256(ident.encode()).digest()[:7], "big")
 
 
@@ -81,11 +92,12 @@ class DecodeEngine:
         if not request.method.capabilities.chooses_answers:
             return self.loop.add(request)
         choice = request.method.answer_choice()
-        assert choice is not None, f"{request.method.name} says it chooses answers but has no answer choice"
+        if choice is None:
+            raise TypeError(f"{request.method.name} declares chooses_answers but gives no answer choice")
         config = dataclasses.replace(request.config, do_sample=True, temperature=choice.temperature)
-        seed = candidate_seed(request, choice)
-        key = (seed, json.dumps(as_conversation(request.conversation), sort_keys=True),
-               repr(choice.sampler.answer_group(request.row)), id(choice.sampler), choice.samples, config)
+        conversation, group = _draws(request, choice)
+        seed = _seed(request, choice, conversation, group)
+        key = (seed, conversation, group, id(choice.sampler), choice.samples, config)
         candidates = self._pool.get(key) if seed is not None else None
         if candidates is None:
             first = seed if seed is not None else int(torch.randint(0, 2**62, (1,)))
@@ -151,7 +163,7 @@ class DecodeEngine:
             if candidates is None:
                 out.append(request)
             elif not any(sample in self._waiting for sample in candidates.requests):  # the last of them
-                self._pool.pop(candidates.key, None)
+                self._forget(candidates)
                 for parent in candidates.parents:
                     del self._parents[parent.request]
                     out.append(self._choose(parent))
@@ -162,9 +174,14 @@ class DecodeEngine:
         candidates = parent.candidates
         candidates.parents.remove(parent)
         if not candidates.parents:
-            self._pool.pop(candidates.key, None)
+            self._forget(candidates)
             for sample in candidates.requests:
                 self.loop.cancel(sample)
+
+    def _forget(self, candidates: Candidates) -> None:
+        """No later parent joins these candidates (another set may have their key by now)."""
+        if self._pool.get(candidates.key) is candidates:
+            del self._pool[candidates.key]
 
     def _choose(self, parent: ParentRequest) -> DecodeRequest:
         """The parent takes the candidate its method chooses (a candidate's failure, or its judge's, fails it)."""
@@ -174,7 +191,9 @@ class DecodeEngine:
             request.fail(failed)
             return request
         try:
-            texts = [sample.result(self.lm).text for sample in samples]
+            if parent.candidates.texts is None:  # decoded once for all the parents choosing among them
+                parent.candidates.texts = [sample.result(self.lm).text for sample in samples]
+            texts = parent.candidates.texts
             chosen = samples[parent.choice.choose(request.row, texts, [s.loglik or 0.0 for s in samples])]
         except Exception as err:  # its judge: this request alone fails
             request.fail(err)

@@ -20,11 +20,9 @@ import torch
 from steer_away import internals
 from steer_away.chat import Conversation, encode, render_prefix
 from steer_away.decoding.request import DecodeRequest
-from steer_away.internals import BatchCache
+from steer_away.internals import KV, BatchCache
 from steer_away.models import LanguageModel
 from steer_away.steering.base import PreparedBatch
-
-KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys and values, (batch, kv heads, len, head dim)
 
 
 class PrefixCache:
@@ -148,12 +146,6 @@ def encode_prepared(lm: LanguageModel, prepared: PreparedBatch, texts: Sequence[
     """`encode_rows` for a prepared batch's texts (branch-major, as `prepared.branches`)."""
     flat = [p for branch in (prepared.prefixes or []) for p in branch] or [None] * len(texts)
     return encode_rows(lm, texts, flat)
-
-
-def select_rows(cache: BatchCache, index: Sequence[int], extra: int = 0) -> BatchCache:
-    """A new cache of rows `index` of `cache`, in that order (a row may repeat: several continuations
-    of one prompt), with room for `extra` more tokens."""
-    return cache.take(index, extra)
 
 
 Owner = tuple[DecodeRequest, int]  # (request, branch): whose row a slot holds

@@ -171,18 +171,15 @@ class DecodeLoop:
             if branch == 0:  # its prompt: the base branch's tokens
                 request.prompt_tokens = int(group.mask[source].sum())
                 request.joined_at = self.steps
-        kept = [k for k, (request, _) in enumerate(group.owners) if not request.done]  # a client may have left
-        if not kept:
-            return
-        live = [r for r in group.requests if not r.done]
-        sources = [group.sources[k] for k in kept]
-        first = logits[sources]
+        # every request of the group is live (`without_done` ran this step): each takes its first token
         rows, start = [], 0
-        for request in live:
+        for request in group.requests:
             rows.append(list(range(start, start + request.width)))
             start += request.width
-        self._update(live, self.sampler.sample(live, first, rows))
-        self.batch.join(group.cache, sources, [group.owners[k] for k in kept])
+        self._update(group.requests, self.sampler.sample(group.requests, logits[group.sources], rows))
+        kept = [k for k, (request, _) in enumerate(group.owners) if not request.done]  # not those that ended on it
+        if kept:
+            self.batch.join(group.cache, [group.sources[k] for k in kept], [group.owners[k] for k in kept])
 
     def _update(self, requests: Sequence[DecodeRequest], tokens: Sequence[int | None]) -> None:
         """Append each request's token, or end it on a stop token or at its length (a request the

@@ -194,14 +194,7 @@ class ModelRunner:
         owners = batch.owners
         ids = torch.tensor([RunState.of(request).next_token for request, _ in owners], device=self.lm.device)
         mask = batch.grow()
-        key = (batch.version, *(_gate_key(request) for request in batch.slots))
+        key = (batch.version, *(gate_open(RunState.of(r).prepared.edits, RunState.of(r).steps) for r in batch.slots))
         if key != self._edit_key:
             self._edits, self._edit_key = stacked_edits([_edit_row(o) for o in owners], self.lm), key
         return internals.forward_step(self.lm.model, ids[:, None], mask, batch.cache, self._edits)
-
-
-def _gate_key(request: DecodeRequest) -> bool | None:
-    edits = RunState.of(request).prepared.edits
-    if edits is None or edits.gate is None:
-        return None
-    return edits.gate(RunState.of(request).steps)

@@ -16,7 +16,7 @@ import torch
 
 from steer_away import internals
 from steer_away.chat import Conversation, as_conversation, plain_text, render_chat
-from steer_away.decoding.kv_cache import encode_prepared, encode_token_rows, head_tokens, select_rows
+from steer_away.decoding.kv_cache import encode_prepared, encode_token_rows, head_tokens
 from steer_away.decoding.runner import batch_edits
 from steer_away.decoding.sampler import steered_scores
 from steer_away.errors import InputError
@@ -175,7 +175,7 @@ def _score_continuations(lm: LanguageModel, method: SteeringMethod, conversation
         fed_mask = real[:, 1:].repeat(branches, 1).long().to(lm.device)  # token j is fed only if j + 1 is scored
         context_mask = mask.index_select(0, torch.tensor(index, device=lm.device))
         later = internals.forward_positions(lm.model, feed, torch.cat([context_mask, fed_mask], -1),
-                                            select_rows(cache, index, extra=longest - 1),
+                                            cache.take(index, extra=longest - 1),
                                             batch_edits(expanded, range(1, longest), lm))
         logits += [later[:, j] for j in range(longest - 1)]
     total = torch.zeros(width, dtype=torch.float64)

@@ -24,12 +24,13 @@ from steer_away.internals.architecture import (
 from steer_away.internals.fast_decode import FastDecoder, fast_decode_enabled, fast_decoder
 from steer_away.internals.forward import forward_full, forward_positions, forward_step
 from steer_away.internals.hooks import Edit, record_residuals, residual_hooks, residuals_at
-from steer_away.internals.kv import BatchCache, kv_cache_from, kv_layers, new_kv_cache, prefix_kv
+from steer_away.internals.kv import BatchCache, new_kv_cache, prefix_kv
 from steer_away.internals.lens import unembed_direction
+from steer_away.internals.shared_prefix import KV
 
 __all__ = [
-    "BatchCache", "Edit", "FastDecoder", "LayerError", "Model", "check_layers", "context_length",
+    "KV", "BatchCache", "Edit", "FastDecoder", "LayerError", "Model", "check_layers", "context_length",
     "decoder_layers", "fast_decode_enabled", "fast_decoder", "forward_full", "forward_positions", "forward_step",
-    "hidden_size", "kv_cache_from", "kv_layers", "new_kv_cache", "num_layers", "parse_layers",
+    "hidden_size", "new_kv_cache", "num_layers", "parse_layers",
     "prefix_kv", "record_residuals", "residual_hooks", "residuals_at", "unembed_direction",
 ]

@@ -13,10 +13,12 @@ Buffers come back uninitialised: a cache writes, or zeroes, every column it read
 from __future__ import annotations
 
 import threading
+from collections import deque
 
 import torch
 
 KEEP_BYTES = 4 * 2**30  # free buffers kept at most (the largest are dropped first beyond it)
+OVERSIZE = 2  # a buffer more than this many times the size asked for is left for a larger cache
 
 
 class BufferPool:
@@ -24,7 +26,10 @@ class BufferPool:
 
     def __init__(self, keep_bytes: int = KEEP_BYTES) -> None:
         self.keep_bytes = keep_bytes
-        self._free: list[torch.Tensor] = []
+        self._free: list[torch.Tensor] = []  # sorted by size
+        # Buffers come back from finalizers, which the garbage collector may run inside `take` itself,
+        # in the same thread: they go into a queue that needs no lock, and `take` files them.
+        self._returned: deque[torch.Tensor] = deque()
         self._lock = threading.Lock()
         self.reused = 0  # buffers handed out again, and ...
         self.allocated = 0  # ... allocated afresh
@@ -33,8 +38,9 @@ class BufferPool:
         """A flat buffer of at least `numel` elements (its contents undefined)."""
         if device.type == "cpu":
             with self._lock:
+                self._file()
                 for i, buffer in enumerate(self._free):  # sorted by size: the first that fits is the smallest
-                    if buffer.dtype == dtype and buffer.device == device and buffer.numel() >= numel:
+                    if buffer.dtype == dtype and buffer.device == device and numel <= buffer.numel() <= OVERSIZE * numel:
                         self.reused += 1
                         return self._free.pop(i)
         self.allocated += 1
@@ -42,16 +48,28 @@ class BufferPool:
 
     def give(self, buffer: torch.Tensor) -> None:
         """Hand a buffer back: nothing may use it, or a view of it, any more."""
-        if buffer.device.type != "cpu":
+        if buffer.device.type == "cpu":
+            self._returned.append(buffer)  # no lock: see __init__
+
+    def _file(self) -> None:
+        """Sort the buffers given back into the free list, keeping at most `keep_bytes` (under the lock)."""
+        if not self._returned:
             return
+        while self._returned:
+            self._free.append(self._returned.popleft())
+        self._free.sort(key=torch.Tensor.numel)
+        while sum(b.numel() * b.element_size() for b in self._free) > self.keep_bytes:
+            self._free.pop()
+
+    def free(self) -> list[torch.Tensor]:
+        """The buffers kept now, smallest first."""
         with self._lock:
-            self._free.append(buffer)
-            self._free.sort(key=torch.Tensor.numel)
-            while sum(b.numel() * b.element_size() for b in self._free) > self.keep_bytes:
-                self._free.pop()
+            self._file()
+            return list(self._free)
 
     def clear(self) -> None:
         with self._lock:
+            self._returned.clear()
             self._free.clear()
 
 

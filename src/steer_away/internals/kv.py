@@ -8,11 +8,12 @@ into it through `update`) whose keys and values live in buffers written in place
 - columns `[start, end)` of rows `[0, rows)` are live; each row's tokens are right-aligned at `end`
   behind masked padding, the layout left padding gives, and the cache keeps every row's attention
   mask in the same columns, so a decoding step writes one column and attends over a view;
-- the buffers grow by chunks of columns (the window moved back to the left then), never per token,
-  and come from a pool that hands out again what finished caches gave back (`buffers.py`);
+- the buffers grow by chunks of columns (the window moved back to the left then, with room on both
+  sides), never per token, and come from a pool that hands out again what finished caches gave back
+  (`buffers.py`);
 - rows join below the others (`append`: only their keys are copied) and leave by having the last
-  rows moved into their slots (`remove`: only the moved rows are copied), so no row is ever copied
-  because another joined or left.
+  rows moved into their slots (`remove`: only the moved rows are copied); the others are copied only
+  when the buffers grow, or when a joiner is wider than the room left of the window.
 
 Every column of the live window is written or zeroed before it is read (masked padding included:
 attention multiplies it by zero, which a NaN left by an earlier cache would survive).
@@ -28,10 +29,9 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 
 from steer_away.internals.architecture import Model, num_layers
 from steer_away.internals.buffers import POOL
-from steer_away.internals.shared_prefix import PrefixPlan, SharedPrefix, prefix_plan
+from steer_away.internals.shared_prefix import KV, PrefixPlan, SharedPrefix, prefix_plan
 
 GROW_COLUMNS = 64  # the fewest columns a buffer grows by; it grows by half its live width when that is more
-KV = Sequence[tuple[torch.Tensor, torch.Tensor]]  # per layer: (keys, values), (rows, kv heads, length, head dim)
 
 
 class _Layer(CacheLayerMixin):
@@ -125,8 +125,9 @@ class BatchCache(Cache):
         """The mask for a pass feeding `new` tokens to every row: the live columns and `new` more, which
         are marked attended when `attend` (decoding) or keep what `set_mask` wrote (a prefill's padding)."""
         assert self._mask is not None
-        if self.end + new > self._mask.shape[1]:  # full: the window moves to column 0 of larger buffers
-            self._relayout(self._mask.shape[0], self.width + new + max(GROW_COLUMNS, self.width // 2), -self.start)
+        if self.end + new > self._mask.shape[1]:  # full: the window moves left, into buffers with room to grow
+            room = max(GROW_COLUMNS, self.width // 2)  # to the right for new tokens, to the left for wider joiners
+            self._relayout(self._mask.shape[0], room + self.width + new + room, room - self.start)
         if attend:
             self._mask[:self.rows, self.end:self.end + new] = 1
         return self._mask[:self.rows, self.start:self.end + new]
@@ -210,8 +211,7 @@ class BatchCache(Cache):
     def append(self, other: BatchCache, rows: Sequence[int]) -> None:
         """Copy rows `rows` of `other` (a row may repeat: one prefill serving several identical rows) in
         below the live rows, right-aligned at this cache's `end`."""
-        if not other.allocated:
-            return
+        assert other.allocated, "rows join once they are prefilled"
         count, width = len(rows), other.width
         if not self._keys:
             self._allocate(other._keys[0], rows=count, columns=width + GROW_COLUMNS)
@@ -226,11 +226,11 @@ class BatchCache(Cache):
         slots = slice(self.rows, self.rows + count)
         for mine, theirs in ((self._keys, other._keys), (self._values, other._values)):
             for ours, source in zip(mine, theirs):
-                ours[slots, :, first:end] = source.index_select(0, index)[:, :, other.start:other.end]
+                ours[slots, :, first:end] = source[:, :, other.start:other.end].index_select(0, index)
                 ours[slots, :, start:first].zero_()  # the joiners' padding, narrower than the window
                 ours[:self.rows, :, start:self.start].zero_()  # the others' new padding, wider joiners
         self._mask[slots].zero_()
-        self._mask[slots, first:end] = other._mask.index_select(0, index)[:, other.start:other.end]
+        self._mask[slots, first:end] = other._mask[:, other.start:other.end].index_select(0, index)
         self._mask[:self.rows, start:self.start] = 0
         for row in rows:
             entry = other._prefixes[row]
@@ -252,7 +252,8 @@ class BatchCache(Cache):
             source = torch.tensor(movers, device=self._mask.device)
             target = torch.tensor(holes, device=self._mask.device)
             for buffer in (*self._keys, *self._values):
-                buffer.index_copy_(0, target, buffer.index_select(0, source))
+                window = buffer[:, :, self.start:self.end]  # what is read of a row (the rest is rewritten first)
+                window.index_copy_(0, target, window.index_select(0, source))
             self._mask.index_copy_(0, target, self._mask.index_select(0, source))
         for source_row, target_row in moves:
             self._prefixes[target_row] = self._prefixes[source_row]
@@ -346,8 +347,9 @@ class BatchCache(Cache):
         if old_release is not None:
             old_release()  # the old buffer is not read again: back to the pool
         mask = self._mask.new_zeros((row_capacity, columns))
-        if rows:
-            mask[:rows, start + shift:end + shift] = self._mask[:rows, start:end]
+        if rows:  # up to the old capacity: a prefill cache's mask also covers the tokens it has yet to feed
+            kept = min(self._mask.shape[1], columns - shift) - start
+            mask[:rows, start + shift:start + shift + kept] = self._mask[:rows, start:start + kept]
         self._mask = mask
         self.start = start + shift
         self._set_end(end + shift)
@@ -369,18 +371,3 @@ def prefix_kv(model: Model, input_ids: torch.Tensor) -> list[tuple[torch.Tensor,
     model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), position_ids=positions,
           cache=cache, use_cache=True, logits_to_keep=1)
     return [(k.clone(), v.clone()) for k, v in cache.keys_values()]
-
-
-def kv_layers(cache: object) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Every layer's live (keys, values), (rows, kv heads, width, head dim) each (views: see `keys_values`)."""
-    assert isinstance(cache, BatchCache), f"not a steer-away cache: {type(cache).__name__}"
-    return cache.keys_values()
-
-
-def kv_cache_from(model: Model, layers: KV, mask: torch.Tensor | None = None, capacity: int = 0) -> BatchCache:
-    """A cache holding the given per-layer (keys, values), (rows, kv heads, width, head dim) each, every
-    column attended unless `mask` says otherwise."""
-    keys = layers[0][0]
-    if mask is None:
-        mask = torch.ones((keys.shape[0], keys.shape[2]), dtype=torch.long, device=keys.device)
-    return BatchCache.holding(layers, mask, capacity)

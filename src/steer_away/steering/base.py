@@ -104,8 +104,8 @@ class PreparedBatch:
         """A rule written but not declared would never run: refuse the class (declare it in `capabilities`)."""
         super().__init_subclass__(**kwargs)
         for rule, flag in (("combine", "combines"), ("rescore", "rescores")):
-            if rule in cls.__dict__ and not getattr(cls.capabilities, flag):
-                raise TypeError(f"{cls.__name__} overrides {rule}() but does not declare it: set "
+            if getattr(cls, rule) is not getattr(PreparedBatch, rule) and not getattr(cls.capabilities, flag):
+                raise TypeError(f"{cls.__name__} has its own {rule}() but does not declare it: set "
                                 f"capabilities = Capabilities({flag}=True)")
 
     def __init__(self, branches: list[list[Conversation]],
@@ -115,7 +115,8 @@ class PreparedBatch:
         self.edits = edits
         # Per branch and row, the leading messages (system prompt, example exchanges) that many rows
         # share and that do not depend on the steering: their keys and values are computed once and
-        # reused (generation.py). None: nothing to share. Only for branches run without hooks.
+        # reused (decoding/kv_cache.py), and a decode step reads them once (internals/shared_prefix.py).
+        # None: nothing to share.
         self.prefixes = prefixes
 
     @property
@@ -129,8 +130,8 @@ class PreparedBatch:
         return self.num_branches == 1 and not self.capabilities.combines and not self.capabilities.rescores
 
     def scope(self, model: object) -> AbstractContextManager[object]:
-        """The edits installed on `model` for forward passes over this batch alone (scoring; the
-        decode loop installs merged edits itself). Removed on exit, on error too."""
+        """The edits installed as hooks on `model` for a caller's own forward passes over this batch
+        alone (the decoder and the scoring paths pass them as data instead). Removed on exit, on error too."""
         if self.edits is None:
             return nullcontext()
 
@@ -169,6 +170,13 @@ class SteeringMethod(ABC):
 
     name: str = "method"
     capabilities: Capabilities = Capabilities()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """An answer choice written but not declared would never be made: refuse the class."""
+        super().__init_subclass__(**kwargs)
+        if cls.answer_choice is not SteeringMethod.answer_choice and not cls.capabilities.chooses_answers:
+            raise TypeError(f"{cls.__name__} has its own answer_choice() but does not declare it: set "
+                            f"capabilities = Capabilities(chooses_answers=True)")
     personalised: bool = False  # False: every row is steered alike, so one answer per prompt serves all users
     row_overrides: type[RowOverrides] | None = None  # the per-row choices it takes beyond user and α
 

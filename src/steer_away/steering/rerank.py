@@ -22,6 +22,7 @@ from steer_away.errors import InputError
 from steer_away.scoring.base import ToxicityScorer
 from steer_away.steering.base import (
     AnswerChoice,
+    Capabilities,
     MethodArgs,
     PreparedBatch,
     RowOverrides,
@@ -41,6 +42,7 @@ class Rerank(SteeringMethod, AnswerChoice):
     """Keeps, of `samples` answers drawn from `sampler`, the one nearest the user's preferred TOXICITY."""
 
     name = "rerank"
+    capabilities = Capabilities(chooses_answers=True)
 
     def __init__(self, sampler: SteeringMethod, scorer: ToxicityScorer, targets: ToxicityTargets, *,
                  samples: int = 4, temperature: float = 0.7, seed: int = 0, name: str | None = None) -> None:
