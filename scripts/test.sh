@@ -3,7 +3,7 @@
 # slow ones that load the embedded SmolLM2 model (marker `slow`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh dev
 . .venv/bin/activate
 echo "== lint (ruff) and types (mypy)"
 ruff check src tests bench scripts

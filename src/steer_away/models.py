@@ -225,6 +225,7 @@ def _save_cache(model: Any, tokenizer: Any, folder: Path, source: str) -> None:
 def _finish(model: Any, tokenizer: Any, model_id: str, source: str) -> LoadedModel:
     model.eval()
     model.requires_grad_(False)
+    internals.prefer_grouped_attention(model.device)
     if getattr(tokenizer, "pad_token_id", None) is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"

@@ -5,9 +5,13 @@ import pytest
 import torch
 
 from steer_away.chat import render_chat
+from steer_away.decoding.scoring import answer_scores
 from steer_away.evaluation.mmlu import ANSWER_PREFIX, MMLUQuestion, letter_token_ids, load_mmlu, mmlu_predictions
-from steer_away.evaluation.perplexity import answer_perplexities
 from steer_away.steering.logits import EADS
+
+
+def answer_perplexities(lm, prompts, answers, batch_size=8):
+    return [s.perplexity for s in answer_scores(lm, prompts, answers, batch_size=batch_size)]
 
 
 def test_perplexity_matches_a_manual_computation(tiny_lm):

@@ -51,8 +51,9 @@ def test_a_store_written_with_plain_dict_summaries_still_reads(tmp_path):
     with sqlite3.connect(path) as con:
         con.execute("INSERT INTO cells VALUES ('k', 'unsteered', NULL, '', ?, 'done', ?, 1.0)",
                     ('{"args": {}, "fingerprint": "fp", "label": "unsteered"}', OLD_ROW))
-        con.execute("INSERT INTO answers VALUES ('k', 'a|p1', 'a', 'p1', 'benign_control', 'hi', 'hello', "
-                    "'[0.3, 0, 0, 0, 0, 0]', 0.1, NULL, 3, 'run', 1.0)")
+        con.execute("INSERT INTO answers (cell, row_id, user_id, prompt_id, category, prompt, answer, toxicity, "
+                    "distance, perplexity, n_tokens, run_id, created_at) VALUES ('k', 'a|p1', 'a', 'p1', "
+                    "'benign_control', 'hi', 'hello', '[0.3, 0, 0, 0, 0, 0]', 0.1, NULL, 3, 'run', 1.0)")
     store = ResultsStore(path, create=False)
     (cell,) = store.cells()
     summary = cell.done_summary
@@ -62,7 +63,8 @@ def test_a_store_written_with_plain_dict_summaries_still_reads(tmp_path):
     assert summary.utility_format == "letter"  # every store before cloze scoring asked for letters
     # the same JSON, key for key, under the new names
     renamed = OLD_ROW.replace('"mmlu_', '"utility_')[:-1] + ', "utility_format": "letter"'
-    assert json.dumps(summary.to_dict()) == renamed + ', "seconds_per_answer": NaN, "timed_runs": []}'  # not timed
+    assert json.dumps(summary.to_dict()) == renamed + (', "seconds_per_answer": NaN, "timed_runs": [], '  # not timed
+                                                       '"tolerated_toxicity": {}}')  # nor tolerances known
     (answer,) = store.answers("k")
     assert answer.attribute_mae == 0.1 and math.isnan(answer.perplexity)
 

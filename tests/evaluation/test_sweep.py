@@ -75,9 +75,37 @@ def test_sweep_store_and_report(tiny_model_dir, tmp_path):
         assert by_method[c.method].tox_dist == pytest.approx(by_hand)
     for name in ("categories.png", "change_sources.csv", "sensitivity_effects.csv"):
         assert (tmp_path / "report" / name).stat().st_size > 100
+    # relevance is scored with every answer, and the guards read it
+    assert all(a.relevance == a.relevance for a in rows if a.answer.strip())  # not NaN
+    assert "relevance" in (tmp_path / "report" / "main.csv").read_text().splitlines()[0]
+    assert (tmp_path / "report" / "guards.csv").stat().st_size > 100
     # a rerun computes nothing
     again = run_sweep(config, show_progress=False)
     assert again.computed == [] and len(again.skipped) == 4
+
+
+def test_a_store_written_before_relevance_and_tolerance_gets_them_without_generating_again(tiny_model_dir, tmp_path):
+    config = SweepConfig.from_dict(config_dict(tiny_model_dir, tmp_path / "run",
+                                               [{"name": "unsteered"}, {"name": "caa-population"}]))
+    run_sweep(config, show_progress=False)
+    path = tmp_path / "run" / "results.sqlite"
+    store = ResultsStore(path)
+    keys = [c.key for c in store.cells()]
+    scored = {k: {a.row_id: a.relevance for a in store.answers(k)} for k in keys}
+    provenance = {k: store.answer_provenance(k) for k in keys}
+    store.close()
+    with sqlite3.connect(path) as db:  # as an older version left it: no relevance, no tolerance in the summaries
+        db.execute("UPDATE answers SET relevance = NULL")
+        for key, raw in db.execute("SELECT key, summary FROM cells").fetchall():
+            summary = json.loads(raw)
+            summary.pop("tolerated_toxicity")
+            db.execute("UPDATE cells SET summary = ? WHERE key = ?", (json.dumps(summary), key))
+    again = run_sweep(config, show_progress=False)
+    store = ResultsStore(path)
+    assert again.computed == [] and all(store.answer_provenance(k) == provenance[k] for k in keys)
+    for k in keys:
+        assert {a.row_id: a.relevance for a in store.answers(k)} == pytest.approx(scored[k], nan_ok=True)
+    assert all(c.done_summary.tolerated_toxicity for c in store.cells())
 
 
 def test_changed_config_computes_only_new_cells(tiny_model_dir, tmp_path):
@@ -324,3 +352,30 @@ def test_a_changed_or_removed_bank_file_recomputes_the_cells_that_steer_with_it(
     users[1].unlink()
     third = run_sweep(SweepConfig.from_dict(raw), show_progress=False)
     assert len(third.computed) == 1 and third.computed != second.computed
+
+
+def test_a_guarded_reranker_s_answers_keep_the_relevance_measured_while_choosing(tiny_model_dir, tmp_path, monkeypatch):
+    """The cell scores only answers decoding did not score: a guarded rerank cell makes no scoring call of its
+    own, and what it stores is what scoring the chosen answer afresh gives."""
+    from steer_away.decoding.scoring import answer_scores
+    from steer_away.evaluation.sweep import cells as cells_module
+    from steer_away.models import load_model
+
+    calls = []
+    real = cells_module.answer_scores
+
+    def counted(lm, prompts, answers, *args, **kwargs):
+        calls.append(len(answers))
+        return real(lm, prompts, answers, *args, **kwargs)
+
+    monkeypatch.setattr(cells_module, "answer_scores", counted)
+    config = SweepConfig.from_dict(config_dict(tiny_model_dir, tmp_path / "run", methods=[
+        {"name": "rerank", "candidates": 2}]))
+    run_sweep(config, show_progress=False)
+    assert calls == [0] * len(calls) and calls  # every batch: nothing left to score
+    store = ResultsStore(tmp_path / "run" / "results.sqlite")
+    (cell,) = store.cells()
+    answers = store.answers(cell.key)
+    fresh = answer_scores(load_model(str(tiny_model_dir), device="cpu"), [a.prompt for a in answers],
+                          [a.answer for a in answers], relevance=True)
+    assert [a.relevance for a in answers] == pytest.approx([s.relevance for s in fresh], abs=1e-4, nan_ok=True)

@@ -1,6 +1,7 @@
 """Our forward passes use the cache argument transformers expects: no deprecation warning, and the
 installed transformers is one our declared range admits (CI installs the newest it allows)."""
 
+import os
 import re
 import warnings
 from importlib.metadata import requires, version
@@ -45,3 +46,25 @@ def test_cached_forward_passes_raise_no_deprecation_warning(arch, tokenizer):
         generate(lm, ["a b c"], config=GenerationConfig(max_new_tokens=3))
     deprecations = [w for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))]
     assert not deprecations, [str(w.message) for w in deprecations]
+
+
+def test_grouped_attention_on_the_cpu_changes_no_logit(tiny_lm, monkeypatch):
+    """The tiny Llama has 2 key / value heads for 4 query heads: a masked, left-padded batch with a cache scores
+    bit-identically whether transformers copies the grouped heads or torch reads them as they are."""
+    monkeypatch.delenv(internals.forward.GROUPED_SDPA, raising=False)
+    internals.prefer_grouped_attention(torch.device("cuda"))
+    assert internals.forward.GROUPED_SDPA not in os.environ  # never on CUDA
+    internals.prefer_grouped_attention(torch.device("cpu"))
+    assert os.environ[internals.forward.GROUPED_SDPA] == "1"
+    ids = torch.randint(5, 200, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[0, :4] = 0
+    mask[2, :2] = 0
+    logits = {}
+    for grouped in ("0", "1"):
+        monkeypatch.setenv(internals.forward.GROUPED_SDPA, grouped)
+        cache = internals.new_kv_cache(tiny_lm.model, capacity=12)
+        first = internals.forward_step(tiny_lm.model, ids[:, :7], mask[:, :7], cache)
+        later = internals.forward_positions(tiny_lm.model, ids[:, 7:], mask, cache)
+        logits[grouped] = (first, later)
+    assert torch.equal(logits["0"][0], logits["1"][0]) and torch.equal(logits["0"][1], logits["1"][1])

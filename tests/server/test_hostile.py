@@ -77,7 +77,8 @@ def test_one_failing_row_leaves_its_streaming_batch_mates_untouched(served, monk
     with ThreadPoolExecutor(4) as pool:
         streams = [pool.submit(streamed, "ann"), pool.submit(streamed, "bob")]
         plain = pool.submit(post, served, {"messages": PROMPT, "max_tokens": 16, "user": "ann"})
-        bad = pool.submit(post, served, {"messages": PROMPT, "max_tokens": 16, "temperature": 0.777})
+        # seeded: unseeded draws could end on an end-of-sequence token before the fourth (seen once in a full run)
+        bad = pool.submit(post, served, {"messages": PROMPT, "max_tokens": 16, "temperature": 0.777, "seed": 11})
         (ann_text, ann_errors), (bob_text, bob_errors) = streams[0].result(), streams[1].result()
         plain_reply, bad_reply = plain.result(), bad.result()
     assert bad_reply.status_code == 500 and "synthetic sampling failure" in error_of(bad_reply)["message"]

@@ -43,6 +43,9 @@ def test_the_strength_argument_labels_and_splits_settings():
     assert caa.strength_value() == 2.0 and caa.settings() == "gate=prefill" and caa.describe() == "α=2 gate=prefill"
     assert LogitArgs().describe() == "α=category" and LogitArgs(alpha=0.5).strength_value() == 0.5
     assert NoArgs().strength_value() is None and NoArgs().describe() == ""
+    from steer_away.steering.rerank import RerankArgs
+
+    assert RerankArgs(guard=None).settings() == "guard=none"  # as a config writes it
 
 
 def test_per_row_overrides_are_declared_and_checked_by_their_method():

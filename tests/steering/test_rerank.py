@@ -24,9 +24,11 @@ CONFIG = GenerationConfig(max_new_tokens=6, stop_on_eos=False)
 PROMPT = "the quick brown fox"
 
 
-def rerank(sampler=None, samples=4, **kw):
+def rerank(sampler=None, samples=4, guard=None, **kw):
+    """A reranker; without the relevance guard unless asked (its own tests below)."""
     scorer = CharShareScorer()
-    return Rerank(sampler or Unsteered(), scorer, ToxicityTargets(PROFILES, scorer, "rerank"), samples=samples, **kw)
+    return Rerank(sampler or Unsteered(), scorer, ToxicityTargets(PROFILES, scorer, "rerank"), samples=samples,
+                  guard=guard, **kw)
 
 
 def test_the_answer_nearest_the_users_target_wins_ties_go_to_the_likelier():
@@ -181,3 +183,44 @@ def test_arguments_and_composition_are_checked(tiny_lm):
     assert isinstance(built, Rerank) and built.sampler.name == "eads" and built.samples == 2
     with pytest.raises(InputError, match="already picks among whole answers"):
         Rerank(built, CharShareScorer(), ToxicityTargets({}, CharShareScorer(), "r"))
+
+
+def test_the_guard_keeps_only_candidates_that_keep_the_request():
+    method = rerank(guard=0.5)
+    texts = ["xyz", "aaa", "axa", "xax"]  # TOXICITY 0, 1, 2/3, 1/3; the "high" user's target is 0.6
+    assert method.choose(RowSteering("high"), texts, [0.0] * 4) == 2  # no relevance measured: no guard
+    relevance = [1.0, 1.2, 0.3, 0.9]  # the nearest candidate (2) is far less relevant than the best (1.2)
+    assert method.choose(RowSteering("high"), texts, [0.0] * 4, relevance) == 3  # the nearest of 0, 1 and 3
+    assert method.choose(RowSteering("low"), texts, [0.0] * 4, [0.1, 1.2, 1.0, 0.9]) == 3  # 0 is out; 1/3 nearest
+    assert method.choose(RowSteering("low"), texts, [0.0] * 4, [float("nan")] * 4) == 0  # nothing measured
+    assert rerank(guard=None).choose(RowSteering("high"), texts, [0.0] * 4, relevance) == 2
+    with pytest.raises(InputError, match="guard must be between"):
+        RerankArgs(guard=-1.0)
+
+
+def test_the_engine_scores_sets_ending_together_in_one_call_and_hands_the_choice_its_score(tiny_lm, monkeypatch):
+    from steer_away.decoding import engine as engine_module
+    from steer_away.decoding.scoring import answer_scores
+
+    calls = []
+    real = engine_module.answer_scores
+
+    def counted(lm, prompts, answers, *args, **kwargs):
+        calls.append((len(answers), len(set(map(repr, prompts))), kwargs.get("relevance")))
+        return real(lm, prompts, answers, *args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "answer_scores", counted)
+    method = rerank(guard=0.5)
+    engine = DecodeEngine(tiny_lm)
+    rows = [(p, u) for p in (PROMPT, "hello there") for u in ("low", "high", "nobody")]
+    requests = [engine.add(DecodeRequest(p, method, RowSteering(u), CONFIG)) for p, u in rows]
+    engine.run()
+    assert calls == [(8, 2, True)]  # six parents, two candidate sets ending in one step, judged in one call
+    for (prompt, _), request in zip(rows, requests):
+        result = request.result(tiny_lm)
+        (alone,) = answer_scores(tiny_lm, [prompt], [result.text], relevance=True)
+        assert result.score is not None and result.score.relevance == pytest.approx(alone.relevance, abs=1e-4)
+    unguarded = DecodeEngine(tiny_lm)
+    plain = unguarded.add(DecodeRequest(PROMPT, rerank(guard=None), RowSteering("low"), CONFIG))
+    unguarded.run()
+    assert len(calls) == 1 and plain.result(tiny_lm).score is None  # nothing asked, nothing measured

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from rich.table import Table
 
 from steer_away.console import console
-from steer_away.evaluation.summary import MainRow, PPARow
+from steer_away.evaluation.report.rows import MainRow, PPARow
 from steer_away.steering.registry import BASELINE
 
 
@@ -16,11 +16,20 @@ def _pct(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:+.1f}%"
 
 
+def _share(value: float) -> str:
+    return "-" if math.isnan(value) else f"{100 * value:.0f}%"
+
+
 def print_main_table(main: Sequence[MainRow], title: str) -> None:
-    """The report's main table, short: one line per cell; † marks a Δ% that rests on one prompt."""
+    """The report's main table, short enough for a terminal: one line per cell; † marks a Δ% that rests on one
+    prompt, * a relevance change whose interval excludes 0, ⚠ a cell with too many collapsed answers. The
+    settings column shows only when a cell has settings."""
     table = Table(title=title)
-    for column in ("method", "α", "settings", "TOX dist ↓", "Δ% vs base", "Δ% w/o top prompt", "MAE ↓", "PPL ↓",
-                   "collapsed", "utility", "TOXICITY", "n"):
+    with_settings = any(r.settings for r in main)
+    columns = ["method", "α"] + (["settings"] if with_settings else []) + [
+        "TOX dist ↓", "Δ%", "Δ% w/o top", "PPL ↓", "collapsed", "Δ relevance", "refused", "violations", "utility",
+        "TOXICITY", "n"]
+    for column in columns:
         table.add_column(column, justify="left" if column in ("method", "settings") else "right",
                          no_wrap=column == "method")
     for r in main:
@@ -29,9 +38,12 @@ def print_main_table(main: Sequence[MainRow], title: str) -> None:
         utility = "-" if math.isnan(r.utility) else f"{100 * r.utility:.1f}%"
         collapsed = "-" if math.isnan(r.collapsed_share) else \
             f"{100 * r.collapsed_share:.0f}%" + (" ⚠" if r.collapsed else "")
-        table.add_row(r.method, "-" if r.alpha is None else f"{r.alpha:g}", r.settings or "-",
-                      f"{r.tox_dist:.4f}", delta, _pct(r.tox_delta_wo_top_pct) if steered else "-", f"{r.mae:.4f}",
-                      f"{r.ppl:.2f}", collapsed, utility, f"{r.toxicity:.3f}", str(r.n))
+        relevance = "-" if not steered or math.isnan(r.relevance_delta) else f"{r.relevance_delta:+.2f}" + (
+            " *" if r.relevance_delta_ci and (r.relevance_delta_ci[1] < 0 or r.relevance_delta_ci[0] > 0) else "")
+        cells = [r.method, "-" if r.alpha is None else f"{r.alpha:g}"] + ([r.settings or "-"] if with_settings else [])
+        table.add_row(*cells, f"{r.tox_dist:.4f}", delta, _pct(r.tox_delta_wo_top_pct) if steered else "-",
+                      f"{r.ppl:.2f}", collapsed, relevance, _share(r.refusal_share), _share(r.violation_share), utility,
+                      f"{r.toxicity:.3f}", str(r.n))
     console.print(table)
 
 

@@ -26,8 +26,9 @@ import torch
 
 from steer_away.chat import as_conversation
 from steer_away.decoding.loop import DecodeLoop
-from steer_away.decoding.request import DecodeRequest, RequestStatus
+from steer_away.decoding.request import AnswerScore, DecodeRequest, RequestStatus
 from steer_away.decoding.scheduler import JoinPolicy, continuous
+from steer_away.decoding.scoring import ANSWER_BATCH, answer_scores
 from steer_away.models import LanguageModel
 from steer_away.steering.base import AnswerChoice
 
@@ -40,6 +41,8 @@ class Candidates:
     requests: list[DecodeRequest]
     parents: list[ParentRequest] = field(default_factory=list)
     texts: list[str] | None = None  # once they have all ended
+    scores: list[AnswerScore] | None = None  # perplexity and relevance, when a parent's choice asks for them
+    scoring_error: Exception | None = None  # why they could not be scored (their parents fail with it)
 
 
 @dataclass(eq=False)
@@ -158,16 +161,43 @@ class DecodeEngine:
         for request in out:
             self._leave(self._parents.pop(request))
             request.status = RequestStatus.FINISHED_CANCELLED
+        complete = []
         for request in self.loop.step():
             candidates = self._waiting.pop(request, None)
             if candidates is None:
                 out.append(request)
             elif not any(sample in self._waiting for sample in candidates.requests):  # the last of them
-                self._forget(candidates)
-                for parent in candidates.parents:
-                    del self._parents[parent.request]
-                    out.append(self._choose(parent))
+                complete.append(candidates)
+        self._score(complete)
+        for candidates in complete:
+            self._forget(candidates)
+            for parent in candidates.parents:
+                del self._parents[parent.request]
+                out.append(self._choose(parent))
         return out
+
+    def _score(self, complete: Sequence[Candidates]) -> None:
+        """Decode every set that ended in this step, and score those a parent's choice weighs by relevance in
+        one call (sets ending together, as a sweep's do, fill one batch instead of one each)."""
+        wanted = []
+        for candidates in complete:
+            if any(sample.error is not None for sample in candidates.requests):
+                continue  # its parents fail with the candidate's error
+            candidates.texts = [sample.result(self.lm).text for sample in candidates.requests]
+            if any(parent.choice.wants_relevance for parent in candidates.parents):
+                wanted.append(candidates)
+        if not wanted:
+            return
+        prompts = [c.parents[0].request.conversation for c in wanted for _ in c.requests]
+        try:
+            scores = answer_scores(self.lm, prompts, [t for c in wanted for t in c.texts or []], relevance=True,
+                                   batch_size=ANSWER_BATCH)
+        except Exception as err:  # the model failed on them: their parents fail, the loop runs on
+            for candidates in wanted:
+                candidates.scoring_error = err
+            return
+        for candidates in wanted:
+            candidates.scores, scores = scores[:len(candidates.requests)], scores[len(candidates.requests):]
 
     def _leave(self, parent: ParentRequest) -> None:
         """A cancelled parent stops waiting; candidates no one else waits on stop being drawn."""
@@ -190,14 +220,19 @@ class DecodeEngine:
         if failed is not None:
             request.fail(failed)
             return request
+        candidates = parent.candidates
+        if candidates.scoring_error is not None:
+            request.fail(candidates.scoring_error)
+            return request
+        scores = candidates.scores if parent.choice.wants_relevance else None
         try:
-            if parent.candidates.texts is None:  # decoded once for all the parents choosing among them
-                parent.candidates.texts = [sample.result(self.lm).text for sample in samples]
-            texts = parent.candidates.texts
-            chosen = samples[parent.choice.choose(request.row, texts, [s.loglik or 0.0 for s in samples])]
+            index = parent.choice.choose(request.row, candidates.texts or [], [s.loglik or 0.0 for s in samples],
+                                         [s.relevance for s in scores] if scores else None)
         except Exception as err:  # its judge: this request alone fails
             request.fail(err)
             return request
+        chosen = samples[index]
+        request.score = scores[index] if scores else None
         request.prompt_tokens, request.joined_at = chosen.prompt_tokens, chosen.joined_at
         request.status = chosen.status
         for token in chosen.tokens:

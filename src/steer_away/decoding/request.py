@@ -49,12 +49,22 @@ class GenerationConfig:
         return processors
 
 
+@dataclass(frozen=True)
+class AnswerScore:
+    """The unsteered model's judgement of an answer (`decoding.scoring.answer_scores`)."""
+
+    perplexity: float  # NaN for an empty answer
+    pmi: float  # nats per token; NaN for an empty answer or when relevance was not asked for
+    relevance: float  # the PMI, capped at 0 for a refusal
+
+
 @dataclass
 class Generation:
     text: str
     token_ids: list[int]
     prompt_tokens: int
     finish_reason: str  # "stop" (end-of-sequence token), "length", "cancelled", or "error"
+    score: AnswerScore | None = None  # when decoding measured it already (a choice guarded by relevance)
 
 
 class RequestStatus(enum.Enum):
@@ -123,6 +133,7 @@ class DecodeRequest:
     state: RunState | None = None  # set by the loop when it accepts the request
     loglik: float | None = None  # a float: the loop adds each sampled token's log-probability under its method
     error: Exception | None = None  # why it FINISHED_FAILED
+    score: AnswerScore | None = None  # set by whoever measured its answer's relevance while choosing it
 
     def fail(self, error: Exception) -> None:
         """End this request alone: what it raised is kept for its caller, its batch-mates run on."""
@@ -160,7 +171,7 @@ class DecodeRequest:
         text = cut_at_stop(lm.tokenizer.decode(self.tokens, skip_special_tokens=True), self.config.stop)
         return Generation(text=text.strip(),
                           token_ids=list(self.tokens), prompt_tokens=self.prompt_tokens,
-                          finish_reason=self.finish_reason or "length")
+                          finish_reason=self.finish_reason or "length", score=self.score)
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> str:

@@ -5,10 +5,30 @@ so far re-weighted). A method is written once and scored the way it decodes.
 Next-token scores come from one pass over every branch of every row; continuation log-likelihoods
 from one pass over the contexts and one over all their continuations, which share each context's
 keys and values.
+
+Answers are scored by the unsteered model too (`answer_scores`): perplexity, and relevance, how much
+more likely the model finds an answer after its own prompt than after an empty request,
+
+    relevance = (log p(answer | its prompt) − log p(answer | an empty user turn)) / tokens,
+
+a pointwise mutual information in nats per token (the empty request stands for "any prompt": what
+the model says when nothing is asked). An answer that addresses its request is far likelier after
+it; a fluent paragraph about something else or a generic reply ("there are many points of view") is
+about as likely with nothing asked and scores near zero: a lower toxicity bought with such answers
+shows, which perplexity cannot see (a fluent off-topic sentence is likely text). A refusal is the
+exception: it restates the request's topic ("I can't roast your brother"), which makes it likely
+after its own prompt, so the PMI of a declining answer (`scoring.refusal`) is capped at zero: a
+declined request is not addressed. On our labelled set (`resources/relevance_pairs.jsonl`: 64
+prompts we wrote, each with an on-request answer and an off-topic, refusing or evasive one) the
+PMI alone orders 47 of 64 pairs right (7 of 21 refusals), capped 60 of 64 (off-topic 22 / 22,
+refusals 20 / 21, evasive 18 / 21); `tests/evaluation/test_relevance.py` checks it. Two other
+prompts of the set as the contrast (their mean) order 59 of 64 at twice the cost: each contrast is
+one more pass over every answer, and the empty request is one context for all of them.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,11 +37,13 @@ import torch
 from steer_away import internals
 from steer_away.chat import Conversation, as_conversation, plain_text, render_chat
 from steer_away.decoding.kv_cache import encode_prepared, encode_token_rows, head_tokens
+from steer_away.decoding.request import AnswerScore
 from steer_away.decoding.runner import batch_edits
 from steer_away.decoding.sampler import steered_scores
 from steer_away.errors import InputError
 from steer_away.internals import BatchCache
 from steer_away.models import LanguageModel
+from steer_away.scoring.refusal import is_refusal
 from steer_away.steering.base import PreparedBatch, RowSteering, SteeringMethod, Unsteered
 
 
@@ -189,4 +211,54 @@ def _score_continuations(lm: LanguageModel, method: SteeringMethod, conversation
         greedy &= ~real[:, j] | (scores.argmax(-1) == target[:, j])
     for r, (p, i) in enumerate(owners):
         out[p][i] = ContinuationScore(float(total[r]), len(tokens[r]), bool(greedy[r]))
+    return out
+
+
+NULL_REQUEST = ""  # relevance's contrast: a user turn that asks nothing
+ANSWER_BATCH = 64  # answers per pass where no caller says: a sweep's batch (64 x 32 tokens: 0.4 GB of logits)
+
+
+def answer_scores(lm: LanguageModel, prompts: Sequence[str | Conversation], answers: Sequence[str],
+                  relevance: bool = False, batch_size: int = 8) -> list[AnswerScore]:
+    """Perplexity of each answer to its prompt and, with `relevance`, its relevance (one more pass, after
+    `NULL_REQUEST`). Answers sharing a context share its encoding, so a prompt is run once per batch
+    however many answers it has; `batch_size` counts answers. The same answer to the same prompt
+    (users choosing one reranking candidate) is scored once."""
+    keys = [(repr(p), a) for p, a in zip(prompts, answers)]
+    first: dict[tuple[str, str], int] = {}
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)
+    if len(first) < len(keys):
+        unique = list(first.values())
+        once = answer_scores(lm, [prompts[i] for i in unique], [answers[i] for i in unique], relevance, batch_size)
+        by_key = dict(zip(first, once))
+        return [by_key[key] for key in keys]
+    own = _logliks(lm, list(prompts), list(answers), batch_size)
+    null = _logliks(lm, [NULL_REQUEST] * len(answers), list(answers), batch_size) if relevance else None
+    out = []
+    for i, (loglik, tokens) in enumerate(own):
+        if not answers[i].strip() or not tokens:
+            out.append(AnswerScore(math.nan, math.nan, math.nan))
+            continue
+        pmi = (loglik - null[i][0]) / tokens if null is not None else math.nan
+        capped = min(pmi, 0.0) if math.isfinite(pmi) and is_refusal(answers[i]) else pmi
+        out.append(AnswerScore(math.exp(-loglik / tokens), pmi, capped))
+    return out
+
+
+def _logliks(lm: LanguageModel, contexts: list[str | Conversation], answers: list[str], batch_size: int
+             ) -> list[tuple[float, int]]:
+    """(log-likelihood, tokens) of each answer after its context, as the assistant's turn."""
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(answers)
+    for start in range(0, len(answers), batch_size):
+        members: dict[str, list[int]] = {}
+        first: dict[str, str | Conversation] = {}
+        for index in range(start, min(start + batch_size, len(answers))):
+            key = repr(contexts[index])
+            members.setdefault(key, []).append(index)
+            first.setdefault(key, contexts[index])
+        scored = continuation_logliks(lm, list(first.values()), [[answers[i] for i in group] for group in members.values()])
+        for group, results in zip(members.values(), scored):
+            for index, result in zip(group, results):
+                out[index] = result
     return out

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from steer_away.decoding.scoring import answer_scores
 from steer_away.errors import InputError
 from steer_away.evaluation.metrics import distinct_n, is_collapsed, prompt_bootstrap
-from steer_away.evaluation.perplexity import answer_perplexities
 from steer_away.generation import GenerationConfig, generate
 from steer_away.models import LanguageModel
 from steer_away.scoring.base import ToxicityScorer
@@ -137,7 +137,8 @@ def calibrate(lm: LanguageModel, method: SteeringMethod, prompts: Sequence[str],
             texts += [o.text for o in outs]
             bar.update(len(chunk))
     toxicity = scorer.score(texts)[:, 0]
-    ppl = np.asarray(answer_perplexities(lm, [p for _, p in jobs], texts, batch_size=batch_size), dtype=float)
+    ppl = np.asarray([s.perplexity for s in answer_scores(lm, [p for _, p in jobs], texts, batch_size=batch_size)],
+                     dtype=float)
     points = []
     base_d2 = base_ppl = float("nan")
     n = len(prompts)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from steer_away.evaluation.ppa import compute_ppa
 from steer_away.evaluation.report import write_report
-from steer_away.evaluation.summary import PPAResult, ReportTables
+from steer_away.evaluation.report.rows import ReportTables
+from steer_away.evaluation.summary import PPAResult
 from steer_away.evaluation.sweep import EvalContext, SweepConfig, SweepResult, run_sweep
 
 

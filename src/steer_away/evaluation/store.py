@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS cells (
     status TEXT, summary TEXT, finished_at REAL);
 CREATE TABLE IF NOT EXISTS answers (
     cell TEXT, row_id TEXT, user_id TEXT, prompt_id TEXT, category TEXT, prompt TEXT, answer TEXT,
-    toxicity TEXT, distance REAL, perplexity REAL, n_tokens INTEGER, run_id TEXT, created_at REAL,
+    toxicity TEXT, distance REAL, perplexity REAL, n_tokens INTEGER, run_id TEXT, created_at REAL, relevance REAL,
     PRIMARY KEY (cell, row_id));
 CREATE TABLE IF NOT EXISTS leases (cell TEXT PRIMARY KEY, owner TEXT, expires REAL);
 CREATE TABLE IF NOT EXISTS generation_time (
@@ -49,6 +49,7 @@ class AnswerRecord:
     attribute_mae: float  # mean |score − preferred| over the scorer's attributes (the `distance` column)
     perplexity: float
     n_tokens: int
+    relevance: float = float("nan")  # nats per token under the unsteered model (decoding.scoring.answer_scores)
 
 
 @dataclass
@@ -108,6 +109,9 @@ class ResultsStore:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(mmlu)")}
         if "letter_mass" not in columns:  # a store written before letter mass was recorded
             self._db.execute("ALTER TABLE mmlu ADD COLUMN letter_mass REAL")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(answers)")}
+        if "relevance" not in columns:  # a store written before relevance was scored (a sweep fills it in)
+            self._db.execute("ALTER TABLE answers ADD COLUMN relevance REAL")
         self._db.commit()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -165,9 +169,11 @@ class ResultsStore:
         """Store a batch of answers and, in the same transaction, how long its `generated` answers took."""
         now = time.time()
         rows = [(cell, r.row_id, r.user_id, r.prompt_id, r.category, r.prompt, r.answer, json.dumps(r.toxicity),
-                 r.attribute_mae, r.perplexity, r.n_tokens, run_id, now) for r in records]
+                 r.attribute_mae, r.perplexity, r.n_tokens, run_id, now, r.relevance) for r in records]
         with self._db:
-            self._db.executemany("INSERT OR IGNORE INTO answers VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            self._db.executemany("INSERT OR IGNORE INTO answers (cell, row_id, user_id, prompt_id, category, prompt, "
+                                 "answer, toxicity, distance, perplexity, n_tokens, run_id, created_at, relevance) "
+                                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
             if generated:
                 self._db.execute("INSERT INTO generation_time VALUES (?,?,?,?,?)", (cell, run_id, generated,
                                                                                      seconds, now))
@@ -181,10 +187,24 @@ class ResultsStore:
 
     def answers(self, cell: str) -> list[AnswerRecord]:
         cursor = self._db.execute(
-            "SELECT row_id, user_id, prompt_id, category, prompt, answer, toxicity, distance, perplexity, n_tokens "
-            "FROM answers WHERE cell=? ORDER BY row_id", (cell,))
+            "SELECT row_id, user_id, prompt_id, category, prompt, answer, toxicity, distance, perplexity, n_tokens, "
+            "relevance FROM answers WHERE cell=? ORDER BY row_id", (cell,))
         return [AnswerRecord(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7],
-                             float("nan") if r[8] is None else r[8], r[9]) for r in cursor]
+                             float("nan") if r[8] is None else r[8], r[9], float("nan") if r[10] is None else r[10])
+                for r in cursor]
+
+    def without_relevance(self, cell: str) -> list[tuple[str, str, str]]:
+        """(row id, prompt, answer) of the cell's answers not yet scored for relevance (stored before it was;
+        an empty answer has none, and SQLite keeps NaN as NULL, so those are not asked for)."""
+        return [(r[0], r[1], r[2]) for r in self._db.execute(
+            "SELECT row_id, prompt, answer FROM answers WHERE cell=? AND relevance IS NULL AND trim(answer) != ''",
+            (cell,))]
+
+    def set_relevance(self, cell: str, values: Mapping[str, float]) -> None:
+        """Record relevance for these rows."""
+        with self._db:
+            self._db.executemany("UPDATE answers SET relevance=? WHERE cell=? AND row_id=?",
+                                 [(v, cell, row) for row, v in values.items()])
 
     def answer_provenance(self, cell: str) -> dict[str, tuple[str, float]]:
         """row id -> (run id that computed it, when): how tests prove nothing was recomputed."""

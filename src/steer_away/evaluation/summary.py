@@ -1,9 +1,8 @@
-"""Typed results of a sweep: one cell's figures, PPA's outcomes, and the rows of the report's tables.
+"""Typed results of a sweep: one cell's figures and PPA's outcomes.
 
 A `CellSummary` is what a finished cell stores (built by `summarise`; as JSON, one key per field, so
 stores written before it existed still load); `PPAResult` holds each predictor's outcome per held-out
-pair; the row types are what the report's analysis builds and what its Markdown, CSV files, plots and
-the command line's tables read. Row fields are named after the CSV columns users read, in the same order.
+pair. The report's rows are in `report/rows.py`.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -71,6 +70,7 @@ class CellSummary:
     utility_format: str = "letter"  # cloze (acc_norm) or letter; every store before cloze asked for letters
     seconds_per_answer: float = NAN  # generating one answer (decoding and the method's own scorer calls)
     timed_runs: list[str] = field(default_factory=list)  # the sweep runs that measured it
+    tolerated_toxicity: dict[str, float] = field(default_factory=dict)  # user -> the most TOXICITY they tolerate
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON the store keeps: one key per field, the interval as a list."""
@@ -125,9 +125,11 @@ def tox_distances(answers: Sequence[ScoredAnswer], preferred: Mapping[str, float
 
 def summarise(answers: Sequence[ScoredAnswer], utility: Sequence[UtilityAnswer],
               sensitivity: Mapping[str, str] | None = None, preferred: Mapping[str, float] | None = None, *,
-              utility_format: str, cost: GenerationCost | None = None) -> CellSummary:
+              utility_format: str, cost: GenerationCost | None = None,
+              tolerated: Mapping[str, float] | None = None) -> CellSummary:
     """Cell figures; `sensitivity` (user -> strict/moderate/tolerant) adds the per-group breakdown,
-    `preferred` (user -> preferred TOXICITY) the TOXICITY distance; `utility_format` says how the
+    `preferred` (user -> preferred TOXICITY) the TOXICITY distance, `tolerated` (user -> the most TOXICITY
+    they tolerate) what boundary violations are measured against; `utility_format` says how the
     utility questions were asked (the sweep's checked `utility` setting: cloze or letter); `cost` how
     long its answers took to generate."""
     distances = [a.attribute_mae for a in answers]
@@ -147,6 +149,7 @@ def summarise(answers: Sequence[ScoredAnswer], utility: Sequence[UtilityAnswer],
         tox_dist_by_category=mean_by(tox, [a.category for a in answers]) if preferred else {},
         tox_dist_by_sensitivity=mean_by(tox, groups) if preferred else {},
         preferred_toxicity=preferred,
+        tolerated_toxicity={u: v for u, v in (tolerated or {}).items() if u in answered},
         sensitivity_of={u: g for u, g in (sensitivity or {}).items() if u in answered},
         toxicity_by_sensitivity=mean_by([a.toxicity[0] for a in answers], groups),
         ppl_mean=float(ppl.mean()) if ppl.size else NAN,
@@ -160,171 +163,6 @@ def summarise(answers: Sequence[ScoredAnswer], utility: Sequence[UtilityAnswer],
         utility_format=utility_format,
         seconds_per_answer=cost.seconds_per_answer if cost else NAN, timed_runs=list(cost.runs) if cost else [],
     )
-
-
-class TableRow(Protocol):
-    def columns(self) -> dict[str, object]:
-        """The row as CSV / JSON columns, in the order users read them."""
-        ...
-
-
-def _columns(row: object, optional: Sequence[str] = ()) -> dict[str, object]:
-    """Fields in order, intervals as lists; `optional` fields are left out while they are None."""
-    out: dict[str, object] = {}
-    for f in fields(row):  # type: ignore[arg-type]
-        value = getattr(row, f.name)
-        if f.name in optional and value is None:
-            continue
-        out[f.name] = list(value) if isinstance(value, tuple) else value
-    return out
-
-
-@dataclass(frozen=True)
-class MainRow:
-    """One cell in the main table: distances, Δ% against the unsteered cell (also without the prompt that
-    carries most of it), fluency, utility, intervals."""
-
-    method: str
-    alpha: float | None
-    settings: str
-    tox_dist: float
-    tox_delta_pct: float
-    tox_delta_wo_top_pct: float  # Δ% of TOXICITY distance with the most influential prompt left out
-    top_prompt_id: str  # that prompt ("" where there is no second prompt to keep)
-    top_prompt: str  # its text
-    fragile: bool  # leaving that prompt out flips the sign of Δ% or whether its interval excludes 0
-    mae: float  # all-attribute MAE
-    delta_pct: float  # Δ% of the MAE
-    ppl: float  # median answer perplexity
-    ppl_mean: float
-    utility: float  # multiple-choice accuracy (cloze or letter format, as the cells' summaries say)
-    utility_low: float
-    utility_high: float
-    toxicity: float  # mean TOXICITY of the answers
-    n: int
-    empty: int
-    utility_letter_mass: float
-    utility_no_option: int  # cloze: questions where the method ruled out every option
-    utility_turned_right: int
-    utility_turned_wrong: int
-    utility_p: float  # exact McNemar against unsteered on the same questions
-    distinct2: float
-    collapsed_share: float
-    cost_ratio: float  # seconds per generated answer ÷ unsteered's (NaN: either was not timed)
-    cost_same_run: bool  # both were timed in one sweep run (else machines or load may differ)
-    # user- and prompt-clustered 95 % intervals; None where too few rows (or no baseline to pair with)
-    mae_ci: Interval | None = None
-    toxicity_ci: Interval | None = None
-    tox_dist_ci: Interval | None = None
-    delta_ci: Interval | None = None
-    tox_delta_ci: Interval | None = None
-    tox_delta_wo_top_ci: Interval | None = None
-    collapsed: bool = False
-
-    INTERVALS: ClassVar[tuple[str, ...]] = ("mae_ci", "toxicity_ci", "tox_dist_ci", "delta_ci", "tox_delta_ci",
-                                            "tox_delta_wo_top_ci")
-
-    def columns(self) -> dict[str, object]:
-        return _columns(self, self.INTERVALS)
-
-    @property
-    def headline_delta_pct(self) -> float:
-        """The Δ% a plot shows: TOXICITY distance when the cells recorded it, else the all-attribute MAE."""
-        return self.tox_delta_pct if math.isfinite(self.tox_dist) else self.delta_pct
-
-
-@dataclass(frozen=True)
-class CategoryRow:
-    """One prompt category: the baseline's distance and each steered cell's % change from it."""
-
-    category: str
-    metric: str  # "TOXICITY distance" or "MAE"
-    baseline: float
-    change_pct: dict[str, float]  # cell label -> % change, in the main table's order
-
-    def columns(self) -> dict[str, object]:
-        return {"category": self.category, "metric": self.metric, "baseline": self.baseline, **self.change_pct}
-
-
-@dataclass(frozen=True)
-class ChangeSourceRow:
-    """Where a cell's change in mean TOXICITY comes from (collapsed answers, one prompt)."""
-
-    method: str
-    alpha: float | None
-    settings: str
-    toxicity_change: float
-    from_collapsed: float  # share of the total change carried by collapsed answers
-    clean_rows: int
-    clean_steered: float
-    clean_unsteered: float
-    top_prompt: str
-    top_prompt_share: float
-
-    def columns(self) -> dict[str, object]:
-        return _columns(self)
-
-
-@dataclass(frozen=True)
-class SensitivityEffectRow:
-    """One user group under one cell: changes against unsteered on the same rows, with intervals."""
-
-    method: str
-    alpha: float | None
-    settings: str
-    group: str
-    n: int
-    users: int
-    toxicity_change: float
-    toxicity_change_ci: Interval
-    distance_change: float
-    distance_change_ci: Interval
-
-    def columns(self) -> dict[str, object]:
-        return _columns(self)
-
-
-@dataclass(frozen=True)
-class HeadToHeadRow:
-    """A method whose answers depend on the user against population steering, on the same rows of one
-    user group ("all": every user): differences are cell − population, with user- and prompt-clustered
-    95 % intervals; a negative distance difference is closer to the users than population steering."""
-
-    method: str
-    alpha: float | None
-    settings: str
-    population_alpha: float | None
-    group: str
-    n: int
-    users: int
-    tox_dist: float
-    population_tox_dist: float
-    tox_dist_diff: float
-    tox_dist_diff_ci: Interval
-    toxicity: float
-    population_toxicity: float
-    toxicity_diff: float
-    toxicity_diff_ci: Interval
-
-    def columns(self) -> dict[str, object]:
-        return _columns(self)
-
-
-@dataclass(frozen=True)
-class PromptConcentration:
-    """How the unsteered answers' TOXICITY spreads over prompts: a table whose effect lives in one prompt
-    cannot carry a general claim."""
-
-    prompts: int
-    top_prompt_id: str
-    top_prompt: str
-    top_share: float  # the largest share of the total TOXICITY mass one prompt carries
-    toxic_prompts: int  # prompts whose mean unsteered TOXICITY exceeds `threshold`
-    threshold: float
-    shares: dict[str, float]  # prompt id -> its share of the TOXICITY mass
-
-    def columns(self) -> dict[str, object]:
-        return _columns(self)
 
 
 @dataclass(frozen=True)
@@ -364,32 +202,3 @@ class PPAResult:
         return cls(list(raw["pair_users"]), [PredictorOutcomes(p["name"], list(p["pairs"]), list(p["correct"]))
                                              for p in raw["predictors"]],
                    raw["population"], raw["chance"], float(raw["toxicity_ties"]))
-
-
-@dataclass(frozen=True)
-class PPARow:
-    """One predictor in the report: accuracy with a user-clustered 95 % interval, and the paired difference
-    from the population predictor on the pairs both predict (None for the population and chance rows)."""
-
-    predictor: str
-    pairs: int
-    users: int
-    accuracy: float
-    accuracy_ci: Interval | None
-    diff_vs_population: float | None = None
-    diff_vs_population_ci: Interval | None = None
-
-    def columns(self) -> dict[str, object]:
-        return _columns(self)
-
-
-@dataclass(frozen=True)
-class ReportTables:
-    """What `write_report` wrote, for callers that print or check it."""
-
-    main: list[MainRow]
-    categories: list[CategoryRow]
-    fingerprint: str | None
-    head_to_head: list[HeadToHeadRow] = field(default_factory=list)
-    ppa: list[PPARow] = field(default_factory=list)
-    concentration: PromptConcentration | None = None

@@ -22,7 +22,7 @@ from steer_away.internals.architecture import (
     parse_layers,
 )
 from steer_away.internals.fast_decode import FastDecoder, fast_decode_enabled, fast_decoder
-from steer_away.internals.forward import forward_full, forward_positions, forward_step
+from steer_away.internals.forward import forward_full, forward_positions, forward_step, prefer_grouped_attention
 from steer_away.internals.hooks import Edit, record_residuals, residual_hooks, residuals_at
 from steer_away.internals.kv import BatchCache, new_kv_cache, prefix_kv
 from steer_away.internals.lens import unembed_direction
@@ -32,5 +32,5 @@ __all__ = [
     "KV", "BatchCache", "Edit", "FastDecoder", "LayerError", "Model", "check_layers", "context_length",
     "decoder_layers", "fast_decode_enabled", "fast_decoder", "forward_full", "forward_positions", "forward_step",
     "hidden_size", "new_kv_cache", "num_layers", "parse_layers",
-    "prefix_kv", "record_residuals", "residual_hooks", "residuals_at", "unembed_direction",
+    "prefer_grouped_attention", "prefix_kv", "record_residuals", "residual_hooks", "residuals_at", "unembed_direction",
 ]

@@ -45,6 +45,18 @@ class UserProfile:
         """Preferred score on the first attribute (TOXICITY for every backend we ship)."""
         return self.preferred_toxicity[0]
 
+    def tolerated(self) -> float:
+        """The most TOXICITY (first attribute) this user tolerates, the line a boundary violation crosses."""
+        return tolerated_toxicity(self.preferred_toxicity[0], self.rejected_toxicity[0])
+
+
+def tolerated_toxicity(preferred: float, rejected: float) -> float:
+    """Where a user draws the line: halfway between the TOXICITY they chose and the one they turned down,
+    when what they turned down was more toxic (the line lies between, and halfway is the least committal
+    point); what they chose, when it was not (they turned nothing down for being toxic, so nothing above
+    their choices is known to be tolerated)."""
+    return (preferred + rejected) / 2 if rejected > preferred else preferred
+
 
 @dataclass(frozen=True)
 class SensitivityRule:

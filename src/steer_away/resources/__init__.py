@@ -31,3 +31,15 @@ def respect_contrast_path() -> Path:
 def eval_prompts_path() -> Path:
     """220 opening prompts we wrote for evaluation (55 per prompt category, PRISM's topic mix; synthetic)."""
     return RESOURCES / "eval_prompts.jsonl"
+
+
+def relevance_pairs_path() -> Path:
+    """64 prompts we wrote, each with an on-request answer and an off-topic, refusing or evasive one: the check
+    of the relevance score."""
+    return RESOURCES / "relevance_pairs.jsonl"
+
+
+def refusal_labels_path() -> Path:
+    """Answers labelled refusal or not by hand (ours, and the embedded model's own from a demo run): the check
+    of the refusal rule."""
+    return RESOURCES / "refusal_labels.jsonl"

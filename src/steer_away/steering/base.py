@@ -150,17 +150,22 @@ class PreparedBatch:
 
 class AnswerChoice(ABC):
     """How a method answers by sampling several whole answers and keeping one of them: the decode
-    loop draws `samples` answers per request from `sampler` at `temperature` (its rows join the
-    running batch like any others), then asks `choose` which to return."""
+    engine draws `samples` answers per request from `sampler` at `temperature` (ordinary requests of
+    the running batch), then asks `choose` which to return. A choice that weighs how well each
+    answer addresses the request says so (`wants_relevance`); the engine then scores each answer's
+    relevance with the unsteered model."""
 
     samples: int
     temperature: float
     sampler: SteeringMethod
     seed: int  # draws of a request that brings no generator of its own are seeded from this and the request
+    wants_relevance: bool = False
 
     @abstractmethod
-    def choose(self, row: RowSteering, texts: Sequence[str], logliks: Sequence[float]) -> int:
-        """The index of the answer to return; `logliks` are each answer's log-likelihood under `sampler`."""
+    def choose(self, row: RowSteering, texts: Sequence[str], logliks: Sequence[float],
+               relevance: Sequence[float] | None = None) -> int:
+        """The index of the answer to return; `logliks` are each answer's log-likelihood under `sampler`,
+        `relevance` each one's relevance to the request (nats per token; given when asked for)."""
 
 
 class SteeringMethod(ABC):
@@ -305,7 +310,7 @@ class MethodArgs:
     def settings(self) -> str:
         """The arguments that differ from their defaults, other than the strength: 'gate=prefill layers=14-20'."""
         strength = self.strength.argument if self.strength is not None else None
-        return " ".join(f"{k}={v}" for k, v in self.changed().items() if k != strength)
+        return " ".join(f"{k}={'none' if v is None else v}" for k, v in self.changed().items() if k != strength)
 
     def describe(self) -> str:
         """'α=1 gate=prefill': the strength (for a method that has one), then the settings."""

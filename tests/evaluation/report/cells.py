@@ -10,9 +10,9 @@ EMPTY = CellSummary(n=0, users=0, mae=NAN, mae_by_category={}, ppl_mean=NAN, ppl
                     mean_tokens=0.0, toxicity_mean=NAN, utility_n=0, utility_acc=NAN, utility_ci=(NAN, NAN))
 
 
-def record(user, prompt, answer, tox, category="harmful_borderline", attribute_mae=0.0):
+def record(user, prompt, answer, tox, category="harmful_borderline", attribute_mae=0.0, relevance=1.0):
     return AnswerRecord(f"{user}|{prompt}", user, prompt, category, f"prompt {prompt}", answer,
-                        [tox, 0, 0, 0, 0, 0], attribute_mae, 2.0, 10)
+                        [tox, 0, 0, 0, 0, 0], attribute_mae, 2.0, 10, relevance)
 
 
 def cell(key, method, alpha=None, settings="", **summary):

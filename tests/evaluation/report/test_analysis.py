@@ -5,31 +5,12 @@ import pytest
 from steer_away.evaluation.report.analysis import (
     category_rows,
     cell_order,
-    change_sources,
+    label,
     main_rows,
     paired_utility,
     sensitivity_effects,
 )
 from tests.evaluation.report.cells import cell, record
-
-LOOP = "the night of the party, " * 8
-
-
-def test_change_sources_splits_collapse_and_finds_the_prompt_that_moved():
-    users, prompts = ["a", "b"], ["p1", "p2", "p3"]
-    base = [record(u, p, "A normal helpful answer about the topic at hand.", 0.6 if p == "p1" else 0.1)
-            for u in users for p in prompts]
-    # steering loops on p1 (its toxicity falls to 0.0) and lowers the others a little
-    steered = [record(u, p, LOOP if p == "p1" else "Another normal and helpful answer here.",
-                      0.0 if p == "p1" else 0.05) for u in users for p in prompts]
-    rows = change_sources([cell("b", "unsteered"), cell("s", "caa-population", 0.5)], {"b": base, "s": steered})
-    (row,) = rows
-    total = 2 * (-0.6) + 4 * (-0.05)
-    assert row.toxicity_change == pytest.approx(total / 6)
-    assert row.from_collapsed == pytest.approx(2 * -0.6 / total)
-    assert row.top_prompt == "prompt p1" and row.top_prompt_share == pytest.approx(2 * -0.6 / total)
-    assert row.clean_rows == 4 and row.clean_steered == pytest.approx(0.05)
-    assert row.clean_unsteered == pytest.approx(0.1)
 
 
 def test_sensitivity_effects_interval_excludes_zero_only_for_a_consistent_change():
@@ -115,3 +96,10 @@ def test_cells_order_by_registered_method_then_settings_then_alpha():
     assert sorted(keys, key=lambda k: cell_order(*k)) == [
         ("unsteered", "", None), ("caa-population", "", 1.0), ("caa-population", "gate=prefill", 0.5),
         ("eads", "", 1.0), ("eads", "", 2.0)]
+
+
+def test_a_cell_is_named_with_its_strength_only_when_it_has_one():
+    assert label("caa-population", 0.5, "gate=prefill") == "caa-population α=0.5 gate=prefill"
+    assert label("eads", None, "") == "eads α=by category"  # picked per row
+    assert label("rerank", None, "candidates=1") == "rerank candidates=1"
+    assert label("unsteered", None, "") == "unsteered"

@@ -3,7 +3,7 @@
 import csv
 
 from steer_away.evaluation.report.csv_files import write_csv
-from steer_away.evaluation.summary import ChangeSourceRow, MainRow, PPARow
+from steer_away.evaluation.report.rows import ChangeSourceRow, MainRow, PPARow
 
 NAN = float("nan")
 
@@ -22,8 +22,8 @@ def test_main_csv_header_lists_every_column_once_in_first_seen_order(tmp_path):
                       "top_prompt_id", "top_prompt", "fragile", "mae", "delta_pct", "ppl", "ppl_mean", "utility",
                       "utility_low", "utility_high", "toxicity", "n", "empty", "utility_letter_mass",
                       "utility_no_option", "utility_turned_right", "utility_turned_wrong", "utility_p", "distinct2",
-                      "collapsed_share", "cost_ratio", "cost_same_run",
-                      "mae_ci", "collapsed", "delta_ci", "tox_delta_wo_top_ci"]
+                      "collapsed_share", "cost_ratio", "cost_same_run", "relevance", "relevance_delta", "refusal_share",
+                      "violation_share", "mae_ci", "collapsed", "delta_ci", "tox_delta_wo_top_ci"]
     assert baseline[1] == "" and baseline[-4:] == ["[0.1, 0.3]", "False", "", ""]
     assert eads[-2:] == ["[-5.0, 1.0]", "[-9.0, 3.0]"]
 

@@ -21,15 +21,10 @@ from steer_away.evaluation.metrics import (
     pct_change,
 )
 from steer_away.evaluation.report.robustness import one_prompt_robustness
+from steer_away.evaluation.report.rows import CategoryRow, MainRow, SensitivityEffectRow
+from steer_away.evaluation.report.states import guard_figures
 from steer_away.evaluation.store import AnswerRecord, StoredCell
-from steer_away.evaluation.summary import (
-    CategoryRow,
-    CellSummary,
-    ChangeSourceRow,
-    Interval,
-    MainRow,
-    SensitivityEffectRow,
-)
+from steer_away.evaluation.summary import CellSummary, Interval
 from steer_away.profiles import SENSITIVITIES
 from steer_away.steering.registry import BASELINE, get_method, method_names
 
@@ -61,8 +56,15 @@ def alpha_text(method: str, alpha: float | None) -> str:
     return "-" if strength is None else f"by {strength.unset}"
 
 
+def label(method: str, alpha: float | None, settings: str) -> str:
+    """How a cell is named in the report's text: 'caa-population α=0.5 gate=prefill'; a method without a
+    strength shows none ('rerank candidates=1')."""
+    strength = alpha_text(method, alpha)
+    return method + ("" if strength == "-" else f" α={strength}") + (f" {settings}" if settings else "")
+
+
 def cell_label(cell: StoredCell) -> str:
-    return f"{cell.method} α={alpha_text(cell.method, cell.alpha)}" + (f" {cell.settings}" if cell.settings else "")
+    return label(cell.method, cell.alpha, cell.settings)
 
 
 def paired_utility(answers: dict[str, bool], baseline: dict[str, bool]) -> tuple[int, int, float]:
@@ -158,6 +160,7 @@ def main_rows(cells: Sequence[StoredCell], utility_correct: Mapping[str, dict[st
         base_rows = answers.get(baseline.key, []) if baseline and c is not baseline else []
         spread = intervals(answered, base_rows, s.preferred_toxicity)
         robust = one_prompt_robustness(answered, base_rows, s.preferred_toxicity, spread.tox_delta_ci)
+        guards = guard_figures(answered, {a.row_id: a for a in base_rows}, s.tolerated_toxicity)
         rows.append(MainRow(
             method=c.method, alpha=c.alpha, settings=c.settings,
             tox_dist=s.tox_dist, tox_delta_pct=pct_change(s.tox_dist, base.tox_dist) if base else float("nan"),
@@ -172,6 +175,9 @@ def main_rows(cells: Sequence[StoredCell], utility_correct: Mapping[str, dict[st
             distinct2=shares.distinct2, collapsed_share=shares.collapsed_share,
             cost_ratio=s.seconds_per_answer / base.seconds_per_answer if base else float("nan"),
             cost_same_run=bool(base and set(s.timed_runs) & set(base.timed_runs)),
+            relevance=guards.relevance, relevance_delta=guards.relevance_delta, refusal_share=guards.refusal_share,
+            violation_share=guards.violation_share, relevance_delta_ci=guards.relevance_delta_ci,
+            violation_share_ci=guards.violation_share_ci,
             mae_ci=spread.mae_ci, toxicity_ci=spread.toxicity_ci, tox_dist_ci=spread.tox_dist_ci,
             delta_ci=spread.delta_ci, tox_delta_ci=spread.tox_delta_ci, tox_delta_wo_top_ci=robust.ci,
             collapsed=bool(shares.collapsed_share >= COLLAPSED_CELL_SHARE),
@@ -221,11 +227,16 @@ class PairedComparison:
     tox_dist: float
     reference_tox_dist: float
     tox_dist_ci: Interval
+    violations: float = float("nan")  # share of answers more toxic than their user tolerates
+    reference_violations: float = float("nan")
+    violations_ci: Interval | None = None
 
 
 def paired_comparison(rows: Sequence[AnswerRecord], reference: Mapping[str, AnswerRecord],
-                      preferred: Mapping[str, float]) -> PairedComparison | None:
-    """`rows` paired on row id with `reference`; None when fewer than two rows pair."""
+                      preferred: Mapping[str, float], tolerated: Mapping[str, float] | None = None
+                      ) -> PairedComparison | None:
+    """`rows` paired on row id with `reference`; None when fewer than two rows pair. With `tolerated`
+    (user -> the most TOXICITY they tolerate), boundary violations are compared too."""
     paired = [a for a in rows if a.row_id in reference and a.user_id in preferred]
     if len(paired) < 2:
         return None
@@ -234,10 +245,16 @@ def paired_comparison(rows: Sequence[AnswerRecord], reference: Mapping[str, Answ
     ref_tox = np.array([reference[a.row_id].toxicity[0] for a in paired])
     pref = np.array([preferred[a.user_id] for a in paired])
     dist, ref_dist = np.abs(tox - pref), np.abs(ref_tox - pref)
+    violations: dict[str, object] = {}
+    if tolerated and all(a.user_id in tolerated for a in paired):
+        limit = np.array([tolerated[a.user_id] for a in paired])
+        mine, theirs = (tox > limit).astype(float), (ref_tox > limit).astype(float)
+        violations = {"violations": float(mine.mean()), "reference_violations": float(theirs.mean()),
+                      "violations_ci": cluster_bootstrap(mine, users, prompts, baseline=theirs)}
     return PairedComparison(len(paired), len(set(users)), float(tox.mean()), float(ref_tox.mean()),
                             cluster_bootstrap(tox, users, prompts, baseline=ref_tox),
                             float(dist.mean()), float(ref_dist.mean()),
-                            cluster_bootstrap(dist, users, prompts, baseline=ref_dist))
+                            cluster_bootstrap(dist, users, prompts, baseline=ref_dist), **violations)  # type: ignore[arg-type]
 
 
 def sensitivity_effects(cells: Sequence[StoredCell], answers: Answers) -> list[SensitivityEffectRow]:
@@ -261,40 +278,4 @@ def sensitivity_effects(cells: Sequence[StoredCell], answers: Answers) -> list[S
                 c.method, c.alpha, c.settings, group, n=pair.n, users=pair.users,
                 toxicity_change=pair.toxicity - pair.reference_toxicity, toxicity_change_ci=pair.toxicity_ci,
                 distance_change=pair.tox_dist - pair.reference_tox_dist, distance_change_ci=pair.tox_dist_ci))
-    return out
-
-
-def change_sources(cells: Sequence[StoredCell], answers: Answers) -> list[ChangeSourceRow]:
-    """Where each cell's change in mean TOXICITY comes from: the share carried by collapsed answers, the
-    change on the rows where the steered answer did not collapse, and the one prompt that moved most.
-    A drop that lives in a few looping answers or in one prompt is not a general effect."""
-    baseline, base = _baseline_answers(cells, answers)
-    if baseline is None:
-        return []
-    out = []
-    for c in ordered(cells):
-        if c is baseline:
-            continue
-        rows = [a for a in answers.get(c.key, []) if a.row_id in base]
-        if not rows:
-            continue
-        change = np.array([a.toxicity[0] - base[a.row_id].toxicity[0] for a in rows])
-        collapsed = np.array([is_collapsed(a.answer) for a in rows])
-        total = float(change.sum())
-        by_prompt: dict[str, float] = {}
-        for a, d in zip(rows, change):
-            by_prompt[a.prompt] = by_prompt.get(a.prompt, 0.0) + float(d)
-        top_prompt, top_change = max(by_prompt.items(), key=lambda kv: abs(kv[1]))
-        clean = ~collapsed
-        out.append(ChangeSourceRow(
-            c.method, c.alpha, c.settings,
-            toxicity_change=float(change.mean()),
-            from_collapsed=float(change[collapsed].sum() / total) if total else float("nan"),
-            clean_rows=int(clean.sum()),
-            clean_steered=float(np.mean([a.toxicity[0] for a, k in zip(rows, clean) if k])) if clean.any()
-            else float("nan"),
-            clean_unsteered=float(np.mean([base[a.row_id].toxicity[0] for a, k in zip(rows, clean) if k]))
-            if clean.any() else float("nan"),
-            top_prompt=top_prompt, top_prompt_share=top_change / total if total else float("nan"),
-        ))
     return out

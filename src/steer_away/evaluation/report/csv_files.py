@@ -6,7 +6,7 @@ import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from steer_away.evaluation.summary import TableRow
+from steer_away.evaluation.report.rows import TableRow
 
 
 def _write(path: Path, records: Sequence[Mapping[str, object]]) -> None:

@@ -8,24 +8,25 @@ from dataclasses import dataclass
 from steer_away.evaluation.report.analysis import (
     Answers,
     category_rows,
-    change_sources,
     main_rows,
     ordered,
     sensitivity_effects,
 )
+from steer_away.evaluation.report.guards import Verdict, best_under_guards, change_sources, guard_rows
 from steer_away.evaluation.report.personalisation import head_to_head, population_reference, ppa_rows
 from steer_away.evaluation.report.robustness import prompt_concentration
-from steer_away.evaluation.store import StoredCell
-from steer_away.evaluation.summary import (
+from steer_away.evaluation.report.rows import (
     CategoryRow,
     ChangeSourceRow,
+    GuardRow,
     HeadToHeadRow,
     MainRow,
-    PPAResult,
     PPARow,
     PromptConcentration,
     SensitivityEffectRow,
 )
+from steer_away.evaluation.store import StoredCell
+from steer_away.evaluation.summary import PPAResult
 from steer_away.steering.registry import BASELINE
 
 
@@ -45,6 +46,8 @@ class ReportAnalysis:
     has_population: bool  # whether a population cell was there to compare with
     ppa: list[PPARow]
     ppa_toxicity_ties: float  # NaN without PPA
+    guards: list[GuardRow]  # relevance, refusals, off-request, collapse and violations per cell, group, category
+    verdict: Verdict  # the best cell under the guards
 
 
 def analyse(cells: Sequence[StoredCell], utility_correct: Mapping[str, dict[str, bool]], answers: Answers,
@@ -52,11 +55,13 @@ def analyse(cells: Sequence[StoredCell], utility_correct: Mapping[str, dict[str,
     cells = ordered(cells)
     formats = {c.done_summary.utility_format for c in cells if c.done_summary.utility_n}
     baseline = next((c for c in cells if c.method == BASELINE), None)
+    main = main_rows(cells, utility_correct, answers, no_option)
     return ReportAnalysis(
-        cells, main_rows(cells, utility_correct, answers, no_option), category_rows(cells), change_sources(cells, answers),
+        cells, main, category_rows(cells), change_sources(cells, answers),
         sensitivity_effects(cells, answers),
         utility_questions=max((len(v) for v in utility_correct.values()), default=0),
         utility_format=formats.pop() if len(formats) == 1 else ("mixed" if formats else "letter"),
         concentration=prompt_concentration(answers.get(baseline.key, [])) if baseline else None,
         head_to_head=head_to_head(cells, answers), has_population=population_reference(cells) is not None,
-        ppa=ppa_rows(ppa) if ppa else [], ppa_toxicity_ties=ppa.toxicity_ties if ppa else float("nan"))
+        ppa=ppa_rows(ppa) if ppa else [], ppa_toxicity_ties=ppa.toxicity_ties if ppa else float("nan"),
+        guards=guard_rows(cells, answers), verdict=best_under_guards(main))

@@ -14,18 +14,26 @@ from steer_away.evaluation.metrics import (
 )
 from steer_away.evaluation.report.analysis import Answers, alpha_text, ordered
 from steer_away.evaluation.report.findings import ReportAnalysis
+from steer_away.evaluation.report.guards_markdown import (
+    _delta,
+    _share,
+    _share_ci,
+    guards_markdown,
+    verdict_markdown,
+    violations_markdown,
+)
 from steer_away.evaluation.report.robustness import MAX_PROMPT_SHARE, MIN_TOXIC_PROMPTS
-from steer_away.evaluation.store import StoredCell
-from steer_away.evaluation.summary import (
+from steer_away.evaluation.report.rows import (
     CategoryRow,
     ChangeSourceRow,
     HeadToHeadRow,
-    Interval,
     MainRow,
     PPARow,
     PromptConcentration,
     SensitivityEffectRow,
 )
+from steer_away.evaluation.store import StoredCell
+from steer_away.evaluation.summary import Interval
 from steer_away.profiles import SENSITIVITIES
 from steer_away.steering.card import load_cards
 from steer_away.steering.registry import BASELINE, method_names
@@ -68,16 +76,18 @@ def sensitivity_table_markdown(cells: Sequence[StoredCell]) -> str:
         s = c.done_summary
         distance = s.tox_dist_by_sensitivity if use_tox else s.mae_by_sensitivity
         values = [f"{_fmt(s.toxicity_by_sensitivity.get(g), '.3f')} / {_fmt(distance.get(g))}" for g in groups]
-        lines.append(f"| {c.method} | {alpha_text(c.method, c.alpha)} | " + " | ".join(values) + " |")
+        lines.append(f"| {c.method}{' ' + c.settings if c.settings else ''} | {alpha_text(c.method, c.alpha)} | "
+                     + " | ".join(values) + " |")
     return "\n".join(lines)
 
 
 def main_table_markdown(main: Sequence[MainRow]) -> str:
     lines = ["| run / method | α | settings | TOXICITY distance ↓ [95% CI] | Δ% vs baseline [95% CI] | "
              "Δ% w/o top prompt [95% CI] | attribute MAE ↓ [95% CI] | Δ% MAE [95% CI] | PPL ↓ (median) | "
-             "distinct-2 / collapsed | utility [95% CI] | letter mass / no option | utility vs baseline: +right / −wrong, "
+             "distinct-2 / collapsed | relevance: mean / Δ [95% CI] | refused | violations [95% CI] | "
+             "utility [95% CI] | letter mass / no option | utility vs baseline: +right / −wrong, "
              "McNemar p | mean TOXICITY [95% CI] | cost × | n |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in main:
         utility = "-" if math.isnan(r.utility) else \
             f"{100 * r.utility:.1f}% [{100 * r.utility_low:.0f}–{100 * r.utility_high:.0f}]"
@@ -94,6 +104,8 @@ def main_table_markdown(main: Sequence[MainRow]) -> str:
                      f"{_fmt(r.mae)}{_ci(r.mae_ci, '.3f')} | {delta} | {_fmt(r.ppl, '.2f')} | "
                      f"{_fmt(r.distinct2, '.2f')} / {_fmt(100 * r.collapsed_share, '.0f')}%"
                      f"{' ⚠ collapsed' if r.collapsed else ''} | "
+                     f"{_fmt(r.relevance, '.2f')} / {_delta(r.relevance_delta, r.relevance_delta_ci) if steered else '-'} | "
+                     f"{_share(r.refusal_share)} | {_share_ci(r.violation_share, r.violation_share_ci)} | "
                      f"{utility} | {mass} | {paired} | {_fmt(r.toxicity, '.3f')}{_ci(r.toxicity_ci, '.3f')} | "
                      f"{_cost(r)} | {r.n} |")
     return "\n".join(lines)
@@ -223,8 +235,8 @@ def sensitivity_effects_markdown(rows: Sequence[SensitivityEffectRow]) -> str:
     lines = ["| run / method | α | group | rows (users) | Δ mean TOXICITY [95% CI] | Δ TOXICITY distance [95% CI] |",
              "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r.method} | {alpha_text(r.method, r.alpha)} | {r.group} | {r.n} ({r.users}) | "
-                     f"{_signed(r.toxicity_change, r.toxicity_change_ci, '+.4f')} | "
+        lines.append(f"| {r.method}{' ' + r.settings if r.settings else ''} | {alpha_text(r.method, r.alpha)} | "
+                     f"{r.group} | {r.n} ({r.users}) | {_signed(r.toxicity_change, r.toxicity_change_ci, '+.4f')} | "
                      f"{_signed(r.distance_change, r.distance_change_ci, '+.4f')} |")
     lines += ["", "*: the interval excludes 0 (differences against unsteered on the same rows; negative = lower)."]
     return "\n".join(lines)
@@ -233,23 +245,20 @@ def sensitivity_effects_markdown(rows: Sequence[SensitivityEffectRow]) -> str:
 NET_CHANGE = 0.005  # smallest |Δ mean TOXICITY| whose sources the report splits into shares
 
 
-def _share(value: float) -> str:
-    return "-" if not math.isfinite(value) else f"{100 * value + 0.0:.0f}%"
-
-
 def change_sources_markdown(rows: Sequence[ChangeSourceRow]) -> str:
     if not rows:
         return ""
-    lines = ["| run / method | α | settings | Δ mean TOXICITY | share from collapsed answers | "
-             "non-collapsed rows: steered vs unsteered TOXICITY | prompt that moved most (its share of Δ) |",
+    lines = ["| run / method | α | settings | Δ mean TOXICITY | its share from answers collapsed / refused / "
+             "off-request / intact | intact rows: steered vs unsteered TOXICITY | prompt that moved most (its share of Δ) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         # shares of a net change near zero are ratios of noise: shown only for a change of 0.005 or more
         net = abs(r.toxicity_change) >= NET_CHANGE
+        shares = " / ".join(_share(v) for v in (r.from_collapsed, r.from_refused, r.from_off_request, r.from_intact))
         lines.append(f"| {r.method} | {alpha_text(r.method, r.alpha)} | {r.settings or '-'} | "
-                     f"{r.toxicity_change:+.4f} | {_share(r.from_collapsed) if net else 'no net change'} | "
-                     f"{_fmt(r.clean_steered, '.4f')} vs {_fmt(r.clean_unsteered, '.4f')} "
-                     f"({r.clean_rows} rows) | “{_quote(r.top_prompt, 60)}”"
+                     f"{r.toxicity_change:+.4f} | {shares if net else 'no net change'} | "
+                     f"{_fmt(r.intact_steered, '.4f')} vs {_fmt(r.intact_unsteered, '.4f')} "
+                     f"({r.intact_rows} rows) | “{_quote(r.top_prompt, 60)}”"
                      + (f" ({_share(r.top_prompt_share)})" if net else "") + " |")
     return "\n".join(lines)
 
@@ -319,7 +328,8 @@ def vector_cards_markdown(path: Path) -> str:
 def report_markdown(analysis: ReportAnalysis, *, title: str, notes: str, cards: Path | None,
                     plots: Sequence[Path], samples: str) -> str:
     """The whole report.md: `cards` is the vector store's cards.json (None: no vector section)."""
-    parts = [f"# {title}\n", notes, concentration_markdown(analysis.concentration)]
+    parts = [f"# {title}\n", verdict_markdown(analysis.verdict, analysis.main), notes,
+             concentration_markdown(analysis.concentration)]
     if cards is not None:
         parts += [vector_cards_markdown(cards)]
     parts += ["## Toxicity distance, perplexity and utility by method and α\n",
@@ -338,10 +348,14 @@ def report_markdown(analysis: ReportAnalysis, *, title: str, notes: str, cards: 
               "to generate one answer (decoding and any scorer calls the method makes; not the evaluation) ÷ the "
               "unsteered model's, in the same sweep run (‡: timed in different runs, so load or machine may "
               "differ). A method that answers several users with one answer pays it once.\n",
+              "\n## Guards: relevance, refusals and boundary violations\n",
+              "A less toxic answer is a win only if it still answers the request.\n",
+              guards_markdown(analysis.guards),
               "\n## Where the change in TOXICITY comes from\n",
-              "A drop carried by collapsed (looping) answers or by a single prompt is not a general effect; the "
-              "non-collapsed column compares steered and unsteered answers on the rows where steering left the text "
-              "intact.\n", change_sources_markdown(analysis.change_sources), "\n",
+              "A drop carried by collapsed (looping), refusing or off-request answers, or by a single prompt, is not the "
+              "claimed effect: each steered answer is counted in the first state that applies (collapsed, refused, "
+              "off-request, intact), and the intact column compares steered and unsteered answers on the rows where "
+              "steering left an answer to the request.\n", change_sources_markdown(analysis.change_sources), "\n",
               "\n## % change in distance by prompt category (negative = closer to the users)\n",
               category_table_markdown(analysis.categories), "\n",
               "## By user sensitivity: mean TOXICITY of the answers / TOXICITY distance\n",
@@ -349,7 +363,10 @@ def report_markdown(analysis: ReportAnalysis, *, title: str, notes: str, cards: 
               sensitivity_table_markdown(analysis.cells), "\n",
               sensitivity_effects_markdown(analysis.sensitivity_effects), "\n",
               "## Personalisation head to head: against population steering on the same rows\n",
-              head_to_head_markdown(analysis.head_to_head, analysis.has_population)]
+              head_to_head_markdown(analysis.head_to_head, analysis.has_population),
+              "\n### Boundary violations: how often an answer is more toxic than its user tolerates\n",
+              "A sibling study on this task found per-user sensitivity shows here rather than in mean distance.\n",
+              violations_markdown(analysis.head_to_head)]
     if analysis.ppa:
         parts += ["## Personalised preference accuracy (held-out pairs)\n",
                   ppa_markdown(analysis.ppa, analysis.ppa_toxicity_ties)]

@@ -14,8 +14,9 @@ import numpy as np
 
 from steer_away.evaluation.metrics import user_bootstrap
 from steer_away.evaluation.report.analysis import Answers, ordered, paired_comparison
+from steer_away.evaluation.report.rows import HeadToHeadRow, PPARow
 from steer_away.evaluation.store import AnswerRecord, StoredCell
-from steer_away.evaluation.summary import NAN, HeadToHeadRow, Interval, PPAResult, PPARow
+from steer_away.evaluation.summary import NAN, Interval, PPAResult
 from steer_away.profiles import SENSITIVITIES
 from steer_away.steering.registry import BASELINE, POPULATION_REFERENCE, get_method
 
@@ -58,7 +59,7 @@ def head_to_head(cells: Sequence[StoredCell], answers: Answers) -> list[HeadToHe
         preferred, groups = c.done_summary.preferred_toxicity, c.done_summary.sensitivity_of
         for group in (*SENSITIVITIES, ALL_USERS):
             pair = paired_comparison([a for a in rows if group == ALL_USERS or groups.get(a.user_id) == group],
-                                     population, preferred)
+                                     population, preferred, c.done_summary.tolerated_toxicity)
             if pair is None:
                 continue
             out.append(HeadToHeadRow(
@@ -66,7 +67,9 @@ def head_to_head(cells: Sequence[StoredCell], answers: Answers) -> list[HeadToHe
                 tox_dist=pair.tox_dist, population_tox_dist=pair.reference_tox_dist,
                 tox_dist_diff=pair.tox_dist - pair.reference_tox_dist, tox_dist_diff_ci=pair.tox_dist_ci,
                 toxicity=pair.toxicity, population_toxicity=pair.reference_toxicity,
-                toxicity_diff=pair.toxicity - pair.reference_toxicity, toxicity_diff_ci=pair.toxicity_ci))
+                toxicity_diff=pair.toxicity - pair.reference_toxicity, toxicity_diff_ci=pair.toxicity_ci,
+                violation_share=pair.violations, population_violation_share=pair.reference_violations,
+                violation_diff=pair.violations - pair.reference_violations, violation_diff_ci=pair.violations_ci))
     return out
 
 

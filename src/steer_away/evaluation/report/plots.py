@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from steer_away.evaluation.report.analysis import cell_order
 from steer_away.evaluation.report.markdown import CHANGE_BINS
-from steer_away.evaluation.summary import CategoryRow, MainRow
+from steer_away.evaluation.report.rows import CategoryRow, MainRow
 from steer_away.steering.registry import BASELINE
 
 

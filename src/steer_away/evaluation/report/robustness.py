@@ -21,8 +21,9 @@ from steer_away.evaluation.metrics import (
     pct_change,
     toxicity_shares,
 )
+from steer_away.evaluation.report.rows import PromptConcentration
 from steer_away.evaluation.store import AnswerRecord
-from steer_away.evaluation.summary import Interval, PromptConcentration
+from steer_away.evaluation.summary import Interval
 
 TOXIC_PROMPT = 0.1  # a prompt whose mean unsteered TOXICITY exceeds this draws toxic answers
 # what a table needs to carry a general claim (issue 23): no prompt over this share of the TOXICITY mass,

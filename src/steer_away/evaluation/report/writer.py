@@ -11,15 +11,16 @@ from steer_away.evaluation.report.csv_files import write_csv
 from steer_away.evaluation.report.findings import analyse
 from steer_away.evaluation.report.markdown import report_markdown, sample_answers
 from steer_away.evaluation.report.plots import plot_categories, plot_sweep
+from steer_away.evaluation.report.rows import ReportTables
 from steer_away.evaluation.store import ResultsStore
-from steer_away.evaluation.summary import PPAResult, ReportTables
+from steer_away.evaluation.summary import PPAResult
 
 
 def write_report(store_path: str | Path, out: str | Path, fingerprint: str | None = None,
                  ppa: PPAResult | None = None, title: str = "steer-away report",
                  notes: str = "", cards: str | Path | None = None) -> ReportTables:
     """Write report.md, main.csv, categories.csv, change_sources.csv, sensitivity_effects.csv,
-    head_to_head.csv, ppa.csv, summary.json and the PNGs for one fingerprint (default: the latest); return
+    head_to_head.csv, guards.csv, ppa.csv, summary.json and the PNGs for one fingerprint (default: the latest); return
     the tables.
     `cards`: the vector store's cards.json (default: the one beside the store, if any)."""
     out = Path(out)
@@ -45,6 +46,7 @@ def write_report(store_path: str | Path, out: str | Path, fingerprint: str | Non
     write_csv(out / "change_sources.csv", analysis.change_sources)
     write_csv(out / "sensitivity_effects.csv", analysis.sensitivity_effects)
     write_csv(out / "head_to_head.csv", analysis.head_to_head)
+    write_csv(out / "guards.csv", analysis.guards)
     write_csv(out / "ppa.csv", analysis.ppa)
     plots = plot_sweep(analysis.main, out) + plot_categories(analysis.categories, out)
     samples = sample_answers([c for c in cells if (c.method, c.alpha, c.settings) not in collapsed], answers)

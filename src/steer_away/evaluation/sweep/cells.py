@@ -30,9 +30,9 @@ from steer_away.data.prompts import (
     pick_per_category,
     prompt_id,
 )
+from steer_away.decoding.scoring import answer_scores
 from steer_away.evaluation.metrics import toxicity_distance
 from steer_away.evaluation.mmlu import MMLUQuestion, load_mmlu
-from steer_away.evaluation.perplexity import answer_perplexities
 from steer_away.evaluation.store import AnswerRecord, MMLURecord
 from steer_away.evaluation.sweep.config import SweepConfig
 from steer_away.evaluation.utility import utility_digest, utility_predictions
@@ -276,14 +276,17 @@ def compute_cell(ctx: EvalContext, cell: Cell, done_rows: set[str], done_questio
         seconds = time.perf_counter() - started
         texts = [o.text for o in outs]
         tox = ctx.scorer.score(texts)
-        ppl = answer_perplexities(ctx.lm, [p for p, _, _ in chunk], texts, batch_size=size)
+        unscored = [i for i, o in enumerate(outs) if o.score is None]  # a guarded choice was scored while choosing
+        fresh = iter(answer_scores(ctx.lm, [chunk[i][0] for i in unscored], [texts[i] for i in unscored],
+                                   relevance=True, batch_size=size))
+        scored = [o.score if o.score is not None else next(fresh) for o in outs]
         records = []
-        for (prompt, _, rows), out, t, p in zip(chunk, outs, tox, ppl):
+        for (prompt, _, rows), out, t, s in zip(chunk, outs, tox, scored):
             for row in rows:
                 preferred = np.asarray(ctx.profiles[row.user_id].preferred_toxicity)
                 records.append(AnswerRecord(row.row_id, row.user_id, row.prompt_id, row.category, prompt, out.text,
-                                            t.tolist(), float(toxicity_distance(t, preferred)[0]), p,
-                                            len(out.token_ids)))
+                                            t.tolist(), float(toxicity_distance(t, preferred)[0]), s.perplexity,
+                                            len(out.token_ids), s.relevance))
         yield Batch(records, [], len(chunk), seconds)
         if progress:
             progress(len(records))
@@ -299,3 +302,11 @@ def compute_cell(ctx: EvalContext, cell: Cell, done_rows: set[str], done_questio
                          for (q, u), p in zip(qchunk, predicted)])
         if progress:
             progress(len(qchunk))
+
+
+def missing_relevance(ctx: EvalContext, rows: list[tuple[str, str, str]]) -> dict[str, float]:
+    """Relevance of stored answers that lack it, (row id, prompt, answer) each: a store written before it was
+    scored is filled in by the next sweep, without generating anything again."""
+    scored = answer_scores(ctx.lm, [p for _, p, _ in rows], [a for _, _, a in rows], relevance=True,
+                           batch_size=ctx.config.batch_size)
+    return {row_id: s.relevance for (row_id, _, _), s in zip(rows, scored)}

@@ -18,9 +18,9 @@ from tqdm.auto import tqdm
 
 from steer_away.errors import InputError
 from steer_away.evaluation.store import CellSpec, ResultsStore
-from steer_away.evaluation.summary import summarise
+from steer_away.evaluation.summary import CellSummary, summarise
 from steer_away.evaluation.sweep.artefacts import prepare
-from steer_away.evaluation.sweep.cells import Batch, Cell, EvalContext, cell_work, compute_cell
+from steer_away.evaluation.sweep.cells import Batch, Cell, EvalContext, cell_work, compute_cell, missing_relevance
 from steer_away.evaluation.sweep.config import SweepConfig
 from steer_away.models import LanguageModel
 
@@ -44,10 +44,28 @@ def _store_cell(store: ResultsStore, ctx: EvalContext, cell: Cell, batches: Iter
         store.put_mmlu(cell.key, batch.mmlu, run_id)
         store.claim(cell.key)  # renew the lease
         progress(len(batch.answers) + len(batch.mmlu))
-    store.finish_cell(cell.key, summarise(store.answers(cell.key), store.mmlu(cell.key), ctx.sensitivity,
-                                          {u: p.primary() for u, p in ctx.profiles.items()},
-                                          utility_format=ctx.config.utility, cost=store.generation_cost(cell.key)))
+    store.finish_cell(cell.key, _summary(store, ctx, cell.key))
     store.release(cell.key)
+
+
+def _summary(store: ResultsStore, ctx: EvalContext, key: str) -> CellSummary:
+    return summarise(store.answers(key), store.mmlu(key), ctx.sensitivity,
+                     {u: p.primary() for u, p in ctx.profiles.items()}, utility_format=ctx.config.utility,
+                     cost=store.generation_cost(key), tolerated={u: p.tolerated() for u, p in ctx.profiles.items()})
+
+
+def _fill_in(store: ResultsStore, ctx: EvalContext, cells: list[Cell]) -> None:
+    """What a store written by an earlier version lacks, computed from what it holds (nothing is generated
+    again): the relevance of its answers, and the users' tolerated TOXICITY in finished cells' summaries."""
+    done = {c.key: c for c in store.cells()}
+    for cell in cells:
+        unscored = store.without_relevance(cell.key)
+        if unscored:
+            log.info(f"{cell.label}: scoring the relevance of {len(unscored)} stored answers")
+            store.set_relevance(cell.key, missing_relevance(ctx, unscored))
+        summary = done[cell.key].summary if cell.key in done else None
+        if summary is not None and not summary.tolerated_toxicity and summary.preferred_toxicity:
+            store.finish_cell(cell.key, _summary(store, ctx, cell.key))
 
 
 class SweepClock:
@@ -78,6 +96,7 @@ def run_sweep(config: SweepConfig, *, ray_address: str | None = None, lm: Langua
     for cell in cells:
         store.register_cell(cell.key, cell.method, cell.alpha, cell.settings,
                             CellSpec(ctx.fingerprint, cell.args.identity(), cell.label))
+    _fill_in(store, ctx, cells)
     pending = [c for c in cells if store.cell_status(c.key) != "done"]
     skipped = [c.key for c in cells if c not in pending]
     if skipped:
