@@ -12,7 +12,7 @@ from steer_away.evaluation.metrics import (
     COLLAPSED_CELL_SHARE,
     smallest_detectable_change,
 )
-from steer_away.evaluation.report.analysis import Answers, alpha_text, ordered
+from steer_away.evaluation.report.analysis import Answers, alpha_text, label, ordered
 from steer_away.evaluation.report.findings import ReportAnalysis
 from steer_away.evaluation.report.guards_markdown import (
     _delta,
@@ -124,7 +124,7 @@ def fragile_note(main: Sequence[MainRow]) -> str:
              "furthest toward zero (or across it), on the rows left (paired with unsteered, interval clustered by "
              "user and prompt). †: leaving that prompt out flips the sign of Δ% or whether its interval excludes 0; "
              "the cell's headline rests on one prompt."]
-    lines += [f"- † {r.method} α={alpha_text(r.method, r.alpha)}{' ' + r.settings if r.settings else ''}: "
+    lines += [f"- † {label(r.method, r.alpha, r.settings)}: "
               f"“{_quote(r.top_prompt, 90)}” ({_pct(r.tox_delta_pct)} → {_pct(r.tox_delta_wo_top_pct)})"
               for r in main if r.fragile]
     return "\n".join(lines) + "\n"
@@ -291,7 +291,7 @@ def sample_answers(cells: Sequence[StoredCell], answers: Answers, users: int = 3
                 cell = by_method[method]
                 other = steered[method].get(a.row_id)
                 if other:
-                    lines.append(f"- **{method} α={_fmt(cell.alpha, 'g')}** (distance {other.attribute_mae:.3f}, "
+                    lines.append(f"- **{label(method, cell.alpha, cell.settings)}** (distance {other.attribute_mae:.3f}, "
                                  f"TOXICITY {other.toxicity[0]:.3f}): {_quote(other.answer)}")
             lines.append("")
     return "\n".join(lines)
