@@ -1,5 +1,6 @@
-"""Shared terminal output for the interfaces: one rich console (stderr), a spinner for slow steps, and the
-handler that shows the library's progress messages (the library logs them; it never prints)."""
+"""Shared terminal output for the interfaces: a rich console for progress and logs (stderr), one for results
+(stdout, so `| grep` and `> file` keep them), a spinner for slow steps, and the handler that shows the
+library's progress messages (the library logs them; it never prints)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from rich.highlighter import NullHighlighter
 from rich.logging import RichHandler
 
 console = Console(stderr=True)
-if not console.is_terminal:  # logs and CI: wide enough for the result tables
-    console.width = max(console.width, 130)
+results = Console()
+for _out in (console, results):
+    if not _out.is_terminal:  # logs, files and CI: wide enough for the result tables
+        _out.width = max(_out.width, 130)
 
 
 @contextmanager

@@ -6,8 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
-from steer_away.cli.tables import print_main_table, print_ppa_table
-from steer_away.console import console
+from steer_away.cli.tables import print_main_table, print_ppa_table, print_results_json
+from steer_away.console import console, results
 from steer_away.data.prompts import HELDOUT, SHIPPED, prompt_source
 from steer_away.evaluation.demo import DEMO_TITLE, demo_config, demo_preface
 from steer_away.evaluation.pipeline import sweep_and_report
@@ -18,9 +18,13 @@ from steer_away.evaluation.sweep import SweepConfig
 def _sweep_and_print(config: SweepConfig, args: argparse.Namespace, title: str, preface: str = "") -> None:
     done = sweep_and_report(config, title=title, preface=preface, ray_address=args.ray, with_ppa=not args.no_ppa,
                             report_dir=args.report)
+    report = done.report_dir / "report.md"
+    if args.json:
+        print_results_json(done.tables.main, done.tables.ppa, report)
+        return
     print_main_table(done.tables.main, title)
     print_ppa_table(done.tables.ppa)
-    console.print(f"report: {done.report_dir / 'report.md'} (+ main.csv, categories.csv, sweep.png)")
+    results.print(f"report: {report} (+ main.csv, categories.csv, sweep.png)")
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -36,8 +40,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.out or Path(args.store).parent / "report")
     tables = write_report(args.store, out, fingerprint=args.fingerprint)
+    if args.json:
+        print_results_json(tables.main, tables.ppa, out / "report.md")
+        return 0
     print_main_table(tables.main, f"report of {args.store}")
-    console.print(f"report: {out / 'report.md'}")
+    results.print(f"report: {out / 'report.md'}")
     return 0
 
 
@@ -58,6 +65,11 @@ def _add_prompts_option(parser: argparse.ArgumentParser, default: str) -> None:
                              f"the data) or a prompt file, JSON lines or one prompt a line (default: {default})")
 
 
+def _add_json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true",
+                        help="print the main table and PPA as JSON on stdout instead of tables (progress stays on stderr)")
+
+
 def add_sweep(sub: argparse._SubParsersAction) -> None:
     sw = sub.add_parser("sweep", help="evaluate a grid of methods × α × layers (resumable)")
     sw.add_argument("--config", required=True, help="sweep TOML (see src/steer_away/resources/demo_sweep.toml)")
@@ -67,6 +79,7 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--report", default=None, help="report folder (default: <run folder>/report)")
     sw.add_argument("--no-ppa", action="store_true", help="skip personalised preference accuracy")
     _add_prompts_option(sw, "the config's")
+    _add_json_option(sw)
     sw.set_defaults(func=cmd_sweep)
 
 
@@ -75,6 +88,7 @@ def add_report(sub: argparse._SubParsersAction) -> None:
     rep.add_argument("--store", required=True, help="results.sqlite of a sweep")
     rep.add_argument("--out", default=None)
     rep.add_argument("--fingerprint", default=None, help="which sweep setup to report (default: the latest)")
+    _add_json_option(rep)
     rep.set_defaults(func=cmd_report)
 
 
@@ -88,4 +102,5 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--prism", default=None, help="PRISM data instead of the stand-in: 'hub' or a folder "
                                                     "(the prompts become its held-out opening prompts)")
     _add_prompts_option(demo, "'shipped'")
+    _add_json_option(demo)
     demo.set_defaults(func=cmd_demo)

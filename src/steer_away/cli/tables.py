@@ -1,13 +1,15 @@
-"""Tables the command line prints from a sweep's report."""
+"""Tables the command line prints from a sweep's report, on stdout (results, not progress)."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 from rich.table import Table
 
-from steer_away.console import console
+from steer_away.console import results
 from steer_away.evaluation.report.rows import MainRow, PPARow
 from steer_away.steering.registry import BASELINE
 
@@ -44,7 +46,7 @@ def print_main_table(main: Sequence[MainRow], title: str) -> None:
         table.add_row(*cells, f"{r.tox_dist:.4f}", delta, _pct(r.tox_delta_wo_top_pct) if steered else "-",
                       f"{r.ppl:.2f}", collapsed, relevance, _share(r.refusal_share), _share(r.violation_share), utility,
                       f"{r.toxicity:.3f}", str(r.n))
-    console.print(table)
+    results.print(table)
 
 
 def print_ppa_table(rows: Sequence[PPARow]) -> None:
@@ -62,4 +64,21 @@ def print_ppa_table(rows: Sequence[PPARow]) -> None:
             low, high = r.diff_vs_population_ci
             diff = f"{100 * r.diff_vs_population:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
         table.add_row(r.predictor, str(r.pairs), accuracy, diff)
-    console.print(table)
+    results.print(table)
+
+
+def _plain(value: object) -> object:
+    """JSON has no NaN: a figure that could not be measured is null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def print_results_json(main: Sequence[MainRow], ppa: Sequence[PPARow], report: Path) -> None:
+    """The main table and PPA as one JSON object on stdout (`--json`), for a program to read; the report's
+    path beside them."""
+    rows = {"report": str(report), "main": [{k: _plain(v) for k, v in r.columns().items()} for r in main],
+            "ppa": [{k: _plain(v) for k, v in r.columns().items()} for r in ppa]}
+    print(json.dumps(rows, indent=1))
