@@ -56,11 +56,16 @@ def alpha_text(method: str, alpha: float | None) -> str:
     return "-" if strength is None else f"by {strength.unset}"
 
 
+def named(method: str, settings: str) -> str:
+    """A cell's first column in the report's tables (α has its own): 'rerank candidates=1'."""
+    return method + (f" {settings}" if settings else "")
+
+
 def label(method: str, alpha: float | None, settings: str) -> str:
     """How a cell is named in the report's text: 'caa-population α=0.5 gate=prefill'; a method without a
     strength shows none ('rerank candidates=1')."""
     strength = alpha_text(method, alpha)
-    return method + ("" if strength == "-" else f" α={strength}") + (f" {settings}" if settings else "")
+    return named(method + ("" if strength == "-" else f" α={strength}"), settings)
 
 
 def cell_label(cell: StoredCell) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from steer_away.evaluation.report.analysis import alpha_text, label
+from steer_away.evaluation.report.analysis import alpha_text, label, named
 from steer_away.evaluation.report.guards import ALL, GUARDS, Verdict
 from steer_away.evaluation.report.rows import GuardRow, HeadToHeadRow, MainRow
 from steer_away.evaluation.report.states import OFF_REQUEST
@@ -67,7 +67,7 @@ def guards_markdown(rows: Sequence[GuardRow]) -> str:
     scopes = (ALL, *SENSITIVITIES)
     for r in (r for r in rows if r.scope in scopes):
         f = r.figures
-        lines.append(f"| {r.method}{' ' + r.settings if r.settings else ''} | {alpha_text(r.method, r.alpha)} | "
+        lines.append(f"| {named(r.method, r.settings)} | {alpha_text(r.method, r.alpha)} | "
                      f"{r.scope} | {r.n} | {f.relevance:.2f} | {_delta(f.relevance_delta, f.relevance_delta_ci)} | "
                      f"{_share(f.refusal_share)} | {_share(f.off_request_share)} | {_share(f.collapsed_share)} | "
                      f"{_share_ci(f.violation_share, f.violation_share_ci)} |")
@@ -78,7 +78,7 @@ def guards_markdown(rows: Sequence[GuardRow]) -> str:
               "|---|---|" + "---|" * len(categories)]
     for method, alpha, settings in cells:
         values = [by.get((method, alpha, settings, c)) for c in categories]
-        lines.append(f"| {method}{' ' + settings if settings else ''} | {alpha_text(method, alpha)} | " + " | ".join(
+        lines.append(f"| {named(method, settings)} | {alpha_text(method, alpha)} | " + " | ".join(
             _delta(v.figures.relevance_delta, v.figures.relevance_delta_ci) if v else "-" for v in values) + " |")
     return "\n".join(lines) + "\n"
 
@@ -92,7 +92,7 @@ def violations_markdown(rows: Sequence[HeadToHeadRow]) -> str:
     lines = ["| method | α | group | rows (users) | violations: method / population | Δ [95% CI] |",
              "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r.method}{' ' + r.settings if r.settings else ''} | {alpha_text(r.method, r.alpha)} | {r.group} | "
+        lines.append(f"| {named(r.method, r.settings)} | {alpha_text(r.method, r.alpha)} | {r.group} | "
                      f"{r.n} ({r.users}) | {_share(r.violation_share)} / {_share(r.population_violation_share)} | "
                      + (f"{100 * r.violation_diff:+.1f} points [{100 * r.violation_diff_ci[0]:+.1f}, "
                         f"{100 * r.violation_diff_ci[1]:+.1f}]" if r.violation_diff_ci else "-")

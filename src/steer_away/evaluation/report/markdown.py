@@ -12,7 +12,7 @@ from steer_away.evaluation.metrics import (
     COLLAPSED_CELL_SHARE,
     smallest_detectable_change,
 )
-from steer_away.evaluation.report.analysis import Answers, alpha_text, label, ordered
+from steer_away.evaluation.report.analysis import Answers, alpha_text, label, named, ordered
 from steer_away.evaluation.report.findings import ReportAnalysis
 from steer_away.evaluation.report.guards_markdown import (
     _delta,
@@ -76,7 +76,7 @@ def sensitivity_table_markdown(cells: Sequence[StoredCell]) -> str:
         s = c.done_summary
         distance = s.tox_dist_by_sensitivity if use_tox else s.mae_by_sensitivity
         values = [f"{_fmt(s.toxicity_by_sensitivity.get(g), '.3f')} / {_fmt(distance.get(g))}" for g in groups]
-        lines.append(f"| {c.method}{' ' + c.settings if c.settings else ''} | {alpha_text(c.method, c.alpha)} | "
+        lines.append(f"| {named(c.method, c.settings)} | {alpha_text(c.method, c.alpha)} | "
                      + " | ".join(values) + " |")
     return "\n".join(lines)
 
@@ -176,7 +176,7 @@ def head_to_head_markdown(rows: Sequence[HeadToHeadRow], has_population: bool) -
              "Δ distance [95% CI] | mean TOXICITY: method / population | Δ TOXICITY [95% CI] |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r.method}{' ' + r.settings if r.settings else ''} | {alpha_text(r.method, r.alpha)} | "
+        lines.append(f"| {named(r.method, r.settings)} | {alpha_text(r.method, r.alpha)} | "
                      f"{_fmt(r.population_alpha, 'g')} | {r.group} | {r.n} ({r.users}) | "
                      f"{r.tox_dist:.4f} / {r.population_tox_dist:.4f} | {_signed(r.tox_dist_diff, r.tox_dist_diff_ci, '+.4f')} | "
                      f"{r.toxicity:.3f} / {r.population_toxicity:.3f} | "
@@ -235,7 +235,7 @@ def sensitivity_effects_markdown(rows: Sequence[SensitivityEffectRow]) -> str:
     lines = ["| run / method | α | group | rows (users) | Δ mean TOXICITY [95% CI] | Δ TOXICITY distance [95% CI] |",
              "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r.method}{' ' + r.settings if r.settings else ''} | {alpha_text(r.method, r.alpha)} | "
+        lines.append(f"| {named(r.method, r.settings)} | {alpha_text(r.method, r.alpha)} | "
                      f"{r.group} | {r.n} ({r.users}) | {_signed(r.toxicity_change, r.toxicity_change_ci, '+.4f')} | "
                      f"{_signed(r.distance_change, r.distance_change_ci, '+.4f')} |")
     lines += ["", "*: the interval excludes 0 (differences against unsteered on the same rows; negative = lower)."]
