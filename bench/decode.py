@@ -44,15 +44,15 @@ def measure(args: object) -> dict[str, object]:
     from steer_away.generation import GenerationConfig, generate
     from steer_away.models import load_model
     from steer_away.scoring.jigsaw import JigsawBiLSTMScorer
-    from steer_away.steering.activation import ActivationSteering
-    from steer_away.steering.base import PreparedBatch, RowSteering, SteeringMethod, Unsteered
-    from steer_away.steering.guided import ClassifierGuided
-    from steer_away.steering.layers import default_layers
-    from steer_away.steering.logits import ACD, EADS
-    from steer_away.steering.prompting import ProfilePrompt
-    from steer_away.steering.rerank import Rerank
-    from steer_away.steering.targets import ToxicityTargets
-    from steer_away.steering.vectors import SteeringVector
+    from steer_away.steering.framework.method import PreparedBatch, RowSteering, SteeringMethod, Unsteered
+    from steer_away.steering.framework.targets import ToxicityTargets
+    from steer_away.steering.methods.activation import ActivationSteering
+    from steer_away.steering.methods.guided import ClassifierGuided
+    from steer_away.steering.methods.logits import ACD, EADS
+    from steer_away.steering.methods.prompting import ProfilePrompt
+    from steer_away.steering.methods.rerank import Rerank
+    from steer_away.steering.vectors.layers import default_layers
+    from steer_away.steering.vectors.vector import SteeringVector
 
     class BranchRows(SteeringMethod):
         """A multi-branch method's floor: its branch rows (contexts and shared prefixes) decoded by the

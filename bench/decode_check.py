@@ -20,10 +20,10 @@ from decode import random_vector
 from steer_away.data.prompts import heldout_openings
 from steer_away.generation import GenerationConfig, generate
 from steer_away.models import load_model
-from steer_away.steering.activation import ActivationSteering
-from steer_away.steering.base import SteeringMethod
-from steer_away.steering.layers import default_layers
-from steer_away.steering.logits import ACD, EADS
+from steer_away.steering.framework.method import SteeringMethod
+from steer_away.steering.methods.activation import ActivationSteering
+from steer_away.steering.methods.logits import ACD, EADS
+from steer_away.steering.vectors.layers import default_layers
 
 
 def answers(lm: object, prompts: list[str], method: SteeringMethod | None, batch: int, tokens: int,

@@ -9,9 +9,9 @@ from steer_away.data.prompts import read_eval_prompts
 from steer_away.generation import GenerationConfig, generate
 from steer_away.models import load_model
 from steer_away.profiles import load_profiles
-from steer_away.steering.base import RowSteering
+from steer_away.steering.framework.method import RowSteering
+from steer_away.steering.framework.resources import SteeringResources
 from steer_away.steering.registry import build_method
-from steer_away.steering.resources import SteeringResources
 
 
 def main() -> None:

@@ -11,8 +11,8 @@ from common import base_parser, machine_line, print_table, sync
 from steer_away.data.pairs import preference_pairs, sample_pairs
 from steer_away.data.prism import load_prism
 from steer_away.models import load_model
-from steer_away.steering.extract import extract_pair_activations
-from steer_away.steering.layers import default_layers
+from steer_away.steering.vectors.extract import extract_pair_activations
+from steer_away.steering.vectors.layers import default_layers
 
 
 def main() -> None:

@@ -27,11 +27,11 @@ from steer_away.decoding import DecodeLoop, DecodeRequest
 from steer_away.decoding import runner as decode_runner
 from steer_away.generation import GenerationConfig, generate
 from steer_away.models import LanguageModel
-from steer_away.steering.activation import ActivationSteering
-from steer_away.steering.base import RowSteering, SteeringMethod
-from steer_away.steering.layers import default_layers
-from steer_away.steering.logits import ACD, EADS
-from steer_away.steering.vectors import SteeringVector
+from steer_away.steering.framework.method import RowSteering, SteeringMethod
+from steer_away.steering.methods.activation import ActivationSteering
+from steer_away.steering.methods.logits import ACD, EADS
+from steer_away.steering.vectors.layers import default_layers
+from steer_away.steering.vectors.vector import SteeringVector
 
 # Published figures for per-request steering in one batch (ratio of unsteered throughput).
 ANCHORS = [("EasySteer (vLLM fork), 1 config in a 256-request batch", 0.76),

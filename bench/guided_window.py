@@ -20,9 +20,9 @@ from steer_away.data.prompts import SHIPPED, checked_prompts, pick_per_category
 from steer_away.generation import GenerationConfig, generate
 from steer_away.profiles import load_profiles, pick_users
 from steer_away.scoring.jigsaw import JigsawBiLSTMScorer
-from steer_away.steering.base import RowSteering
-from steer_away.steering.guided import ClassifierGuided
-from steer_away.steering.targets import ToxicityTargets
+from steer_away.steering.framework.method import RowSteering
+from steer_away.steering.framework.targets import ToxicityTargets
+from steer_away.steering.methods.guided import ClassifierGuided
 
 
 def main() -> None:

@@ -27,9 +27,9 @@ from common import PROMPTS, base_parser, machine_line, print_table
 from steer_away.decoding import DecodeEngine, DecodeRequest, GenerationConfig
 from steer_away.generation import generate
 from steer_away.models import load_model
-from steer_away.steering.base import RowSteering
+from steer_away.steering.framework.method import RowSteering
+from steer_away.steering.framework.resources import SteeringResources
 from steer_away.steering.registry import build_method, method_names
-from steer_away.steering.resources import SteeringResources
 
 WAVES = 3  # rows join the running loop in this many groups
 WAVE_GAP = 2  # decoding steps between two waves

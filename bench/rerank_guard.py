@@ -27,14 +27,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import base_parser, bench_model, machine_line, print_table
 from steer_away.data.prompts import SHIPPED, checked_prompts, pick_per_category
 from steer_away.decoding.scoring import answer_scores
-from steer_away.evaluation.metrics import cluster_bootstrap
+from steer_away.evaluation.metrics.functions import cluster_bootstrap
 from steer_away.generation import GenerationConfig, generate
 from steer_away.profiles import load_profiles, pick_users
 from steer_away.scoring.jigsaw import JigsawBiLSTMScorer
 from steer_away.scoring.refusal import is_refusal
-from steer_away.steering.base import RowSteering, Unsteered
-from steer_away.steering.rerank import Rerank
-from steer_away.steering.targets import ToxicityTargets
+from steer_away.steering.framework.method import RowSteering, Unsteered
+from steer_away.steering.framework.targets import ToxicityTargets
+from steer_away.steering.methods.rerank import Rerank
 
 
 def main() -> None:

@@ -34,7 +34,10 @@ def child(args: argparse.Namespace) -> None:
     from steer_away import internals
     from steer_away.models import load_model
     from steer_away.server import ServerSettings, create_app, serve_in_thread
-    from steer_away.steering.vectors import SteeringVector, save_bank
+    try:
+        from steer_away.steering.vectors.vector import SteeringVector, save_bank
+    except ImportError:  # a tree from before steering/ was split into framework / methods / vectors
+        from steer_away.steering.vectors import SteeringVector, save_bank  # type: ignore[no-redef]
 
     torch.set_grad_enabled(False)
     lm = load_model(args.model, device=args.device)

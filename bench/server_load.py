@@ -29,8 +29,8 @@ from common import base_parser, bench_model, machine_line, print_table
 from decode import random_vector
 from load_client import arrivals, quantile, run_rate
 from steer_away.server import ServerSettings, create_app, serve_in_thread
-from steer_away.steering.layers import default_layers
-from steer_away.steering.vectors import save_bank
+from steer_away.steering.vectors.layers import default_layers
+from steer_away.steering.vectors.vector import save_bank
 
 SCHEDULERS = {"continuous": ("continuous", 8), "static": ("static", 8), "one at a time": ("continuous", 1)}
 

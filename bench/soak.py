@@ -41,8 +41,8 @@ from steer_away.profiles import save_profiles
 from steer_away.profiles.build import UserProfile
 from steer_away.scoring.registry import DEFAULT_BACKEND
 from steer_away.server import ServerSettings, create_app, serve_in_thread
-from steer_away.steering.layers import default_layers
-from steer_away.steering.vectors import save_bank
+from steer_away.steering.vectors.layers import default_layers
+from steer_away.steering.vectors.vector import save_bank
 
 SENSITIVITY = ("strict", "moderate", "tolerant")
 

@@ -37,11 +37,11 @@ from steer_away.chat import render_chat
 from steer_away.generation import GenerationConfig, generate
 from steer_away.models import embedded_gguf_path, load_model
 from steer_away.paths import cache_root
-from steer_away.steering.activation import ActivationSteering
-from steer_away.steering.base import RowSteering
-from steer_away.steering.card import respectful_direction
-from steer_away.steering.layers import default_layers
-from steer_away.steering.vectors import SteeringVector
+from steer_away.steering.framework.method import RowSteering
+from steer_away.steering.methods.activation import ActivationSteering
+from steer_away.steering.vectors.card import respectful_direction
+from steer_away.steering.vectors.layers import default_layers
+from steer_away.steering.vectors.vector import SteeringVector
 
 
 def read_bandwidth(megabytes: int = 512) -> float:

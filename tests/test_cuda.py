@@ -9,9 +9,9 @@ from steer_away import internals
 from steer_away.decoding import DecodeLoop, DecodeRequest
 from steer_away.decoding.runner import stacked_edits
 from steer_away.generation import generate
-from steer_away.steering.activation import ActivationSteering
-from steer_away.steering.base import RowSteering, Unsteered
-from steer_away.steering.logits import ACD, EADS
+from steer_away.steering.framework.method import RowSteering, Unsteered
+from steer_away.steering.methods.activation import ActivationSteering
+from steer_away.steering.methods.logits import ACD, EADS
 from tests.conftest import make_tiny_lm
 from tests.decoding.test_loop import CATS, LONG, PROFILES, PROMPTS, vector
 

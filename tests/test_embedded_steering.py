@@ -8,12 +8,12 @@ from steer_away.data.prism import load_prism
 from steer_away.generation import GenerationConfig, generate
 from steer_away.profiles.build import pair_toxicity_diffs
 from steer_away.scoring.jigsaw import JigsawBiLSTMScorer
-from steer_away.steering.activation import ActivationSteering
-from steer_away.steering.base import RowSteering
-from steer_away.steering.compose import dislike_vectors, population_vector
-from steer_away.steering.extract import extract_pair_activations
-from steer_away.steering.layers import default_layers
-from steer_away.steering.logits import EADS, CategoryOverride
+from steer_away.steering.framework.method import RowSteering
+from steer_away.steering.methods.activation import ActivationSteering
+from steer_away.steering.methods.logits import EADS, CategoryOverride
+from steer_away.steering.vectors.compose import dislike_vectors, population_vector
+from steer_away.steering.vectors.extract import extract_pair_activations
+from steer_away.steering.vectors.layers import default_layers
 
 pytestmark = pytest.mark.slow
 
@@ -62,8 +62,8 @@ def test_personal_caa_vectors_move_users_apart(embedded_lm, scorer):
 def test_standin_population_vector_points_away_from_toxicity(embedded_lm, tmp_path):
     """On the realistic stand-in most users are mildly averse to edge, so the population's
     chosen-minus-rejected direction must agree with our respectful-minus-toxic contrast set."""
-    from steer_away.steering.bank import ExtractionSettings, extract_population
-    from steer_away.steering.card import vector_card
+    from steer_away.steering.vectors.bank import ExtractionSettings, extract_population
+    from steer_away.steering.vectors.card import vector_card
 
     acts = extract_population(embedded_lm, load_prism("standin"), ExtractionSettings(n_pairs=160), tmp_path)
     card = vector_card(population_vector(acts, embedded_lm.shape), embedded_lm, "population")

@@ -82,3 +82,91 @@ def test_the_import_reader_sees_function_level_imports(tmp_path):
     source.write_text("def f():\n    from steer_away.decoding import loop\n    from steer_away.chat import encode\n")
     known = {"steer_away.decoding", "steer_away.decoding.loop", "steer_away.chat"}
     assert imported(source, known) == {"steer_away.decoding.loop", "steer_away.chat"}
+
+
+# The floors, lowest first: a module may import its own unit or a unit on a lower floor, never one
+# above (docs/architecture.md draws the same picture). A unit is a top-level module or package, or
+# one of steering's three packages and its registry.
+FLOORS: list[set[str]] = [
+    {"errors"},
+    {"paths", "resources", "console"},
+    {"files"},
+    {"internals"},
+    {"models"},
+    {"chat", "random_model"},
+    {"data"},
+    {"scoring"},
+    {"profiles"},
+    {"steering.vectors"},
+    {"steering.framework"},
+    {"steering.methods"},
+    {"steering.registry"},
+    {"decoding"},
+    {"generation"},
+    {"evaluation"},
+    {"lmeval", "server"},
+    {"cli"},
+]
+
+
+def unit_of(module: str) -> str:
+    parts = module.split(".")[1:]
+    if parts[:1] == ["steering"] and len(parts) > 1:
+        return ".".join(parts[:2])
+    return parts[0] if parts else "steer_away"
+
+
+def floor_of(unit: str) -> int:
+    found = [i for i, floor in enumerate(FLOORS) if unit in floor]
+    assert found, f"unit {unit!r} is on no floor: add it to FLOORS (and to docs/architecture.md's picture)"
+    return found[0]
+
+
+def imports_pointing_up(graph: dict[str, set[str]]) -> list[str]:
+    out = []
+    for module, targets in sorted(graph.items()):
+        here = unit_of(module)
+        if here == "steer_away":  # the package itself: the flat public API re-exports from every floor
+            continue
+        for target in sorted(targets):
+            there = unit_of(target)
+            if there != here and floor_of(there) >= floor_of(here):
+                out.append(f"{module} ({here}, floor {floor_of(here)}) imports {target} ({there}, floor {floor_of(there)})")
+    return out
+
+
+def test_every_import_points_down_the_floors():
+    found = modules()
+    graph = {name: imported(path, set(found)) - {name} for name, path in found.items()}
+    assert imports_pointing_up(graph) == []
+
+
+def test_the_floor_check_finds_an_import_pointing_up():
+    graph = {"steer_away.data.prism": {"steer_away.scoring.base"},
+             "steer_away.steering.vectors.bank": {"steer_away.steering.methods.activation"},
+             "steer_away.cli.sweep": {"steer_away.evaluation.store"}}
+    assert imports_pointing_up(graph) == [
+        "steer_away.data.prism (data, floor 6) imports steer_away.scoring.base (scoring, floor 7)",
+        "steer_away.steering.vectors.bank (steering.vectors, floor 9) imports steer_away.steering.methods.activation "
+        "(steering.methods, floor 11)"]
+
+
+MAX_SERVER_FUNCTION_LINES = 60  # a route, a check or a worker step each fits on a screen
+
+
+def long_functions(path: Path, limit: int) -> list[str]:
+    return [f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and (node.end_lineno or node.lineno) - node.lineno + 1 > limit]
+
+
+def test_no_server_function_is_over_60_lines():
+    found = [f for path in (PACKAGE / "server").rglob("*.py") for f in long_functions(path, MAX_SERVER_FUNCTION_LINES)]
+    assert found == []
+
+
+def test_the_function_length_check_finds_a_long_function(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text("def short():\n    return 1\n\n\ndef long():\n" + "    x = 1\n" * 61)
+    assert long_functions(source, MAX_SERVER_FUNCTION_LINES) == ["m.py:long (62 lines)"]

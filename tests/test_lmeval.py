@@ -17,11 +17,11 @@ from steer_away.chat import plain_text, render_prefix  # noqa: E402
 from steer_away.cli import main  # noqa: E402
 from steer_away.errors import InputError  # noqa: E402
 from steer_away.lmeval import MODEL_NAME, SteerAwayLM, write_local_tasks  # noqa: E402
-from steer_away.steering.activation import ActivationSteering  # noqa: E402
-from steer_away.steering.base import PreparedBatch, RowSteering, SteeringMethod  # noqa: E402
-from steer_away.steering.logits import ACD, EADS  # noqa: E402
+from steer_away.steering.framework.method import PreparedBatch, RowSteering, SteeringMethod  # noqa: E402
+from steer_away.steering.methods.activation import ActivationSteering  # noqa: E402
+from steer_away.steering.methods.logits import ACD, EADS  # noqa: E402
 from tests.conftest import make_tiny_lm, make_tokenizer  # noqa: E402
-from tests.evaluation.test_cloze import random_vector  # noqa: E402
+from tests.evaluation.utility.test_cloze import random_vector  # noqa: E402
 
 REQUESTS = [("the quick brown fox", " jumps over"), ("the quick brown fox ", "jumps over the lazy dog"),
             ("", "thank you for the kind"), ("what is the capital of France?", " Paris is the capital."),

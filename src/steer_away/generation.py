@@ -28,7 +28,7 @@ from steer_away.decoding.scoring import (
     token_continuation_scores,
 )
 from steer_away.models import LanguageModel
-from steer_away.steering.base import RowSteering, SteeringMethod
+from steer_away.steering.framework.method import RowSteering, SteeringMethod
 
 __all__ = ["ContinuationScore", "Generation", "GenerationConfig", "candidate_scores", "continuation_logliks",
            "encode_prepared", "generate", "next_token_scores", "stop_token_ids", "token_continuation_scores"]

@@ -40,9 +40,9 @@ from steer_away.errors import InputError
 from steer_away.generation import ContinuationScore, GenerationConfig, generate, token_continuation_scores
 from steer_away.models import LanguageModel, load_model
 from steer_away.resources import mmlu_fixture_path
-from steer_away.steering.base import RowSteering, SteeringMethod
+from steer_away.steering.framework.method import RowSteering, SteeringMethod
+from steer_away.steering.framework.resources import SteeringResources
 from steer_away.steering.registry import build_method, default_method
-from steer_away.steering.resources import SteeringResources
 
 log = logging.getLogger(__name__)
 

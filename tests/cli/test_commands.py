@@ -83,7 +83,7 @@ def test_quick_demo_writes_a_report(tmp_path):
 def test_gguf_export_and_import_commands(tiny_model_dir, tmp_path):
     import torch
 
-    from steer_away.steering.vectors import SteeringVector
+    from steer_away.steering.vectors.vector import SteeringVector
 
     g = torch.Generator().manual_seed(0)
     vector = SteeringVector({l: torch.randn(32, generator=g) for l in (0, 1, 2)}, "tiny", 32, 4,
@@ -122,7 +122,7 @@ def test_generate_refuses_silent_wrong_results(tiny_model_dir, tmp_path, capsys,
 
     import torch
 
-    from steer_away.steering.vectors import SteeringVector
+    from steer_away.steering.vectors.vector import SteeringVector
 
     SteeringVector({1: torch.ones(32)}, str(tiny_model_dir), 32, 4).save(tmp_path / "v.safetensors")
     start = time.perf_counter()

@@ -7,7 +7,7 @@ from steer_away.cli import main
 from steer_away.cli.errors import exit_code
 from steer_away.evaluation.sweep import SweepConfigError
 from steer_away.models import ModelLoadError
-from steer_away.steering.base import MethodArgsError
+from steer_away.steering.framework.arguments import MethodArgsError
 
 
 def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys):

@@ -5,9 +5,9 @@ import pytest
 
 from steer_away.decoding import DecodeEngine, DecodeLoop, DecodeRequest, GenerationConfig
 from steer_away.generation import generate
-from steer_away.steering.base import RowSteering
+from steer_away.steering.framework.method import RowSteering
 from tests.decoding.test_loop import FailingRule
-from tests.steering.test_rerank import CONFIG, PROMPT, rerank
+from tests.steering.methods.test_rerank import CONFIG, PROMPT, rerank
 
 LONG = GenerationConfig(max_new_tokens=30, stop_on_eos=False)
 

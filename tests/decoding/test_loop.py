@@ -6,11 +6,11 @@ import torch
 from steer_away.decoding import DecodeLoop, DecodeRequest, GenerationConfig
 from steer_away.generation import generate
 from steer_away.profiles.build import UserProfile
-from steer_away.steering.activation import ActivationSteering
-from steer_away.steering.base import Capabilities, PreparedBatch, RowSteering, Unsteered
-from steer_away.steering.categories import SteeringCategory
-from steer_away.steering.logits import ACD, EADS, CategoryOverride
-from steer_away.steering.vectors import SteeringVector
+from steer_away.steering.framework.categories import SteeringCategory
+from steer_away.steering.framework.method import Capabilities, PreparedBatch, RowSteering, Unsteered
+from steer_away.steering.methods.activation import ActivationSteering
+from steer_away.steering.methods.logits import ACD, EADS, CategoryOverride
+from steer_away.steering.vectors.vector import SteeringVector
 
 LONG = GenerationConfig(max_new_tokens=24, stop_on_eos=False)
 SHORT = GenerationConfig(max_new_tokens=6, stop_on_eos=False)

@@ -4,7 +4,7 @@ import torch
 
 from steer_away.decoding.request import DecodeRequest, GenerationConfig, RunState
 from steer_away.decoding.sampler import Sampler
-from steer_away.steering.base import Capabilities, PreparedBatch
+from steer_away.steering.framework.method import Capabilities, PreparedBatch
 
 
 class Shifted(PreparedBatch):

@@ -9,10 +9,10 @@ from steer_away.decoding import DecodeLoop, DecodeRequest, GenerationConfig
 from steer_away.decoding.runner import batch_edits, gate_open
 from steer_away.decoding.sampler import steered_scores
 from steer_away.generation import token_continuation_scores
-from steer_away.steering.activation import ActivationSteering
-from steer_away.steering.base import RowSteering
-from steer_away.steering.logits import EADS
-from steer_away.steering.vectors import SteeringVector
+from steer_away.steering.framework.method import RowSteering
+from steer_away.steering.methods.activation import ActivationSteering
+from steer_away.steering.methods.logits import EADS
+from steer_away.steering.vectors.vector import SteeringVector
 
 
 def vector(seed):

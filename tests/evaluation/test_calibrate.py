@@ -7,8 +7,8 @@ import torch
 
 from steer_away.evaluation.calibrate import Calibration, CalibrationPoint, calibrate, save_calibration
 from steer_away.scoring.jigsaw import JigsawBiLSTMScorer
-from steer_away.steering.activation import ActivationSteering
-from steer_away.steering.vectors import SteeringVector
+from steer_away.steering.methods.activation import ActivationSteering
+from steer_away.steering.vectors.vector import SteeringVector
 
 
 def point(alpha, tox, usable=True, collapsed=0.0, spread=0.01):

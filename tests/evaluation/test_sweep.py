@@ -273,10 +273,10 @@ def test_answer_units_group_rows_the_method_steers_alike():
     import torch
 
     from steer_away.evaluation.sweep.cells import EvalRow, answer_units
-    from steer_away.steering.activation import ActivationSteering
-    from steer_away.steering.base import RowSteering, SteeringMethod
-    from steer_away.steering.logits import EADS
-    from steer_away.steering.vectors import SteeringVector
+    from steer_away.steering.framework.method import RowSteering, SteeringMethod
+    from steer_away.steering.methods.activation import ActivationSteering
+    from steer_away.steering.methods.logits import EADS
+    from steer_away.steering.vectors.vector import SteeringVector
 
     def vector(seed):
         g = torch.Generator().manual_seed(seed)
@@ -338,7 +338,7 @@ def test_a_run_folder_whose_profiles_name_no_scorer_is_refused_in_words(tmp_path
 def test_a_changed_or_removed_bank_file_recomputes_the_cells_that_steer_with_it(tiny_model_dir, tmp_path):
     """Issue 26, bug 10: the cell key hashed only the pair activations, so a rerun after a user's vector
     changed (or disappeared) reused the old cells: "2 of 2 cells already done"."""
-    from steer_away.steering.vectors import SteeringVector
+    from steer_away.steering.vectors.vector import SteeringVector
 
     raw = config_dict(tiny_model_dir, tmp_path / "run", methods=[{"name": "unsteered"},
                                                                  {"name": "caa-dislike", "alpha": [1.0]}])

@@ -6,8 +6,8 @@ from steer_away.decoding import DecodeLoop, DecodeRequest
 from steer_away.generation import GenerationConfig, generate
 from steer_away.internals.buffers import POOL, BufferPool
 from steer_away.profiles.build import UserProfile
-from steer_away.steering.base import RowSteering
-from steer_away.steering.logits import EADS
+from steer_away.steering.framework.method import RowSteering
+from steer_away.steering.methods.logits import EADS
 from tests.decoding.test_loop import CATS, PROMPTS
 
 

@@ -7,9 +7,9 @@ import torch
 from steer_away.decoding import DecodeLoop, DecodeRequest, GenerationConfig
 from steer_away.internals.shared_prefix import SharedPrefix, attend, prefix_plan
 from steer_away.profiles.build import UserProfile
-from steer_away.steering.base import RowSteering, Unsteered
-from steer_away.steering.logits import EADS
-from steer_away.steering.prompting import ProfilePrompt
+from steer_away.steering.framework.method import RowSteering, Unsteered
+from steer_away.steering.methods.logits import EADS
+from steer_away.steering.methods.prompting import ProfilePrompt
 from tests.decoding.test_loop import CATS, PROMPTS
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from steer_away.profiles import save_profiles
 from steer_away.server import ServerSettings, create_app, serve_in_thread
-from steer_away.steering.vectors import save_bank
+from steer_away.steering.vectors.vector import save_bank
 from tests.conftest import make_tiny_lm
 from tests.server.helpers import TOKEN, profile, vector
 

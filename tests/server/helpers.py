@@ -6,9 +6,9 @@ import torch
 
 from steer_away.generation import GenerationConfig, generate
 from steer_away.profiles.build import UserProfile
-from steer_away.steering.activation import ActivationSteering
-from steer_away.steering.base import RowSteering
-from steer_away.steering.vectors import SteeringVector
+from steer_away.steering.framework.method import RowSteering
+from steer_away.steering.methods.activation import ActivationSteering
+from steer_away.steering.vectors.vector import SteeringVector
 
 TOKEN = "test-token"
 PROMPT = [{"role": "user", "content": "the quick brown fox"}]

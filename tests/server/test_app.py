@@ -11,9 +11,9 @@ from steer_away.errors import InputError
 from steer_away.generation import GenerationConfig, generate
 from steer_away.profiles import save_profiles
 from steer_away.server import ServerSettings, create_app, serve_in_thread
-from steer_away.steering.activation import ActivationSteering
-from steer_away.steering.base import RowSteering
-from steer_away.steering.vectors import save_bank
+from steer_away.steering.framework.method import RowSteering
+from steer_away.steering.methods.activation import ActivationSteering
+from steer_away.steering.vectors.vector import save_bank
 from tests.conftest import make_tiny_lm
 from tests.server.helpers import PROMPT, TOKEN, expected, post, profile, raw_post, vector
 
@@ -93,7 +93,7 @@ def test_invalid_json_and_health(served):
 
 
 def test_failing_request_does_not_break_its_batch(served, monkeypatch):
-    from steer_away.steering import activation
+    from steer_away.steering.methods import activation
 
     original = activation.ActivationSteering.prepare
 
@@ -471,7 +471,7 @@ def test_server_settings_that_could_never_run_a_request_are_refused(setting):
 def test_a_method_whose_scorer_is_missing_is_unavailable_and_the_server_still_starts(tiny_lm, monkeypatch):
     from steer_away.scoring.base import ScorerError
     from steer_away.server.methods import ServedMethods
-    from steer_away.steering import resources as resources_module
+    from steer_away.steering.framework import resources as resources_module
 
     def missing(name):
         raise ScorerError("the offline scorer needs 'toxic-comment-classifier'")
@@ -486,14 +486,10 @@ def test_a_user_id_with_newlines_cannot_forge_a_server_log_line(caplog):
     """Issue 26, bug 5: the id is logged as its repr, so its newlines stay escaped on one line."""
     import logging
 
-    from steer_away.server.api import Job
-    from steer_away.server.engine import _as_api_error
-    from steer_away.steering.base import RowSteering
+    from steer_away.server.errors import as_api_error
 
     forged = "u1\n2026-11-30 INFO steer_away.server admin logged in"
-    job = Job.__new__(Job)
-    job.row = RowSteering(forged)
     with caplog.at_level(logging.ERROR, logger="steer_away.server"):
-        assert _as_api_error(RuntimeError("boom"), job).status == 500
+        assert as_api_error(RuntimeError("boom"), forged).status == 500
     (record,) = caplog.records
     assert "\n" not in record.getMessage() and repr(forged) in record.getMessage()

@@ -13,7 +13,7 @@ from steer_away.errors import InputError
 from steer_away.profiles import save_profiles
 from steer_away.server import ServerSettings, create_app, serve_in_thread
 from steer_away.server.methods import ServedMethods
-from steer_away.steering.vectors import save_bank
+from steer_away.steering.vectors.vector import save_bank
 from tests.conftest import make_tiny_lm
 from tests.server.helpers import PROMPT, TOKEN, expected, post, profile, raw_post, vector
 
@@ -40,10 +40,9 @@ def test_a_lone_surrogate_anywhere_is_a_400_naming_its_field(served, body, param
 
 
 def test_an_error_message_quoting_odd_text_is_still_sent():
-    from steer_away.server.api import APIError
-    from steer_away.server.app import _error_response
+    from steer_away.server.errors import APIError, error_response
 
-    reply = _error_response(APIError(400, "unknown steering method 'x\ud800'"))
+    reply = error_response(APIError(400, "unknown steering method 'x\ud800'"))
     assert json.loads(reply.body)["error"]["message"] == "unknown steering method 'x\ud800'"
 
 
@@ -138,7 +137,7 @@ def test_only_the_chat_templates_own_control_tokens_are_refused(tokenizer):
     """SmolLM2 has 17 special tokens; only those a conversation is made of may not appear in text."""
     import copy
 
-    from steer_away.server.app import chat_control_tokens
+    from steer_away.server.state import chat_control_tokens
 
     tok = copy.deepcopy(tokenizer)
     tok.add_special_tokens({"additional_special_tokens": ["<filename>"]})
@@ -198,7 +197,7 @@ def test_health_says_busy_during_a_long_step_and_counts_it(served, monkeypatch):
     import time
 
     from steer_away import internals
-    from steer_away.server import app as app_module
+    from steer_away.server.routes import health as app_module
 
     monkeypatch.setattr(app_module, "BUSY_AFTER_S", 0.5)
     real, slowed = internals.forward_step, threading.Event()

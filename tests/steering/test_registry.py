@@ -15,7 +15,9 @@ import pytest
 from steer_away.evaluation.report import write_report
 from steer_away.evaluation.sweep import SweepConfig, cell_key, run_sweep
 from steer_away.generation import GenerationConfig, generate
-from steer_away.steering.base import MethodArgsError, Unsteered
+from steer_away.steering.framework.arguments import MethodArgsError
+from steer_away.steering.framework.method import Unsteered
+from steer_away.steering.framework.resources import SteeringResources
 from steer_away.steering.registry import (
     MethodEntry,
     UnknownMethodError,
@@ -26,7 +28,6 @@ from steer_away.steering.registry import (
     register,
     unregister,
 )
-from steer_away.steering.resources import SteeringResources
 
 # A complete new method, written as its own file: a logit bias toward one token.
 NEW_METHOD_FILE = '''
@@ -35,7 +36,8 @@ from typing import ClassVar
 
 import torch
 
-from steer_away.steering.base import Capabilities, MethodArgs, PreparedBatch, SteeringMethod, Strength
+from steer_away.steering.framework.arguments import MethodArgs, Strength
+from steer_away.steering.framework.method import Capabilities, PreparedBatch, SteeringMethod
 
 
 class _Biased(PreparedBatch):
@@ -340,7 +342,7 @@ def test_every_method_declares_what_its_decoding_does(tiny_lm):
     among whole answers exactly when it says so."""
     import dataclasses
 
-    from steer_away.steering.base import Capabilities, PreparedBatch, RowSteering
+    from steer_away.steering.framework.method import Capabilities, PreparedBatch, RowSteering
 
     resources = SteeringResources(tiny_lm)
     for name in method_names():

@@ -23,10 +23,10 @@ from steer_away.cli.options import (
     scorer_from_args,
 )
 from steer_away.console import console, status
-from steer_away.evaluation.branch_contrast import branch_contrasts
-from steer_away.evaluation.branches import check_branches
+from steer_away.evaluation.branches.contrast import branch_contrasts
+from steer_away.evaluation.branches.measure import check_branches
 from steer_away.evaluation.calibrate import calibrate, save_calibration
-from steer_away.steering.categories import load_categories
+from steer_away.steering.framework.categories import load_categories
 from steer_away.steering.registry import get_method
 
 VERDICTS = {

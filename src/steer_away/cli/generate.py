@@ -10,7 +10,7 @@ from rich.table import Table
 from steer_away.cli.options import add_model_options, add_steering_options, load_model_from_args, method_from_args
 from steer_away.console import console, status
 from steer_away.generation import GenerationConfig, generate
-from steer_away.steering.base import RowSteering
+from steer_away.steering.framework.method import RowSteering
 from steer_away.steering.registry import get_method, method_names
 
 

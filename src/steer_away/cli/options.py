@@ -20,9 +20,10 @@ from steer_away.data.prompts import (
 from steer_away.models import LanguageModel, LoadedModel, load_model
 from steer_away.scoring import CachedScorer, make_scorer
 from steer_away.scoring.registry import DEFAULT_BACKEND
-from steer_away.steering.base import MethodArgs, SteeringMethod
+from steer_away.steering.framework.arguments import MethodArgs
+from steer_away.steering.framework.method import SteeringMethod
+from steer_away.steering.framework.resources import SteeringResources
 from steer_away.steering.registry import build_method, default_method, get_method, method_names
-from steer_away.steering.resources import SteeringResources
 
 PRISM_HELP = ("PRISM-shaped data: a folder of JSONL files, 'hub' for real PRISM, 'standin' (default: our synthetic "
               "stand-in) or 'contrast-fixture' (a tiny extreme-contrast set for machinery tests)")

@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.table import Table
 
 from steer_away.console import results
+from steer_away.evaluation.metrics.registry import report_metrics
 from steer_away.evaluation.report.rows import MainRow, PPARow
 from steer_away.steering.registry import BASELINE
 
@@ -27,9 +28,10 @@ def print_main_table(main: Sequence[MainRow], title: str) -> None:
     prompt, * a relevance change whose interval excludes 0, ⚠ a cell with too many collapsed answers. The
     settings column shows only when a cell has settings."""
     table = Table(title=title)
+    metrics = report_metrics()
     with_settings = any(r.settings for r in main)
     columns = ["method", "α"] + (["settings"] if with_settings else []) + [
-        "TOX dist ↓", "Δ%", "Δ% w/o top", "PPL ↓", "collapsed", "Δ relevance", "refused", "violations", "utility",
+        "TOX dist ↓", "Δ%", "Δ% w/o top", "PPL ↓", "collapsed", *(m.short_header for m in metrics), "utility",
         "TOXICITY", "n"]
     for column in columns:
         table.add_column(column, justify="left" if column in ("method", "settings") else "right",
@@ -40,11 +42,11 @@ def print_main_table(main: Sequence[MainRow], title: str) -> None:
         utility = "-" if math.isnan(r.utility) else f"{100 * r.utility:.1f}%"
         collapsed = "-" if math.isnan(r.collapsed_share) else \
             f"{100 * r.collapsed_share:.0f}%" + (" ⚠" if r.collapsed else "")
-        relevance = "-" if not steered or math.isnan(r.relevance_delta) else f"{r.relevance_delta:+.2f}" + (
-            " *" if r.relevance_delta_ci and (r.relevance_delta_ci[1] < 0 or r.relevance_delta_ci[0] > 0) else "")
+        measured = [(m, r.metric(m.name)) for m in metrics]
+        shown = ["-" if f is None else m.short_cell(f, steered) for m, f in measured]
         cells = [r.method, "-" if r.alpha is None else f"{r.alpha:g}"] + ([r.settings or "-"] if with_settings else [])
         table.add_row(*cells, f"{r.tox_dist:.4f}", delta, _pct(r.tox_delta_wo_top_pct) if steered else "-",
-                      f"{r.ppl:.2f}", collapsed, relevance, _share(r.refusal_share), _share(r.violation_share), utility,
+                      f"{r.ppl:.2f}", collapsed, *shown, utility,
                       f"{r.toxicity:.3f}", str(r.n))
     results.print(table)
 

@@ -21,18 +21,18 @@ from steer_away.console import console, status
 from steer_away.data.prism import load_prism
 from steer_away.models import LanguageModel
 from steer_away.profiles import load_profiles
-from steer_away.steering.bank import (
+from steer_away.steering.vectors.bank import (
     ACTIVATIONS_FILE,
     POPULATION_FILE,
     ExtractionSettings,
     compose_bank,
     extract_population,
 )
-from steer_away.steering.bank_kinds import COMPOSED_KINDS
-from steer_away.steering.card import store_cards
-from steer_away.steering.extract import load_pair_activations
-from steer_away.steering.layers import parse_layer_spec
-from steer_away.steering.vectors import SteeringVector, load_vector
+from steer_away.steering.vectors.card import store_cards
+from steer_away.steering.vectors.extract import load_pair_activations
+from steer_away.steering.vectors.kinds import COMPOSED_KINDS
+from steer_away.steering.vectors.layers import parse_layer_spec
+from steer_away.steering.vectors.vector import SteeringVector, load_vector
 
 
 def _extraction_settings(args: argparse.Namespace) -> ExtractionSettings:

@@ -30,7 +30,7 @@ from steer_away.decoding.request import AnswerScore, DecodeRequest, RequestStatu
 from steer_away.decoding.scheduler import JoinPolicy, continuous
 from steer_away.decoding.scoring import ANSWER_BATCH, answer_scores
 from steer_away.models import LanguageModel
-from steer_away.steering.base import AnswerChoice
+from steer_away.steering.framework.method import AnswerChoice
 
 
 @dataclass(eq=False)

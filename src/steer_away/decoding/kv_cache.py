@@ -22,7 +22,7 @@ from steer_away.chat import Conversation, encode, render_prefix
 from steer_away.decoding.request import DecodeRequest
 from steer_away.internals import KV, BatchCache
 from steer_away.models import LanguageModel
-from steer_away.steering.base import PreparedBatch
+from steer_away.steering.framework.method import PreparedBatch
 
 
 class PrefixCache:

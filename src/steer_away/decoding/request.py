@@ -18,7 +18,7 @@ from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogit
 from steer_away.chat import Conversation, as_conversation
 from steer_away.errors import InputError
 from steer_away.models import LanguageModel
-from steer_away.steering.base import PreparedBatch, RowSteering, SteeringMethod, Unsteered
+from steer_away.steering.framework.method import PreparedBatch, RowSteering, SteeringMethod, Unsteered
 
 
 @dataclass(frozen=True)

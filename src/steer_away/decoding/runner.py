@@ -23,7 +23,7 @@ from steer_away.decoding.kv_cache import Owner, RunningBatch, encode_rows
 from steer_away.decoding.request import DecodeRequest, RunState
 from steer_away.internals import BatchCache, Edit
 from steer_away.models import LanguageModel
-from steer_away.steering.base import PreparedBatch, ResidualEdits
+from steer_away.steering.framework.method import PreparedBatch, ResidualEdits
 
 EditRow = tuple[ResidualEdits | None, int, bool]  # one row of a pass: its edits, its row in them, whether its gate is open
 

@@ -15,7 +15,7 @@ import torch
 from transformers import LogitsProcessorList
 
 from steer_away.decoding.request import DecodeRequest, GenerationConfig, RunState
-from steer_away.steering.base import PreparedBatch
+from steer_away.steering.framework.method import PreparedBatch
 
 
 def steered_scores(prepared: PreparedBatch, logits: torch.Tensor, answers: Sequence[Sequence[int]]) -> torch.Tensor:

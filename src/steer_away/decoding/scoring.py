@@ -44,7 +44,7 @@ from steer_away.errors import InputError
 from steer_away.internals import BatchCache
 from steer_away.models import LanguageModel
 from steer_away.scoring.refusal import is_refusal
-from steer_away.steering.base import PreparedBatch, RowSteering, SteeringMethod, Unsteered
+from steer_away.steering.framework.method import PreparedBatch, RowSteering, SteeringMethod, Unsteered
 
 
 def _steering_rows(rows: Sequence[RowSteering] | None, count: int) -> list[RowSteering]:

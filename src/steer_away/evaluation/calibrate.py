@@ -29,11 +29,12 @@ from tqdm.auto import tqdm
 
 from steer_away.decoding.scoring import answer_scores
 from steer_away.errors import InputError
-from steer_away.evaluation.metrics import distinct_n, is_collapsed, prompt_bootstrap
+from steer_away.evaluation.metrics.functions import distinct_n, is_collapsed, prompt_bootstrap
 from steer_away.generation import GenerationConfig, generate
 from steer_away.models import LanguageModel
 from steer_away.scoring.base import ToxicityScorer
-from steer_away.steering.base import RowOverrideError, RowSteering, SteeringMethod
+from steer_away.steering.framework.arguments import RowOverrideError
+from steer_away.steering.framework.method import RowSteering, SteeringMethod
 
 DIRECTIONS = ("lower", "higher")
 

@@ -4,9 +4,9 @@ what the run shows and what it does not."""
 from __future__ import annotations
 
 from steer_away.data.prompts import HELDOUT, SHIPPED
-from steer_away.evaluation.metrics import smallest_detectable_change
-from steer_away.evaluation.mmlu import load_mmlu
+from steer_away.evaluation.metrics.functions import smallest_detectable_change
 from steer_away.evaluation.sweep import SweepConfig
+from steer_away.evaluation.utility.mmlu import load_mmlu
 from steer_away.resources import demo_sweep_path
 
 DEMO_TITLE = "steer-away demo: steering toward each user's preferred toxicity"

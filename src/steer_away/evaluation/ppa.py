@@ -16,13 +16,13 @@ import numpy as np
 
 from steer_away import internals
 from steer_away.data.pairs import sample_pairs
-from steer_away.evaluation.metrics import decision_outcomes, projection_margins, safety_rule_margins
+from steer_away.evaluation.metrics.functions import decision_outcomes, projection_margins, safety_rule_margins
 from steer_away.evaluation.summary import PPAResult, PredictorOutcomes
 from steer_away.evaluation.sweep.cells import EvalContext
 from steer_away.profiles.build import pair_toxicity_diffs
-from steer_away.steering.bank_kinds import COMPOSED_KINDS
-from steer_away.steering.extract import extract_pair_activations
-from steer_away.steering.vectors import SteeringVector
+from steer_away.steering.vectors.extract import extract_pair_activations
+from steer_away.steering.vectors.kinds import COMPOSED_KINDS
+from steer_away.steering.vectors.vector import SteeringVector
 
 # The CAA study's labels: its 48.3 % "chance" row is the safety-only rule, the real chance level is 50 %.
 SAFETY_ONLY = "safety-only (the study's 'chance' row)"

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from steer_away.errors import InputError
-from steer_away.evaluation.metrics import finite, mean_by, wilson_interval
+from steer_away.evaluation.metrics.functions import finite, mean_by, wilson_interval
 
 NAN = float("nan")
 

@@ -13,7 +13,8 @@ import json
 from fastapi import Request
 from pydantic import ValidationError
 
-from steer_away.server.api import APIError, ChatRequest
+from steer_away.server.errors import APIError
+from steer_away.server.protocol import ChatRequest
 
 MAX_INT_DIGITS = 30  # far past any count, seed or limit; Python refuses to convert over 4300 digits at all
 

@@ -14,28 +14,28 @@ the queue's only consumer and never blocks on it while rows decode.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import queue
 import secrets
 import threading
 import time
-from typing import Any
 
 import torch
 
 from steer_away.decoding import (
     DecodeEngine,
     DecodeRequest,
-    GenerationConfig,
     cut_at_stop,
     join_policy_named,
     stop_prefix_length,
 )
 from steer_away.models import LanguageModel
-from steer_away.server.api import SEED_LIMIT, APIError, Job, ServerSettings
+from steer_away.server.errors import APIError, as_api_error
+from steer_away.server.jobs import Answer, Job
 from steer_away.server.methods import ServedMethods
+from steer_away.server.settings import ServerSettings
 from steer_away.server.streaming import IncrementalDetokenizer
+from steer_away.server.validate import SEED_LIMIT
 
 log = logging.getLogger("steer_away.server")
 
@@ -125,7 +125,7 @@ class BatchingEngine:
                 break
             jobs.append(job)
         for job in jobs:
-            if job.cancelled.is_set():  # the client left while it was queued
+            if job.channel.cancelled.is_set():  # the client left while it was queued
                 self.cancelled_jobs += 1
                 continue
             request = None
@@ -134,33 +134,33 @@ class BatchingEngine:
                 self.loop.add(request)  # the method prepares the request here: a bad category fails it alone
             except Exception as err:
                 self._forget(request)
-                self._fail(job, _as_api_error(err, job))
+                self._fail(job, as_api_error(err, job.call.row.user_id))
 
     def _request(self, job: Job) -> DecodeRequest:
         # One read, at admission: a reload in between cannot mix two sets, and a rerun keeps this one.
-        method = job.bound if job.bound is not None else self.served.methods.get(job.method)
-        job.bound = method
+        call, state = job.call, job.state
+        method = state.bound if state.bound is not None else self.served.methods.get(call.method)
+        state.bound = method
         if method is None:
-            raise APIError(400, f"steering method '{job.method}' is not available on this server",
+            raise APIError(400, f"steering method '{call.method}' is not available on this server",
                            param="steering.method")
-        do_sample, temperature, top_p = job.sampling
-        if do_sample and job.seed is None:  # a seed of our own: a rerun after a failed step draws the same text
-            job.seed = secrets.randbelow(SEED_LIMIT)
+        if state.seed is None:
+            state.seed = call.config.seed
+        if call.config.do_sample and state.seed is None:  # our own: a rerun after a failed step draws the same text
+            state.seed = secrets.randbelow(SEED_LIMIT)
         generator = None
-        if job.seed is not None:  # greedy rows never draw from it; a method that samples anyway (rerank) does
-            generator = torch.Generator(device=self.lm.device).manual_seed(job.seed)
-        request = DecodeRequest(job.messages, method, job.row,
-                                GenerationConfig(max_new_tokens=job.max_tokens, do_sample=do_sample,
-                                                 temperature=temperature, top_p=top_p, stop=job.stop),
-                                generator=generator, on_token=lambda _token: self._stream(request))
+        if state.seed is not None:  # greedy rows never draw from it; a method that samples anyway (rerank) does
+            generator = torch.Generator(device=self.lm.device).manual_seed(state.seed)
+        request = DecodeRequest(call.messages, method, call.row, call.config, generator=generator,
+                                on_token=lambda _token: self._stream(request))
         self._jobs[request] = job
-        if job.stream is not None:
+        if call.streamed:
             self._streams[request] = IncrementalDetokenizer(self.lm.tokenizer)
         return request
 
     def _step(self) -> None:
         for request, job in self._jobs.items():
-            if job.cancelled.is_set():
+            if job.channel.cancelled.is_set():
                 self.loop.cancel(request)
         size = len(self.loop)
         self.step_started = time.monotonic()
@@ -191,43 +191,44 @@ class BatchingEngine:
         if request.error is not None:  # its own part of a step failed; its batch-mates ran on
             self.failed_alone += 1
             err = request.error
-            log.error("request for user %r failed alone: %s: %s", job.row.user_id,  # repr: no forged log lines
+            log.error("request for user %r failed alone: %s: %s", job.call.row.user_id,  # repr: no forged log lines
                       type(err).__name__, err, exc_info=err)
             self._fail(job, err if isinstance(err, APIError) else
                        APIError(500, f"generation failed for this request: {type(err).__name__}: {err}", "server_error"))
             return
-        job.answered = True
-        if request.finish_reason == "cancelled" or job.cancelled.is_set():
+        job.state.answered = True
+        if request.finish_reason == "cancelled" or job.channel.cancelled.is_set():
             self.cancelled_jobs += 1
             return
-        text = cut_at_stop(self.lm.tokenizer.decode(request.tokens, skip_special_tokens=True), job.stop)
-        if job.stream is not None:
-            if not text.startswith(job.sent):  # never seen; a tokenizer whose pieces do not add up would do it
-                log.warning("streamed text is not a prefix of the answer (%d characters sent)", len(job.sent))
-            elif len(text) > len(job.sent):
-                job.loop.call_soon_threadsafe(job.stream.put_nowait, text[len(job.sent):])
-            job.loop.call_soon_threadsafe(job.stream.put_nowait, None)
-        payload = {"text": text.strip(), "finish_reason": request.finish_reason or "length",
-                   "prompt_tokens": job.prompt_tokens, "completion_tokens": len(request.tokens)}
-        job.loop.call_soon_threadsafe(_settle, job.future, payload)
+        call, sent = job.call, job.state.sent
+        text = cut_at_stop(self.lm.tokenizer.decode(request.tokens, skip_special_tokens=True), call.config.stop)
+        if call.streamed:
+            if not text.startswith(sent):  # never seen; a tokenizer whose pieces do not add up would do it
+                log.warning("streamed text is not a prefix of the answer (%d characters sent)", len(sent))
+            elif len(text) > len(sent):
+                job.channel.send(text[len(sent):])
+            job.channel.send(None)
+        job.channel.settle(Answer(text.strip(), request.finish_reason or "length", call.prompt_tokens,
+                                  len(request.tokens)))
 
     def _stream(self, request: DecodeRequest) -> None:
         """Send what the answer's text has grown by. A stop text is cut, and its possible beginnings held
         back until they are known not to be one; a rerun (after a failed step) sends nothing until it
         has passed the text already sent, and fails if it does not repeat it."""
         job, stream = self._jobs.get(request), self._streams.get(request)
-        if job is None or job.stream is None or stream is None or job.cancelled.is_set():
+        if job is None or not job.call.streamed or stream is None or job.channel.cancelled.is_set():
             return
         stream.push(request.tokens)
-        text = cut_at_stop(stream.text, job.stop)
-        if job.stop and text == stream.text:  # no stop text yet: hold back what may be the start of one
-            text = text[:len(text) - stop_prefix_length(text, job.stop)]
-        shared = min(len(text), len(job.sent))
-        if text[:shared] != job.sent[:shared]:
+        stops, sent = job.call.config.stop, job.state.sent
+        text = cut_at_stop(stream.text, stops)
+        if stops and text == stream.text:  # no stop text yet: hold back what may be the start of one
+            text = text[:len(text) - stop_prefix_length(text, stops)]
+        shared = min(len(text), len(sent))
+        if text[:shared] != sent[:shared]:
             raise RuntimeError("a rerun of this request did not repeat the text already streamed to its client")
-        if len(text) > len(job.sent):
-            job.loop.call_soon_threadsafe(job.stream.put_nowait, text[len(job.sent):])
-            job.sent = text
+        if len(text) > len(sent):
+            job.channel.send(text[len(sent):])
+            job.state.sent = text
 
     def _recover(self) -> None:
         """A step failed as a whole (the forward pass itself, not one request's part of it, which fails
@@ -235,7 +236,7 @@ class BatchingEngine:
         rerun on its own, in a loop of its own. A rerun repeats its text (greedy, or sampled from its
         seed, which every sampled request has), so a stream carries on where it was."""
         ran_alone = len(self._jobs) == 1  # counted before dropping the answered and the departed
-        jobs = [job for job in self._jobs.values() if not job.answered and not job.cancelled.is_set()]
+        jobs = [job for job in self._jobs.values() if not job.state.answered and not job.channel.cancelled.is_set()]
         log.exception("a decoding step failed as a whole; rerunning its %d unanswered requests one by one", len(jobs))
         self._jobs.clear()
         self._streams.clear()
@@ -255,7 +256,7 @@ class BatchingEngine:
             retry = self._request(job)
             alone.add(retry)
             while not alone.idle:
-                if job.cancelled.is_set():
+                if job.channel.cancelled.is_set():
                     alone.cancel(retry)
                 self.step_started = time.monotonic()
                 ended = alone.step()
@@ -267,7 +268,7 @@ class BatchingEngine:
             self._forget(retry)
             self._fail(job, err)
         except Exception as err:
-            log.exception("request for user %r failed", job.row.user_id)  # repr: an id cannot forge log lines
+            log.exception("request for user %r failed", job.call.row.user_id)  # repr: an id cannot forge log lines
             self._forget(retry)
             self._fail(job, APIError(500, f"generation failed: {type(err).__name__}: {err}", "server_error"))
         finally:
@@ -279,26 +280,6 @@ class BatchingEngine:
             self._streams.pop(request, None)
 
     def _fail(self, job: Job, err: APIError) -> None:
-        job.answered = True
-        job.loop.call_soon_threadsafe(_settle, job.future, err)
-        if job.stream is not None:
-            job.loop.call_soon_threadsafe(job.stream.put_nowait, None)
-
-
-def _as_api_error(err: Exception, job: Job) -> APIError:
-    """What a client is told when its request could not join: its own fault (400) or ours (500)."""
-    if isinstance(err, APIError):
-        return err
-    if isinstance(err, (OSError, ValueError)):
-        return APIError(400, str(err), param="steering")
-    log.exception("request for user %r could not be prepared", job.row.user_id, exc_info=err)
-    return APIError(500, f"generation failed: {type(err).__name__}: {err}", "server_error")
-
-
-def _settle(future: asyncio.Future[Any], value: object) -> None:
-    if future.done():
-        return
-    if isinstance(value, Exception):
-        future.set_exception(value)
-    else:
-        future.set_result(value)
+        job.state.answered = True
+        job.channel.settle(err)
+        job.channel.send(None)

@@ -10,10 +10,10 @@ from typing import Any
 from steer_away.errors import InputError
 from steer_away.models import LanguageModel
 from steer_away.scoring.base import ScorerError
-from steer_away.steering.base import SteeringMethod
+from steer_away.steering.framework.method import SteeringMethod
+from steer_away.steering.framework.resources import SteeringResources
 from steer_away.steering.registry import BASELINE, build_method, default_method, get_method, method_names
-from steer_away.steering.resources import SteeringResources
-from steer_away.steering.vectors import MissingVectorsError, VectorFileError
+from steer_away.steering.vectors.vector import MissingVectorsError, VectorFileError
 
 log = logging.getLogger("steer_away.server")
 

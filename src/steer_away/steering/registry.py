@@ -18,14 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from steer_away.errors import InputError
-from steer_away.steering.activation import CAAArgs, caa_builder
-from steer_away.steering.bank_kinds import BT, DISLIKE, POPULATION
-from steer_away.steering.base import MethodArgs, SteeringMethod, Strength, Unsteered
-from steer_away.steering.guided import GuidedArgs, guided_builder
-from steer_away.steering.logits import ACD, EADS, LogitArgs, logit_builder
-from steer_away.steering.prompting import PromptArgs, prompt_builder
-from steer_away.steering.rerank import RerankArgs, rerank_builder
-from steer_away.steering.resources import Needs, SteeringResources
+from steer_away.steering.framework.arguments import MethodArgs, Strength
+from steer_away.steering.framework.method import SteeringMethod, Unsteered
+from steer_away.steering.framework.resources import Needs, SteeringResources
+from steer_away.steering.methods.activation import CAAArgs, caa_builder
+from steer_away.steering.methods.guided import GuidedArgs, guided_builder
+from steer_away.steering.methods.logits import ACD, EADS, LogitArgs, logit_builder
+from steer_away.steering.methods.prompting import PromptArgs, prompt_builder
+from steer_away.steering.methods.rerank import RerankArgs, rerank_builder
+from steer_away.steering.vectors.kinds import BT, DISLIKE, POPULATION
 
 
 class UnknownMethodError(InputError):

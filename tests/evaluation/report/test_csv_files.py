@@ -2,15 +2,18 @@
 
 import csv
 
+from steer_away.evaluation.metrics.base import MetricFigures
+from steer_away.evaluation.metrics.registry import report_metrics
 from steer_away.evaluation.report.csv_files import write_csv
-from steer_away.evaluation.report.rows import ChangeSourceRow, MainRow, PPARow
+from steer_away.evaluation.report.rows import ChangeSourceRow, MainRow, MetricColumn, PPARow
 
 NAN = float("nan")
 
 
 def main_row(method, **intervals):
     return MainRow(method, None, "", 0.1, NAN, NAN, "", "", False, 0.2, NAN, 2.0, 2.1, NAN, NAN, NAN, 0.3, 4, 0, NAN, 0,
-                   0, 0, NAN, 0.9, 0.0, NAN, False, **intervals)
+                   0, 0, NAN, 0.9, 0.0, NAN, False, **intervals,
+                   metrics=tuple(MetricColumn(m, MetricFigures(NAN)) for m in report_metrics()))
 
 
 def test_main_csv_header_lists_every_column_once_in_first_seen_order(tmp_path):

@@ -5,10 +5,11 @@ import math
 
 import pytest
 
+from steer_away.evaluation.metrics.guards import OFF_REQUEST, answer_state
 from steer_away.evaluation.report.analysis import main_rows
 from steer_away.evaluation.report.guards import best_under_guards, change_sources, guard_rows
 from steer_away.evaluation.report.personalisation import head_to_head
-from steer_away.evaluation.report.states import OFF_REQUEST, answer_state, guard_figures
+from steer_away.evaluation.report.states import guard_figures
 from steer_away.profiles.build import tolerated_toxicity
 from tests.evaluation.report.cells import cell, record
 

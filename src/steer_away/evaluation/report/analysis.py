@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from steer_away.data.categories import CATEGORIES
-from steer_away.evaluation.metrics import (
+from steer_away.evaluation.metrics.base import MetricContext
+from steer_away.evaluation.metrics.functions import (
     COLLAPSED_CELL_SHARE,
     cluster_bootstrap,
     distinct_n,
@@ -20,9 +21,9 @@ from steer_away.evaluation.metrics import (
     mcnemar_exact,
     pct_change,
 )
+from steer_away.evaluation.metrics.registry import report_metrics
 from steer_away.evaluation.report.robustness import one_prompt_robustness
-from steer_away.evaluation.report.rows import CategoryRow, MainRow, SensitivityEffectRow
-from steer_away.evaluation.report.states import guard_figures
+from steer_away.evaluation.report.rows import CategoryRow, MainRow, MetricColumn, SensitivityEffectRow
 from steer_away.evaluation.store import AnswerRecord, StoredCell
 from steer_away.evaluation.summary import CellSummary, Interval
 from steer_away.profiles import SENSITIVITIES
@@ -165,7 +166,8 @@ def main_rows(cells: Sequence[StoredCell], utility_correct: Mapping[str, dict[st
         base_rows = answers.get(baseline.key, []) if baseline and c is not baseline else []
         spread = intervals(answered, base_rows, s.preferred_toxicity)
         robust = one_prompt_robustness(answered, base_rows, s.preferred_toxicity, spread.tox_delta_ci)
-        guards = guard_figures(answered, {a.row_id: a for a in base_rows}, s.tolerated_toxicity)
+        by_row, context = {a.row_id: a for a in base_rows}, MetricContext(s.tolerated_toxicity)
+        metrics = tuple(MetricColumn(m, m.figures(answered, by_row, context)) for m in report_metrics())
         rows.append(MainRow(
             method=c.method, alpha=c.alpha, settings=c.settings,
             tox_dist=s.tox_dist, tox_delta_pct=pct_change(s.tox_dist, base.tox_dist) if base else float("nan"),
@@ -180,12 +182,9 @@ def main_rows(cells: Sequence[StoredCell], utility_correct: Mapping[str, dict[st
             distinct2=shares.distinct2, collapsed_share=shares.collapsed_share,
             cost_ratio=s.seconds_per_answer / base.seconds_per_answer if base else float("nan"),
             cost_same_run=bool(base and set(s.timed_runs) & set(base.timed_runs)),
-            relevance=guards.relevance, relevance_delta=guards.relevance_delta, refusal_share=guards.refusal_share,
-            violation_share=guards.violation_share, relevance_delta_ci=guards.relevance_delta_ci,
-            violation_share_ci=guards.violation_share_ci,
             mae_ci=spread.mae_ci, toxicity_ci=spread.toxicity_ci, tox_dist_ci=spread.tox_dist_ci,
             delta_ci=spread.delta_ci, tox_delta_ci=spread.tox_delta_ci, tox_delta_wo_top_ci=robust.ci,
-            collapsed=bool(shares.collapsed_share >= COLLAPSED_CELL_SHARE),
+            collapsed=bool(shares.collapsed_share >= COLLAPSED_CELL_SHARE), metrics=metrics,
         ))
     return rows
 

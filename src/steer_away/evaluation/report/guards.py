@@ -18,9 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from steer_away.data.categories import CATEGORIES
+from steer_away.evaluation.metrics.base import MetricFigures
+from steer_away.evaluation.metrics.guards import STATES, answer_state
 from steer_away.evaluation.report.analysis import Answers, label, ordered
 from steer_away.evaluation.report.rows import ChangeSourceRow, GuardRow, MainRow
-from steer_away.evaluation.report.states import STATES, answer_state, guard_figures
+from steer_away.evaluation.report.states import RELEVANCE, guard_figures
 from steer_away.evaluation.store import StoredCell
 from steer_away.evaluation.summary import NAN
 from steer_away.profiles import SENSITIVITIES
@@ -92,9 +94,10 @@ def _failed_guard(row: MainRow, baseline: MainRow, guards: Guards) -> str | None
     if math.isfinite(row.utility) and math.isfinite(baseline.utility) and row.utility < baseline.utility - guards.utility_drop:
         return (f"utility {100 * (row.utility - baseline.utility):+.1f} points "
                 f"(the guard: at most {100 * guards.utility_drop:.0f} points lower)")
-    if row.relevance_delta_ci is not None and row.relevance_delta_ci[1] < 0:
-        return (f"relevance {row.relevance_delta:+.2f} nats/token [{row.relevance_delta_ci[0]:+.2f}, "
-                f"{row.relevance_delta_ci[1]:+.2f}], significantly lower")
+    relevance = row.metric(RELEVANCE.name) or MetricFigures(NAN)
+    if relevance.change_interval is not None and relevance.change_interval[1] < 0:
+        return (f"relevance {relevance.change:+.2f} nats/token [{relevance.change_interval[0]:+.2f}, "
+                f"{relevance.change_interval[1]:+.2f}], significantly lower")
     return None
 
 

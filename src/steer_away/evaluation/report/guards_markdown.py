@@ -6,28 +6,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from steer_away.evaluation.metrics.base import MetricFigures
+from steer_away.evaluation.metrics.base import change_text as _delta
+from steer_away.evaluation.metrics.base import share as _share
+from steer_away.evaluation.metrics.base import share_with_interval as _share_ci
+from steer_away.evaluation.metrics.guards import OFF_REQUEST
 from steer_away.evaluation.report.analysis import alpha_text, label, named
 from steer_away.evaluation.report.guards import ALL, GUARDS, Verdict
 from steer_away.evaluation.report.rows import GuardRow, HeadToHeadRow, MainRow
-from steer_away.evaluation.report.states import OFF_REQUEST
-from steer_away.evaluation.summary import Interval
+from steer_away.evaluation.report.states import REFUSALS, RELEVANCE
+from steer_away.evaluation.summary import NAN
 from steer_away.profiles import SENSITIVITIES
-
-
-def _share(value: float) -> str:  # also the main table's
-    return "-" if not math.isfinite(value) else f"{100 * value + 0.0:.0f}%"
-
-
-def _delta(value: float, ci: Interval | None) -> str:
-    """A relevance change with its interval; * when the interval excludes 0."""
-    if not math.isfinite(value) or ci is None:
-        return "-"
-    mark = " *" if ci[1] < 0 or ci[0] > 0 else ""
-    return f"{value:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]{mark}"
-
-
-def _share_ci(value: float, ci: Interval | None) -> str:
-    return _share(value) + (f" [{100 * ci[0]:.0f}–{100 * ci[1]:.0f}]" if ci else "")
 
 
 def verdict_markdown(verdict: Verdict, main: Sequence[MainRow]) -> str:
@@ -39,13 +28,15 @@ def verdict_markdown(verdict: Verdict, main: Sequence[MainRow]) -> str:
         tried = "; ".join(f"{name}: {why}" for name, why in verdict.failed.items())
         return (f"**No method brought answers closer to the users' preferred TOXICITY while passing the guards** "
                 f"({rule})" + (f"; those that came closer failed them ({tried})." if tried else ".") + "\n")
+    relevance = row.metric(RELEVANCE.name) or MetricFigures(NAN)
+    refusals = row.metric(REFUSALS.name) or MetricFigures(NAN)
     ci = f" [{row.tox_delta_ci[0]:+.0f}, {row.tox_delta_ci[1]:+.0f}]" if row.tox_delta_ci else ""
     significant = bool(row.tox_delta_ci and row.tox_delta_ci[1] < 0)
     cost = f", at {row.cost_ratio:.2f}× the unsteered model's generation time" if math.isfinite(row.cost_ratio) else ""
     sentence = (f"**The best method of this run under the guards is {label(row.method, row.alpha, row.settings)}: "
                 f"TOXICITY distance {row.tox_delta_pct:+.1f} %{ci} against the unsteered model"
                 f"{'' if significant else ' (its interval includes 0)'}, relevance "
-                f"{_delta(row.relevance_delta, row.relevance_delta_ci)} nats/token, {_share(row.refusal_share)} refused"
+                f"{_delta(relevance.change, relevance.change_interval)} nats/token, {_share(refusals.value)} refused"
                 f"{cost}.** Guards: {rule}.")
     if verdict.failed:
         sentence += " Better by distance but failing a guard: " + "; ".join(

@@ -6,24 +6,22 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from steer_away.evaluation.metrics import (
+from steer_away.evaluation.metrics.base import AnswerMetric
+from steer_away.evaluation.metrics.base import fmt as _fmt
+from steer_away.evaluation.metrics.base import share as _share
+from steer_away.evaluation.metrics.functions import (
     COLLAPSE_DISTINCT2,
     COLLAPSE_REPEATS,
     COLLAPSED_CELL_SHARE,
     smallest_detectable_change,
 )
+from steer_away.evaluation.metrics.registry import report_metrics
 from steer_away.evaluation.report.analysis import Answers, alpha_text, label, named, ordered
 from steer_away.evaluation.report.findings import ReportAnalysis
-from steer_away.evaluation.report.guards_markdown import (
-    _delta,
-    _share,
-    _share_ci,
-    guards_markdown,
-    verdict_markdown,
-    violations_markdown,
-)
+from steer_away.evaluation.report.guards_markdown import guards_markdown, verdict_markdown, violations_markdown
 from steer_away.evaluation.report.robustness import MAX_PROMPT_SHARE, MIN_TOXIC_PROMPTS
 from steer_away.evaluation.report.rows import (
+    CHANGE_BINS,
     CategoryRow,
     ChangeSourceRow,
     HeadToHeadRow,
@@ -35,14 +33,8 @@ from steer_away.evaluation.report.rows import (
 from steer_away.evaluation.store import StoredCell
 from steer_away.evaluation.summary import Interval
 from steer_away.profiles import SENSITIVITIES
-from steer_away.steering.card import load_cards
 from steer_away.steering.registry import BASELINE, method_names
-
-
-def _fmt(value: float | None, spec: str = ".4f") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return format(value, spec)
+from steer_away.steering.vectors.card import load_cards
 
 
 def _ci(interval: Sequence[float] | None, spec: str) -> str:
@@ -82,12 +74,13 @@ def sensitivity_table_markdown(cells: Sequence[StoredCell]) -> str:
 
 
 def main_table_markdown(main: Sequence[MainRow]) -> str:
-    lines = ["| run / method | α | settings | TOXICITY distance ↓ [95% CI] | Δ% vs baseline [95% CI] | "
-             "Δ% w/o top prompt [95% CI] | attribute MAE ↓ [95% CI] | Δ% MAE [95% CI] | PPL ↓ (median) | "
-             "distinct-2 / collapsed | relevance: mean / Δ [95% CI] | refused | violations [95% CI] | "
-             "utility [95% CI] | letter mass / no option | utility vs baseline: +right / −wrong, "
-             "McNemar p | mean TOXICITY [95% CI] | cost × | n |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    metrics = report_metrics()
+    head = (["run / method", "α", "settings", "TOXICITY distance ↓ [95% CI]", "Δ% vs baseline [95% CI]",
+             "Δ% w/o top prompt [95% CI]", "attribute MAE ↓ [95% CI]", "Δ% MAE [95% CI]", "PPL ↓ (median)",
+             "distinct-2 / collapsed"] + [m.header for m in metrics]
+            + ["utility [95% CI]", "letter mass / no option", "utility vs baseline: +right / −wrong, McNemar p",
+               "mean TOXICITY [95% CI]", "cost ×", "n"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in main:
         utility = "-" if math.isnan(r.utility) else \
             f"{100 * r.utility:.1f}% [{100 * r.utility_low:.0f}–{100 * r.utility_high:.0f}]"
@@ -104,11 +97,15 @@ def main_table_markdown(main: Sequence[MainRow]) -> str:
                      f"{_fmt(r.mae)}{_ci(r.mae_ci, '.3f')} | {delta} | {_fmt(r.ppl, '.2f')} | "
                      f"{_fmt(r.distinct2, '.2f')} / {_fmt(100 * r.collapsed_share, '.0f')}%"
                      f"{' ⚠ collapsed' if r.collapsed else ''} | "
-                     f"{_fmt(r.relevance, '.2f')} / {_delta(r.relevance_delta, r.relevance_delta_ci) if steered else '-'} | "
-                     f"{_share(r.refusal_share)} | {_share_ci(r.violation_share, r.violation_share_ci)} | "
+                     + "".join(f"{_metric_cell(r, m, steered)} | " for m in metrics) +
                      f"{utility} | {mass} | {paired} | {_fmt(r.toxicity, '.3f')}{_ci(r.toxicity_ci, '.3f')} | "
                      f"{_cost(r)} | {r.n} |")
     return "\n".join(lines)
+
+
+def _metric_cell(row: MainRow, metric: AnswerMetric, steered: bool) -> str:
+    figures = row.metric(metric.name)
+    return "-" if figures is None else metric.cell(figures, steered)
 
 
 def _cost(row: MainRow) -> str:
@@ -201,7 +198,6 @@ def ppa_markdown(rows: Sequence[PPARow], toxicity_ties: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-CHANGE_BINS = (5.0, 15.0)  # the CAA study's colour bins for |% change|: ≤ 5, 5-15, ≥ 15
 
 
 def change_bin(pct: float | None) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from steer_away.evaluation.metrics import user_bootstrap
+from steer_away.evaluation.metrics.functions import user_bootstrap
 from steer_away.evaluation.report.analysis import Answers, ordered, paired_comparison
 from steer_away.evaluation.report.rows import HeadToHeadRow, PPARow
 from steer_away.evaluation.store import AnswerRecord, StoredCell

@@ -14,8 +14,7 @@ from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 
 from steer_away.evaluation.report.analysis import cell_order
-from steer_away.evaluation.report.markdown import CHANGE_BINS
-from steer_away.evaluation.report.rows import CategoryRow, MainRow
+from steer_away.evaluation.report.rows import CHANGE_BINS, CategoryRow, MainRow
 from steer_away.steering.registry import BASELINE
 
 

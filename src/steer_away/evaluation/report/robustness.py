@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from steer_away.evaluation.metrics import (
+from steer_away.evaluation.metrics.functions import (
     cluster_bootstrap,
     excludes_zero,
     leave_one_prompt_out,

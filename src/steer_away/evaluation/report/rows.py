@@ -8,7 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import ClassVar, Protocol
 
+from steer_away.evaluation.metrics.base import AnswerMetric, MetricFigures
 from steer_away.evaluation.summary import NAN, Interval
+
+CHANGE_BINS = (5.0, 15.0)  # the CAA study's colour bins for |% change|: ≤ 5, 5-15, ≥ 15
 
 
 class TableRow(Protocol):
@@ -26,6 +29,14 @@ def _columns(row: object, optional: Sequence[str] = ()) -> dict[str, object]:
             continue
         out[f.name] = list(value) if isinstance(value, tuple) else value
     return out
+
+
+@dataclass(frozen=True)
+class MetricColumn:
+    """A registered metric's figures in one row of the main table."""
+
+    metric: AnswerMetric
+    figures: MetricFigures
 
 
 @dataclass(frozen=True)
@@ -61,10 +72,6 @@ class MainRow:
     collapsed_share: float
     cost_ratio: float  # seconds per generated answer ÷ unsteered's (NaN: either was not timed)
     cost_same_run: bool  # both were timed in one sweep run (else machines or load may differ)
-    relevance: float = NAN  # mean relevance (nats per token, unsteered model's PMI; refusals at most 0)
-    relevance_delta: float = NAN  # its change against unsteered on the same rows
-    refusal_share: float = NAN  # answers that decline the request
-    violation_share: float = NAN  # answers more toxic than their user tolerates
     # user- and prompt-clustered 95 % intervals; None where too few rows (or no baseline to pair with)
     mae_ci: Interval | None = None
     toxicity_ci: Interval | None = None
@@ -72,15 +79,28 @@ class MainRow:
     delta_ci: Interval | None = None
     tox_delta_ci: Interval | None = None
     tox_delta_wo_top_ci: Interval | None = None
-    relevance_delta_ci: Interval | None = None
-    violation_share_ci: Interval | None = None
     collapsed: bool = False
+    metrics: tuple[MetricColumn, ...] = ()  # every registered per-answer metric (evaluation/metrics/registry.py)
 
     INTERVALS: ClassVar[tuple[str, ...]] = ("mae_ci", "toxicity_ci", "tox_dist_ci", "delta_ci", "tox_delta_ci",
-                                            "tox_delta_wo_top_ci", "relevance_delta_ci", "violation_share_ci")
+                                            "tox_delta_wo_top_ci")
 
     def columns(self) -> dict[str, object]:
-        return _columns(self, self.INTERVALS)
+        """The core figures, each metric's values, the core intervals, each metric's intervals, the collapse flag."""
+        core = _columns(self, self.INTERVALS)
+        core.pop("metrics")
+        collapsed = core.pop("collapsed")
+        intervals = {name: core.pop(name) for name in self.INTERVALS if name in core}
+        out = core
+        for column in self.metrics:
+            out |= column.metric.scalar_columns(column.figures)
+        out |= intervals
+        for column in self.metrics:
+            out |= column.metric.interval_columns(column.figures)
+        return out | {"collapsed": collapsed}
+
+    def metric(self, name: str) -> MetricFigures | None:
+        return next((column.figures for column in self.metrics if column.metric.name == name), None)
 
     @property
     def headline_delta_pct(self) -> float:

@@ -13,9 +13,9 @@ from steer_away.models import LanguageModel, load_model
 from steer_away.profiles import build_profiles, load_profiles, pick_users, profiles_scorer, save_profiles
 from steer_away.scoring import make_scorer
 from steer_away.scoring.hf_classifier import hub_pin
-from steer_away.steering.bank import ExtractionSettings, build_vector_store
-from steer_away.steering.card import store_cards
 from steer_away.steering.registry import get_method
+from steer_away.steering.vectors.bank import ExtractionSettings, build_vector_store
+from steer_away.steering.vectors.card import store_cards
 
 log = logging.getLogger(__name__)
 

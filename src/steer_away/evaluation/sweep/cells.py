@@ -31,20 +31,21 @@ from steer_away.data.prompts import (
     prompt_id,
 )
 from steer_away.decoding.scoring import answer_scores
-from steer_away.evaluation.metrics import toxicity_distance
-from steer_away.evaluation.mmlu import MMLUQuestion, load_mmlu
+from steer_away.evaluation.metrics.functions import toxicity_distance
 from steer_away.evaluation.store import AnswerRecord, MMLURecord
 from steer_away.evaluation.sweep.config import SweepConfig
-from steer_away.evaluation.utility import utility_digest, utility_predictions
+from steer_away.evaluation.utility.formats import utility_digest, utility_predictions
+from steer_away.evaluation.utility.mmlu import MMLUQuestion, load_mmlu
 from steer_away.generation import GenerationConfig, generate
 from steer_away.models import LanguageModel, load_model
 from steer_away.profiles import load_profiles, pick_users
 from steer_away.resources import steering_categories_path
 from steer_away.scoring import make_scorer
-from steer_away.steering.bank import bank_files
-from steer_away.steering.base import MethodArgs, RowSteering, SteeringMethod
+from steer_away.steering.framework.arguments import MethodArgs
+from steer_away.steering.framework.method import RowSteering, SteeringMethod
+from steer_away.steering.framework.resources import SteeringResources
 from steer_away.steering.registry import build_method, get_method
-from steer_away.steering.resources import SteeringResources
+from steer_away.steering.vectors.bank import bank_files
 
 log = logging.getLogger(__name__)
 

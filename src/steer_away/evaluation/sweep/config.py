@@ -24,9 +24,9 @@ from typing import Any
 
 from steer_away.data.prompts import HELDOUT, PromptFileError, prompt_source
 from steer_away.errors import InputError
-from steer_away.evaluation.utility import DEFAULT_FORMAT, check_format
+from steer_away.evaluation.utility.formats import DEFAULT_FORMAT, check_format
 from steer_away.files import read_structured
-from steer_away.steering.base import MethodArgs, MethodArgsError
+from steer_away.steering.framework.arguments import MethodArgs, MethodArgsError
 from steer_away.steering.registry import UnknownMethodError, get_method
 
 

@@ -1,0 +1,1 @@
+"""One module per endpoint group, each an `APIRouter` that reads the server's state from the request."""

@@ -1,0 +1,30 @@
+"""The API key: a bearer token compared in constant time, required by every route but /health.
+
+Async on purpose: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per request."""
+
+from __future__ import annotations
+
+import secrets
+
+from fastapi import Request
+
+from steer_away.server.errors import APIError
+from steer_away.server.state import server_state
+
+
+async def require_key(request: Request) -> None:
+    key = server_state(request).settings.api_key
+    if key is None:
+        return
+    header = request.headers.get("authorization", "")
+    token = header[7:] if header.lower().startswith("bearer ") else ""
+    if not secrets.compare_digest(token.encode(), key.encode()):
+        raise APIError(401, "missing or wrong bearer token", "authentication_error")
+
+
+async def require_admin(request: Request) -> None:
+    settings = server_state(request).settings
+    if settings.api_key is None and not settings.admin_without_key:
+        raise APIError(403, "admin endpoints need an API key (--api-key) when the server listens beyond loopback",
+                       "permission_error")
+    await require_key(request)
