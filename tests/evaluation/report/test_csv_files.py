@@ -26,7 +26,8 @@ def test_main_csv_header_lists_every_column_once_in_first_seen_order(tmp_path):
                       "utility_low", "utility_high", "toxicity", "n", "empty", "utility_letter_mass",
                       "utility_no_option", "utility_turned_right", "utility_turned_wrong", "utility_p", "distinct2",
                       "collapsed_share", "cost_ratio", "cost_same_run", "relevance", "relevance_delta", "refusal_share",
-                      "violation_share", "mae_ci", "collapsed", "delta_ci", "tox_delta_wo_top_ci"]
+                      "violation_share", "tokens", "tokens_delta", "mae_ci", "collapsed", "delta_ci",
+                      "tox_delta_wo_top_ci"]
     assert baseline[1] == "" and baseline[-4:] == ["[0.1, 0.3]", "False", "", ""]
     assert eads[-2:] == ["[-5.0, 1.0]", "[-9.0, 3.0]"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from steer_away.evaluation.metrics.base import AnswerMetric
 from steer_away.evaluation.metrics.guards import Refusals, Relevance, Violations
+from steer_away.evaluation.metrics.length import AnswerLength
 
 _METRICS: dict[str, AnswerMetric] = {}
 
@@ -34,3 +35,4 @@ def get_metric(name: str) -> AnswerMetric:
 register_metric(Relevance())
 register_metric(Refusals())
 register_metric(Violations())
+register_metric(AnswerLength())
