@@ -19,6 +19,7 @@ from typing import Any, NamedTuple, Protocol
 import torch
 
 from steer_away import internals
+from steer_away.errors import InputError
 from steer_away.paths import cache_root
 
 EMBEDDED_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -101,10 +102,36 @@ def looks_like_path(source: str) -> bool:
             or os.sep in source.strip("/").replace("/", "", 1))
 
 
+DEVICE_KINDS = ("cpu", "cuda", "mps", "xpu")  # what this library runs on, besides "auto"
+
+
+def check_device_name(device: str) -> torch.device:
+    """The device a name means, refusing names torch does not know and kinds we do not run on (`InputError`);
+    whether this machine has it is not checked (a config may be written for another machine)."""
+    if device == "auto":
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
+    if resolved.type not in DEVICE_KINDS:
+        raise InputError(f"device {device!r}: this library runs on {', '.join(DEVICE_KINDS)} (or auto), not "
+                         f"{resolved.type}")
+    return resolved
+
+
 def resolve_device(device: str | None) -> torch.device:
+    """"auto" (or None): CUDA when present, else the CPU. A name torch does not know, or one of a kind
+    this library does not run on, is the user's error (`InputError`); a CUDA device on a machine
+    without one is the environment's (`ModelLoadError`)."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    resolved = check_device_name(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r}: no CUDA GPU on this machine (use cpu or auto)")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ModelLoadError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    return resolved
 
 
 def default_dtype(device: torch.device) -> torch.dtype:

@@ -54,3 +54,17 @@ def test_a_failing_candidate_fails_every_parent_waiting_on_it(tiny_lm):
         ended += engine.step()
     assert set(ended) == set(parents)
     assert all(p.finish_reason == "error" and "rule failed" in str(p.error) for p in parents)
+
+
+def test_a_sampled_request_draws_its_candidates_at_its_own_temperature(tiny_lm):
+    """Issue 36: rerank ignored the request's temperature; a greedy request leaves it to the method."""
+
+    from steer_away.decoding import DecodeEngine, DecodeRequest, GenerationConfig
+
+    method = rerank()
+    for config, expected in ((GenerationConfig.sampled(1.5, max_new_tokens=4), 1.5),
+                             (CONFIG, method.answer_choice().temperature)):
+        engine = DecodeEngine(tiny_lm)
+        engine.add(DecodeRequest(PROMPT, method, config=config, generator=None))
+        drawn = {r.config.temperature for r in engine.pending + engine.active}
+        assert drawn == {expected}

@@ -86,7 +86,7 @@ def test_bad_requests_get_documented_status(served, body, token, status, param):
 
 def test_invalid_json_and_health(served):
     r = httpx.post(served["url"] + "/v1/chat/completions", content=b"{oops",
-                   headers={"Authorization": f"Bearer {TOKEN}"})
+                   headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
     health = httpx.get(served["url"] + "/health").json()
     assert health["status"] == "ok" and "caa-dislike" in health["methods"] and health["default_method"] == "caa-dislike"

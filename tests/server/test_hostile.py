@@ -42,8 +42,9 @@ def test_a_lone_surrogate_anywhere_is_a_400_naming_its_field(served, body, param
 def test_an_error_message_quoting_odd_text_is_still_sent():
     from steer_away.server.errors import APIError, error_response
 
-    reply = error_response(APIError(400, "unknown steering method 'x\ud800'"))
-    assert json.loads(reply.body)["error"]["message"] == "unknown steering method 'x\ud800'"
+    reply = error_response(APIError(400, "unknown steering method 'x\ud800\n'"))
+    # sent, on one line, the surrogate and the newline written as escapes (issue 36: found by the fuzz tests)
+    assert json.loads(reply.body)["error"]["message"] == "unknown steering method 'x\\ud800\\n'"
 
 
 def test_one_failing_row_leaves_its_streaming_batch_mates_untouched(served, monkeypatch):

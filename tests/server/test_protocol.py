@@ -18,8 +18,11 @@ def request(**fields):
 
 
 def view(**settings):
-    return ServingView(ServerSettings(**settings), {"unsteered": None, "eads": "it needs profiles"}, "unsteered",
-                       {"unsteered": Unsteered()}, lambda messages: 3 * len(messages), context=2048)
+    # caa-population's entry gives the strength rule; the method object itself is not run here
+    return ServingView(ServerSettings(**settings), {"unsteered": None, "caa-population": None,
+                                                    "eads": "it needs profiles"}, "unsteered",
+                       {"unsteered": Unsteered(), "caa-population": Unsteered()}, lambda messages: 3 * len(messages),
+                       context=2048)
 
 
 def test_a_request_converts_itself_into_the_librarys_generation_settings():
@@ -34,10 +37,10 @@ def test_a_request_converts_itself_into_the_librarys_generation_settings():
 
 
 def test_validation_builds_a_call_with_the_row_and_counted_prompt():
-    call = validate_chat(request(user="ann", steering={"alpha": 2.5}, stream=True,
+    call = validate_chat(request(user="ann", steering={"method": "caa-population", "alpha": 2.5}, stream=True,
                                  stream_options={"include_usage": True}), view())
     assert (call.method, call.row.user_id, call.row.alpha, call.prompt_tokens, call.streamed, call.include_usage) == \
-        ("unsteered", "ann", 2.5, 3, True, True)
+        ("caa-population", "ann", 2.5, 3, True, True)
     assert call.config.max_new_tokens == 128 and not call.config.do_sample
 
 

@@ -266,9 +266,9 @@ def test_the_reranking_guided_and_prompting_methods_reach_generate_sweep_report_
         tiny_lm, tiny_model_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("STEER_AWAY_CACHE", str(tmp_path / "cache"))  # the default scorer's score cache
     from steer_away.cli import main
-    from steer_away.console import console
+    from steer_away.console import results
 
-    with console.capture() as captured:
+    with results.capture() as captured:  # a result: on stdout
         assert main(["methods"]) == 0
     listed = captured.get().replace("\n", " ")
     for name, argument in (("rerank", "candidates=4"), ("guided", "top_k=10"), ("profile-prompt", "examples=False")):

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import math
+from pathlib import Path
 
 from rich.markup import escape
 from rich.table import Table
 
+from steer_away.cli import flags
 from steer_away.cli.errors import UsageError
 from steer_away.cli.options import (
     add_batch_size_option,
@@ -22,10 +25,11 @@ from steer_away.cli.options import (
     prompt_set,
     scorer_from_args,
 )
-from steer_away.console import console, status
+from steer_away.console import console, results, status
 from steer_away.evaluation.branches.contrast import branch_contrasts
 from steer_away.evaluation.branches.measure import check_branches
 from steer_away.evaluation.calibrate import calibrate, save_calibration
+from steer_away.files import check_output
 from steer_away.steering.framework.categories import load_categories
 from steer_away.steering.registry import get_method
 
@@ -37,10 +41,14 @@ VERDICTS = {
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    items = [a.strip() for a in args.alphas.split(",")]
     try:
-        alphas = [float(a) for a in args.alphas.split(",") if a.strip()]
+        alphas = [float(a) for a in items]
     except ValueError:
         raise UsageError(f"--alphas must be comma-separated numbers, got {args.alphas!r}") from None
+    if not alphas or not all(math.isfinite(a) for a in alphas):
+        raise UsageError(f"--alphas must be comma-separated finite numbers, got {args.alphas!r}")
+    check_output(Path(args.out) / "calibration.json", "calibration")  # before the work, not after it
     name, method_args = method_args_from_args(args)
     if get_method(name).strength_of(method_args) is None:
         raise UsageError(f"{name} has no strength α to calibrate (a row's α changes nothing in it); compare its "
@@ -62,8 +70,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                       f"{p.change:+.3f} [{p.change_ci[0]:+.3f}, {p.change_ci[1]:+.3f}]",
                       f"{p.distinct2:.2f}", f"{100 * p.collapsed_share:.0f}%", f"{p.perplexity:.1f}",
                       "yes" if p.usable else "[red]no[/red]", escape(p.sample[:70]))
-    console.print(table)
-    console.print(escape(result.summary()))
+    results.print(table)
+    results.print(escape(result.summary()))
     files = save_calibration(result, args.out)
     console.print(f"wrote {', '.join(str(f) for f in files)}")
     return 0
@@ -87,9 +95,9 @@ def cmd_categories_check(args: argparse.Namespace) -> int:
         table.add_column(column)
     for r in rows:
         table.add_row(r.category, r.branch, f"{r.mean:.3f} [{r.ci[0]:.3f}, {r.ci[1]:.3f}]", escape(r.most_toxic[:80]))
-    console.print(table)
+    results.print(table)
     for contrast in branch_contrasts(rows, categories):
-        console.print(f"{contrast.category}: anti-expert − expert TOXICITY {contrast.gap:+.3f}: "
+        results.print(f"{contrast.category}: anti-expert − expert TOXICITY {contrast.gap:+.3f}: "
                       f"{VERDICTS[contrast.verdict]}")
     return 0
 
@@ -106,9 +114,9 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
     add_prompt_set_options(cal)
     add_max_tokens_option(cal, 40)
     add_batch_size_option(cal)
-    cal.add_argument("--max-collapsed", type=float, default=0.1, help="largest usable share of collapsed answers")
-    cal.add_argument("--max-distinct-drop", type=float, default=0.1, help="largest usable drop in distinct-2")
-    cal.add_argument("--max-ppl-ratio", type=float, default=2.0,
+    cal.add_argument("--max-collapsed", type=flags.number(0, 1), default=0.1, help="largest usable share of collapsed answers")
+    cal.add_argument("--max-distinct-drop", type=flags.number(0, 1), default=0.1, help="largest usable drop in distinct-2")
+    cal.add_argument("--max-ppl-ratio", type=flags.number(above=0), default=2.0,
                      help="largest usable median perplexity, as a multiple of the unsteered answers'")
     add_scorer_options(cal)
     cal.add_argument("--out", default="calibration", help="folder for calibration.json and calibration.png")

@@ -8,8 +8,9 @@ import json
 from rich.markup import escape
 from rich.table import Table
 
+from steer_away.cli import flags
 from steer_away.cli.options import add_prism_option, add_scorer_options, scorer_from_args
-from steer_away.console import console, status
+from steer_away.console import console, results, status
 from steer_away.data.prism import load_prism
 from steer_away.data.standin import StandinSpec, write_standin
 from steer_away.profiles.statistics import dataset_statistics
@@ -29,9 +30,9 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
         table.add_column(column)
     for row in stats.rows():
         table.add_row(*row)
-    console.print(table)
+    results.print(table)
     misses = [name for name, ok in stats.meets_targets().items() if not ok]
-    console.print("[green]meets the toxicity targets[/green]" if not misses
+    results.print("[green]meets the toxicity targets[/green]" if not misses
                   else f"[yellow]misses the targets: {', '.join(misses)}[/yellow]")
     return 0
 
@@ -52,6 +53,6 @@ def add_data(sub: argparse._SubParsersAction) -> None:
     stats.set_defaults(func=cmd_data_stats)
     standin = data.add_parser("standin", help="write our synthetic PRISM stand-in to a folder")
     standin.add_argument("--out", required=True)
-    standin.add_argument("--users", type=int, default=300)
-    standin.add_argument("--seed", type=int, default=0)
+    standin.add_argument("--users", type=flags.count(1), default=300)
+    standin.add_argument("--seed", type=flags.count(0), default=0)
     standin.set_defaults(func=cmd_data_standin)

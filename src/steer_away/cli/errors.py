@@ -32,4 +32,5 @@ def exit_code(err: BaseException) -> int | None:
 
 def print_error(err: BaseException) -> None:
     # Text, not markup: messages quote config keys like [sweep] and paths that must print as they are.
-    console.print(Text.assemble(("error: ", "bold red"), str(err)))
+    # soft_wrap: one line however long (a terminal folds it; a log or `2> file` keeps it whole)
+    console.print(Text.assemble(("error: ", "bold red"), str(err)), soft_wrap=True)

@@ -6,6 +6,7 @@ import argparse
 
 from rich.markup import escape
 
+from steer_away.cli import flags
 from steer_away.cli.errors import UsageError
 from steer_away.console import console, status
 from steer_away.data.categories import CATEGORIES
@@ -56,11 +57,11 @@ def scorer_from_args(args: argparse.Namespace) -> CachedScorer:
 
 
 def add_batch_size_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=flags.count(1), default=8)
 
 
 def add_max_tokens_option(parser: argparse.ArgumentParser, default: int) -> None:
-    parser.add_argument("--max-tokens", type=int, default=default)
+    parser.add_argument("--max-tokens", type=flags.count(1), default=default)
 
 
 def add_prompt_set_options(parser: argparse.ArgumentParser) -> None:
@@ -69,7 +70,7 @@ def add_prompt_set_options(parser: argparse.ArgumentParser) -> None:
                                                         "lines or one prompt per line (default: held-out opening "
                                                         "prompts of --prism)")
     add_prism_option(parser)
-    parser.add_argument("--n-prompts", type=int, default=12)
+    parser.add_argument("--n-prompts", type=flags.count(1), default=12)
 
 
 def prompt_set(args: argparse.Namespace) -> list[str]:

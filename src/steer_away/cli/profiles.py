@@ -8,14 +8,17 @@ import time
 from rich.markup import escape
 from rich.table import Table
 
+from steer_away.cli import flags
 from steer_away.cli.options import add_prism_option, add_scorer_options, scorer_from_args
-from steer_away.console import console, status
+from steer_away.console import console, results, status
 from steer_away.data.prism import load_prism
+from steer_away.files import check_output
 from steer_away.profiles import SensitivityRule, build_profiles, save_profiles
 
 
 def cmd_profiles_build(args: argparse.Namespace) -> int:
     start = time.perf_counter()
+    check_output(args.out, "profiles file")  # before the work, not after it
     data = load_prism(args.prism)
     console.print(escape(data.report.summary()))
     for issue in data.report.issues[:20]:
@@ -31,9 +34,9 @@ def cmd_profiles_build(args: argparse.Namespace) -> int:
     for p in list(profiles.values())[: args.show]:
         table.add_row(p.user_id, str(p.n_pairs), f"{p.primary():.3f}", f"{p.dislike:+.3f}",
                       "-" if p.stated_safety is None else f"{p.stated_safety:.0f}", p.sensitivity)
-    console.print(table)
+    results.print(table)
     counts = {s: sum(p.sensitivity == s for p in profiles.values()) for s in ("strict", "moderate", "tolerant")}
-    console.print(f"sensitivity: {counts}; scorer calls {scorer.backend_calls}, cache hits {scorer.cache_hits}; "
+    results.print(f"sensitivity: {counts}; scorer calls {scorer.backend_calls}, cache hits {scorer.cache_hits}; "
                   f"wrote {args.out} in {time.perf_counter() - start:.1f}s")
     return 0
 
@@ -44,8 +47,8 @@ def add_profiles(sub: argparse._SubParsersAction) -> None:
     add_prism_option(build)
     add_scorer_options(build)
     build.add_argument("--out", default="profiles.json")
-    build.add_argument("--strict-below", type=float, default=1 / 3, help="quantile (or value with --absolute)")
-    build.add_argument("--tolerant-above", type=float, default=2 / 3, help="quantile (or value with --absolute)")
+    build.add_argument("--strict-below", type=flags.number(0, 1), default=1 / 3, help="quantile (or value with --absolute)")
+    build.add_argument("--tolerant-above", type=flags.number(0, 1), default=2 / 3, help="quantile (or value with --absolute)")
     build.add_argument("--absolute", action="store_true", help="thresholds are TOXICITY values, not quantiles")
-    build.add_argument("--show", type=int, default=40, help="rows of the summary table")
+    build.add_argument("--show", type=flags.count(0), default=40, help="rows of the summary table")
     build.set_defaults(func=cmd_profiles_build)

@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.markdown import Markdown
 from rich.markup import escape
 
+from steer_away.cli import flags
 from steer_away.cli.options import (
     add_batch_size_option,
     add_model_options,
@@ -17,8 +18,9 @@ from steer_away.cli.options import (
     load_model_from_args,
     scorer_from_args,
 )
-from steer_away.console import console, status
+from steer_away.console import console, results, status
 from steer_away.data.prism import load_prism
+from steer_away.files import check_output
 from steer_away.models import LanguageModel
 from steer_away.profiles import load_profiles
 from steer_away.steering.vectors.bank import (
@@ -61,11 +63,11 @@ def _print_cards(lm: LanguageModel, store: Path, users: list[str] | None = None)
     with status("Vector card: reading the respectful-vs-toxic contrast set…"):
         cards, banks = store_cards(lm, store, users)
     for card in cards:
-        console.print(Markdown(card.markdown()))
+        results.print(Markdown(card.markdown()))
         if card.toward_toxicity:
-            console.print(f"[bold red]{escape(card.verdict)}[/bold red]")
+            results.print(f"[bold red]{escape(card.verdict)}[/bold red]")
     for bank in banks:
-        console.print(Markdown(bank.markdown()))
+        results.print(Markdown(bank.markdown()))
     console.print(f"cards written to {store / 'cards.json'}")
 
 
@@ -83,6 +85,7 @@ def cmd_vectors_compose(args: argparse.Namespace) -> int:
 
 
 def cmd_vectors_export_gguf(args: argparse.Namespace) -> int:
+    check_output(args.out, "GGUF control vector")
     vector = SteeringVector.load(args.vector)
     if args.layers:
         vector = vector.restricted(parse_layer_spec(args.layers, vector.num_layers))
@@ -95,6 +98,7 @@ def cmd_vectors_export_gguf(args: argparse.Namespace) -> int:
 
 
 def cmd_vectors_import_gguf(args: argparse.Namespace) -> int:
+    check_output(args.out, "vector file")
     lm = load_model_from_args(args)
     vector = load_vector(args.gguf, lm)
     path = vector.save(args.out)
@@ -107,22 +111,22 @@ def add_vectors(sub: argparse._SubParsersAction) -> None:
     ext = vec.add_parser("extract", help="population CAA vector from PRISM preference pairs")
     add_model_options(ext)
     add_prism_option(ext)
-    ext.add_argument("--n-pairs", type=int, default=200)
+    ext.add_argument("--n-pairs", type=flags.count(1), default=200)
     ext.add_argument("--layers", default="seed", help="'seed' = the CAA study's 16-22 of 32, mapped by depth")
     ext.add_argument("--position", choices=["last", "mean"], default="last")
-    ext.add_argument("--min-margin", type=float, default=0.0)
-    ext.add_argument("--holdout", type=float, default=0.3, help="share of opening prompts kept out for evaluation")
+    ext.add_argument("--min-margin", type=flags.number(), default=0.0)
+    ext.add_argument("--holdout", type=flags.number(0, 1), default=0.3, help="share of opening prompts kept out for evaluation")
     add_batch_size_option(ext)
-    ext.add_argument("--seed", type=int, default=0)
+    ext.add_argument("--seed", type=flags.count(0), default=0)
     ext.add_argument("--out", default="vectors", help="vector store folder")
     ext.set_defaults(func=cmd_vectors_extract)
     comp = vec.add_parser("compose", help="per-user vectors (dislike-weighted or Bradley–Terry basis)")
     comp.add_argument("--activations", default="vectors/pair_activations.safetensors")
     comp.add_argument("--profiles", required=True)
     comp.add_argument("--mode", choices=list(COMPOSED_KINDS), default="dislike")
-    comp.add_argument("--k", type=int, default=8, help="BT basis size")
-    comp.add_argument("--l2", type=float, default=1.0, help="BT regularisation")
-    comp.add_argument("--shrinkage", type=float, default=10.0, help="pseudo-pairs pulling users to the population")
+    comp.add_argument("--k", type=flags.count(1), default=8, help="BT basis size")
+    comp.add_argument("--l2", type=flags.number(0), default=1.0, help="BT regularisation")
+    comp.add_argument("--shrinkage", type=flags.number(0), default=10.0, help="pseudo-pairs pulling users to the population")
     add_scorer_options(comp)
     comp.add_argument("--out", default=None, help="bank folder (default: next to the activations, named by mode)")
     comp.add_argument("--no-card", action="store_true", help="skip the vector card (it loads the model)")
@@ -132,7 +136,7 @@ def add_vectors(sub: argparse._SubParsersAction) -> None:
     exp.add_argument("--vector", required=True, help="a .safetensors vector")
     exp.add_argument("--out", required=True, help="the .gguf file to write")
     exp.add_argument("--layers", default=None, help="only these layers ('15-20'); llama.cpp cannot steer layer 0")
-    exp.add_argument("--scale", type=float, default=1.0, help="multiply the vector first (llama.cpp's strength)")
+    exp.add_argument("--scale", type=flags.number(), default=1.0, help="multiply the vector first (llama.cpp's strength)")
     exp.add_argument("--model-hint", default="llama", help="architecture name llama.cpp shows (default: llama)")
     exp.set_defaults(func=cmd_vectors_export_gguf)
     imp = vec.add_parser("import-gguf", help="read a llama.cpp / repeng control vector for this model")

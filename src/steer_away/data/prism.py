@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TypeGuard
 
 from steer_away.data.standin import standin_dir
+from steer_away.errors import one_line
+from steer_away.files import lone_surrogate_field
 from steer_away.resources import prism_fixture_dir
 
 HUB_ID = "HannahRoseKirk/prism-alignment"
@@ -33,7 +35,7 @@ class LoadIssue:
     problem: str
 
     def __str__(self) -> str:
-        return f"{self.source} record {self.record_id}: field '{self.field}' {self.problem}"
+        return one_line(f"{self.source} record {self.record_id}: field '{self.field}' {self.problem}")
 
 
 @dataclass
@@ -104,8 +106,14 @@ class PrismData:
 
 
 def _read_jsonl(path: Path, report: LoadReport) -> Iterator[dict]:
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
+    with open(path, "rb") as handle:
+        for line_no, raw in enumerate(handle, 1):
+            try:  # line by line: one record of bad bytes is skipped, not the file
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                report.skip(path.name, f"line {line_no}", "<json>", f"is not UTF-8 text ({err.reason} at byte "
+                                                                  f"{err.start})")
+                continue
             if not line.strip():
                 continue
             if len(line) > MAX_RECORD_CHARS:
@@ -122,6 +130,10 @@ def _read_jsonl(path: Path, report: LoadReport) -> Iterator[dict]:
                 continue
             if not isinstance(record, dict):
                 report.skip(path.name, f"line {line_no}", "<json>", "is not an object")
+                continue
+            where = lone_surrogate_field(record)
+            if where is not None:  # JSON lets "\\udfff" through; no hash, tokenizer or scorer can take it
+                report.skip(path.name, f"line {line_no}", where, "holds a lone UTF-16 surrogate, which is not text")
                 continue
             yield record
 

@@ -22,7 +22,7 @@ from steer_away.data.categories import CATEGORIES, CategoryRule
 from steer_away.data.pairs import PreferencePair, preference_pairs, split_pairs
 from steer_away.data.prism import RatedTurn, load_prism
 from steer_away.errors import InputError
-from steer_away.files import read_structured
+from steer_away.files import lone_surrogate_at, read_structured
 from steer_away.resources import eval_prompts_path
 
 SPLIT_FILE = "split.json"
@@ -160,9 +160,12 @@ def _json_prompt(raw: object, where: str, rule: CategoryRule) -> EvalPrompt:
     text = raw.get("prompt")
     if not isinstance(text, str) or not text.strip():
         raise PromptFileError(f"{where}: field 'prompt' must be non-empty text")
-    for key in ("id", "category", "cluster", "conversation_type"):
+    for key in ("prompt", "id", "category", "cluster", "conversation_type"):
         if key in raw and not isinstance(raw[key], str):
             raise PromptFileError(f"{where}: field '{key}' must be text, got {raw[key]!r}")
+        if key in raw and lone_surrogate_at(raw[key]) is not None:
+            raise PromptFileError(f"{where}: field '{key}' holds a lone UTF-16 surrogate (\\ud800-\\udfff), which "
+                                  "is not text")
     conversation_type = raw.get("conversation_type", "unguided")
     category = raw.get("category") or rule.categorise(text, conversation_type)
     if category not in CATEGORIES:
@@ -190,8 +193,9 @@ def read_eval_prompts(path: str | Path | None = None, rule: CategoryRule | None 
         if as_json:
             try:
                 raw = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise PromptFileError(f"{where} is not valid JSON: {err.msg}") from None
+            except (json.JSONDecodeError, RecursionError) as err:
+                raise PromptFileError(f"{where} is not valid JSON: {getattr(err, 'msg', 'nested too deeply')}") \
+                    from None
             prompt = _json_prompt(raw, where, rule)
         else:
             prompt = EvalPrompt(prompt_id(line), line, rule.categorise(line))

@@ -97,7 +97,10 @@ class DecodeEngine:
         choice = request.method.answer_choice()
         if choice is None:
             raise TypeError(f"{request.method.name} declares chooses_answers but gives no answer choice")
-        config = dataclasses.replace(request.config, do_sample=True, temperature=choice.temperature)
+        # A sampled request's own temperature draws its candidates (as its top-p always did); a greedy one
+        # leaves it to the method (the candidates must differ to be chosen among).
+        temperature = request.config.temperature if request.config.do_sample else choice.temperature
+        config = dataclasses.replace(request.config, do_sample=True, temperature=temperature)
         conversation, group = _draws(request, choice)
         seed = _seed(request, choice, conversation, group)
         key = (seed, conversation, group, id(choice.sampler), choice.samples, config)

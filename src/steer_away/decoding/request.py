@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
@@ -19,6 +20,8 @@ from steer_away.chat import Conversation, as_conversation
 from steer_away.errors import InputError
 from steer_away.models import LanguageModel
 from steer_away.steering.framework.method import PreparedBatch, RowSteering, SteeringMethod, Unsteered
+
+GREEDY_BELOW = 1e-5  # temperatures under this decode greedily
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,13 @@ class GenerationConfig:
             raise InputError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.do_sample and not (self.temperature > 0 and 0 < self.top_p <= 1):
             raise InputError("sampling needs temperature > 0 and 0 < top_p <= 1")
+
+    @classmethod
+    def sampled(cls, temperature: float, top_p: float = 1.0, **settings: Any) -> GenerationConfig:
+        """Sampling at `temperature`; one under `GREEDY_BELOW` decodes greedily, as vLLM's sampler treats it
+        (scores divided by it overflow: 1e-300 made `torch.multinomial` fail)."""
+        do_sample = temperature >= GREEDY_BELOW
+        return cls(do_sample=do_sample, temperature=temperature if do_sample else 1.0, top_p=top_p, **settings)
 
     def score_processors(self) -> LogitsProcessorList:
         """The edits applied to the steered scores before a token is drawn, in transformers'

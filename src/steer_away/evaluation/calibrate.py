@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from steer_away.decoding.scoring import answer_scores
 from steer_away.errors import InputError
 from steer_away.evaluation.metrics.functions import distinct_n, is_collapsed, prompt_bootstrap
+from steer_away.files import write_atomically
 from steer_away.generation import GenerationConfig, generate
 from steer_away.models import LanguageModel
 from steer_away.scoring.base import ToxicityScorer
@@ -172,8 +173,8 @@ def save_calibration(calibration: Calibration, out: str | Path) -> list[Path]:
     """calibration.json and calibration.png in `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "calibration.json"
-    path.write_text(json.dumps(calibration.to_dict(), indent=1, ensure_ascii=False), encoding="utf-8")
+    text = json.dumps(calibration.to_dict(), indent=1, ensure_ascii=False)
+    path = write_atomically(out / "calibration.json", "calibration", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return [path, plot_calibration(calibration, out / "calibration.png")]
 
 

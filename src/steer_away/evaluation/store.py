@@ -18,7 +18,7 @@ from typing import Any
 
 from steer_away.errors import InputError
 from steer_away.evaluation.summary import CellSummary, GenerationCost
-from steer_away.files import open_sqlite
+from steer_away.files import StoreError, open_sqlite
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
@@ -104,16 +104,27 @@ class ResultsStore:
     def __init__(self, path: str | Path, *, create: bool = True) -> None:
         self.path = Path(path)
         self._db = open_sqlite(self.path, "results store", ["cells", "answers", "mmlu"], create=create)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(mmlu)")}
-        if "letter_mass" not in columns:  # a store written before letter mass was recorded
-            self._db.execute("ALTER TABLE mmlu ADD COLUMN letter_mass REAL")
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(answers)")}
-        if "relevance" not in columns:  # a store written before relevance was scored (a sweep fills it in)
-            self._db.execute("ALTER TABLE answers ADD COLUMN relevance REAL")
-        self._db.commit()
+        if create:  # a writer brings an older store up to date; a reader (a report) changes nothing in it
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(mmlu)")}
+            if "letter_mass" not in columns:  # a store written before letter mass was recorded
+                self._db.execute("ALTER TABLE mmlu ADD COLUMN letter_mass REAL")
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(answers)")}
+            if "relevance" not in columns:  # a store written before relevance was scored (a sweep fills it in)
+                self._db.execute("ALTER TABLE answers ADD COLUMN relevance REAL")
+            self._db.commit()
+        self._columns = {table: {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                         for table in ("cells", "answers", "mmlu", "generation_time")}
+        missing = [f"{table}.{c}" for table, wanted in _READ.items() for c in wanted if c not in self._columns[table]]
+        if missing:
+            raise StoreError(f"{self.path}: a results store without column {missing[0]} (damaged, or written by "
+                             "something else)")
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+    def _optional(self, table: str, column: str) -> str:
+        """The column, or NULL in a store (read, not migrated) written before it existed."""
+        return column if column in self._columns[table] else "NULL"
 
     def close(self) -> None:
         self._db.close()
@@ -154,11 +165,29 @@ class ResultsStore:
         query = "SELECT * FROM cells"
         if only_done:
             query += " WHERE status='done'"
-        out = []
-        for key, method, alpha, settings, spec, status, summary, finished in self._db.execute(query + " ORDER BY rowid"):
-            out.append(StoredCell(key, method, alpha, settings, CellSpec.from_dict(json.loads(spec)), status,
-                                  CellSummary.from_dict(json.loads(summary)) if summary else None, finished))
-        return out
+        columns = "key, method, alpha, settings, spec, status, summary, finished_at"
+        rows = self._db.execute(query.replace("*", columns) + " ORDER BY rowid").fetchall()
+        return [self._stored_cell(*row) for row in rows]
+
+    def _stored_cell(self, key: object, method: object, alpha: object, settings: object, spec: object, status: object,
+                     summary: object, finished: object) -> StoredCell:
+        """One row of the cells table, each field checked: a damaged row is named, not a traceback."""
+        where = f"{self.path}: cell {key!r}"
+        if not (isinstance(key, str) and isinstance(method, str) and isinstance(status, str)):
+            raise StoreError(f"{where}: key, method and status must be text")
+        if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))):
+            raise StoreError(f"{where}: field alpha must be a number or NULL, got {alpha!r}")
+        if finished is not None and not isinstance(finished, (int, float)):
+            raise StoreError(f"{where}: field finished_at must be a number or NULL, got {finished!r}")
+        try:
+            raw_spec = json.loads(spec) if isinstance(spec, str) else None
+            if not isinstance(raw_spec, dict) or not isinstance(raw_spec.get("fingerprint"), str):
+                raise StoreError(f"{where}: field spec is not a cell spec with a fingerprint")
+            parsed = CellSummary.from_dict(_json_object(summary, f"{where}: field summary")) if summary else None
+        except (ValueError, TypeError, RecursionError) as err:
+            raise StoreError(str(err) if str(err).startswith(str(self.path)) else f"{where}: {err}") from None
+        return StoredCell(key, method, None if alpha is None else float(alpha), settings if isinstance(settings, str)
+                          else "", CellSpec.from_dict(raw_spec), status, parsed, finished)
 
     # answers
     def done_rows(self, cell: str) -> set[str]:
@@ -180,6 +209,8 @@ class ResultsStore:
 
     def generation_cost(self, cell: str) -> GenerationCost:
         """Seconds per generated answer over every timed batch of the cell, and the runs that timed them."""
+        if not self._columns["generation_time"]:  # an old store, read without migrating it
+            return GenerationCost(float("nan"), [])
         rows = self._db.execute("SELECT run_id, answers, seconds FROM generation_time WHERE cell=?", (cell,)).fetchall()
         answers = sum(r[1] for r in rows)
         return GenerationCost(sum(r[2] for r in rows) / answers if answers else float("nan"),
@@ -188,10 +219,26 @@ class ResultsStore:
     def answers(self, cell: str) -> list[AnswerRecord]:
         cursor = self._db.execute(
             "SELECT row_id, user_id, prompt_id, category, prompt, answer, toxicity, distance, perplexity, n_tokens, "
-            "relevance FROM answers WHERE cell=? ORDER BY row_id", (cell,))
-        return [AnswerRecord(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7],
-                             float("nan") if r[8] is None else r[8], r[9], float("nan") if r[10] is None else r[10])
-                for r in cursor]
+            f"{self._optional('answers', 'relevance')} FROM answers WHERE cell=? ORDER BY row_id", (cell,))
+        return [self._answer(cell, *r) for r in cursor]
+
+    def _answer(self, cell: str, *r: Any) -> AnswerRecord:
+        """One stored answer, each field checked (NULL perplexity or relevance: not measured)."""
+        where = f"{self.path}: cell {cell!r}, answer {r[0]!r}"
+        if not all(isinstance(v, str) for v in r[:6]):
+            raise StoreError(f"{where}: row id, user, prompt id, category, prompt and answer must be text")
+        try:
+            toxicity = json.loads(r[6]) if isinstance(r[6], str) else None
+        except (ValueError, RecursionError):
+            toxicity = None
+        if not (isinstance(toxicity, list) and toxicity and all(_is_number(v) for v in toxicity)):
+            raise StoreError(f"{where}: field toxicity must be a JSON list of scores, got {r[6]!r}")
+        numbers = {"distance": r[7], "perplexity": r[8], "n_tokens": r[9], "relevance": r[10]}
+        for name, value in numbers.items():
+            if not (value is None or _is_number(value)) or (value is None and name in ("distance", "n_tokens")):
+                raise StoreError(f"{where}: field {name} must be a number, got {value!r}")
+        return AnswerRecord(r[0], r[1], r[2], r[3], r[4], r[5], toxicity, r[7],
+                            float("nan") if r[8] is None else r[8], int(r[9]), float("nan") if r[10] is None else r[10])
 
     def without_relevance(self, cell: str) -> list[tuple[str, str, str]]:
         """(row id, prompt, answer) of the cell's answers not yet scored for relevance (stored before it was;
@@ -222,9 +269,29 @@ class ResultsStore:
                                  "letter_mass) VALUES (?,?,?,?,?,?,?)", rows)
 
     def mmlu(self, cell: str) -> list[MMLURecord]:
-        cursor = self._db.execute("SELECT question_id, user_id, predicted, correct, letter_mass FROM mmlu WHERE cell=? "
-                                  "ORDER BY question_id", (cell,))
+        cursor = self._db.execute(f"SELECT question_id, user_id, predicted, correct, {self._optional('mmlu', 'letter_mass')} "
+                                  "FROM mmlu WHERE cell=? ORDER BY question_id", (cell,))
         return [MMLURecord(r[0], r[1], r[2], bool(r[3]), float("nan") if r[4] is None else r[4]) for r in cursor]
+
+
+_READ = {"cells": ("key", "method", "alpha", "settings", "spec", "status", "summary", "finished_at"),
+         "answers": ("cell", "row_id", "user_id", "prompt_id", "category", "prompt", "answer", "toxicity", "distance",
+                     "perplexity", "n_tokens"),
+         "mmlu": ("cell", "question_id", "user_id", "predicted", "correct"), "generation_time": ()}
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _json_object(text: object, where: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise StoreError(f"{where} is not a JSON object")
+    return value
 
 
 def _owner_alive(owner: str) -> bool:

@@ -84,6 +84,10 @@ class CellSummary:
         unknown = sorted(set(values) - {f.name for f in fields(cls)})
         if unknown:
             raise SummaryFormatError(f"not a cell summary: unknown keys {unknown}")
+        kinds = {f.name: str(f.type) for f in fields(cls)}
+        for name, value in values.items():
+            if not _of_kind(value, kinds[name]):
+                raise SummaryFormatError(f"not a cell summary: {name} must be {kinds[name]}, got {value!r}"[:300])
         if "utility_ci" in values:
             low, high = values["utility_ci"]
             values["utility_ci"] = (low, high)
@@ -96,6 +100,28 @@ class CellSummary:
     def headline_distance(self) -> float:
         """TOXICITY distance when the cell recorded it, else the all-attribute MAE."""
         return self.tox_dist if math.isfinite(self.tox_dist) else self.mae
+
+
+def _of_kind(value: object, kind: str) -> bool:
+    """Whether a stored value is of a summary field's declared kind (as written: "float", "dict[str, str]")."""
+    def number(v: object) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float":
+        return number(value)
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "Interval":
+        return isinstance(value, (list, tuple)) and len(value) == 2 and all(number(v) for v in value)
+    if kind == "list[str]":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if kind.startswith("dict[str, "):
+        inner = kind.removeprefix("dict[str, ").removesuffix("]")
+        return isinstance(value, dict) and all(isinstance(k, str) and (number(v) if inner == "float" else
+                                                                      isinstance(v, str)) for k, v in value.items())
+    return True
 
 
 class ScoredAnswer(Protocol):

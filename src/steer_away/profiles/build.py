@@ -13,7 +13,7 @@ import numpy as np
 from steer_away.data.pairs import PreferencePair
 from steer_away.data.prism import PrismData, RatedTurn, chosen_response
 from steer_away.errors import InputError
-from steer_away.files import read_structured
+from steer_away.files import read_structured, write_atomically
 from steer_away.profiles.bradley_terry import fit_ideal_point
 from steer_away.scoring.base import ToxicityScorer
 
@@ -66,6 +66,16 @@ class SensitivityRule:
     strict_below: float = 1 / 3
     tolerant_above: float = 2 / 3
     absolute: bool = False
+
+    def __post_init__(self) -> None:
+        kind = "TOXICITY values" if self.absolute else "quantiles"
+        for name in ("strict_below", "tolerant_above"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= 1):
+                raise InputError(f"sensitivity threshold {name} must be a number in 0-1 ({kind}), got {value}")
+        if self.strict_below > self.tolerant_above:
+            raise InputError(f"sensitivity thresholds in the wrong order: strict_below {self.strict_below} is above "
+                             f"tolerant_above {self.tolerant_above}")
 
     def cutoffs(self, preferred: Sequence[float]) -> tuple[float, float]:
         if self.absolute:
@@ -144,11 +154,8 @@ def pair_toxicity_diffs(pairs: Sequence[PreferencePair], scorer: ToxicityScorer)
 def save_profiles(profiles: dict[str, UserProfile], path: str | Path, scorer_backend: str) -> None:
     payload = {"format": PROFILE_FORMAT, "scorer": scorer_backend,
                "profiles": [asdict(p) for p in profiles.values()]}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1), encoding="utf-8")
-    tmp.replace(path)
+    text = json.dumps(payload, indent=1)
+    write_atomically(path, "profiles file", lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def profiles_scorer(path: str | Path) -> str | None:

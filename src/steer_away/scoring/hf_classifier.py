@@ -52,7 +52,7 @@ from huggingface_hub import hf_hub_download
 from rich.markup import escape
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from steer_away.models import looks_like_path, resolve_device
+from steer_away.models import ModelLoadError, looks_like_path, resolve_device
 from steer_away.scoring.base import ATTRIBUTES, ScorerError, ToxicityScorer
 
 log = logging.getLogger(__name__)
@@ -178,12 +178,11 @@ def folder_fingerprint(folder: Path) -> str:
 def _device(device: str) -> torch.device:
     """`resolve_device`'s choice, refused as a ScorerError when it cannot be used."""
     try:
-        chosen = resolve_device(device)
+        return resolve_device(device)
+    except ModelLoadError:  # a GPU asked for that this machine does not have
+        raise ScorerError(f"hf scorer: device '{device}' asked for, but torch sees no CUDA GPU") from None
     except (RuntimeError, ValueError) as err:
         raise ScorerError(f"hf scorer: unknown device '{device}' ({_cause(err)})") from err
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise ScorerError(f"hf scorer: device '{device}' asked for, but torch sees no CUDA GPU")
-    return chosen
 
 
 def _activation(activation: str | None) -> str | None:

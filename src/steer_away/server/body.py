@@ -9,13 +9,19 @@ tokenizer, log line or response can encode.
 from __future__ import annotations
 
 import json
+import logging
 
 from fastapi import Request
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
+from steer_away.files import lone_surrogate_field
 from steer_away.server.errors import APIError
 from steer_away.server.protocol import ChatRequest
 
+log = logging.getLogger("steer_away.server")
+
+_TYPE_NAMES = {"str", "int", "float", "bool", "list[str]", "function-after[_join_text_parts(), str]"}
 MAX_INT_DIGITS = 30  # far past any count, seed or limit; Python refuses to convert over 4300 digits at all
 
 
@@ -33,32 +39,21 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
-def _lone_surrogate(value: object, path: str = "") -> str | None:
-    """Where in a parsed JSON body a string holds an unpaired surrogate (JSON lets "\\ud800" through;
-    no tokenizer, log or response can encode it): the field's dotted path, or None."""
-    if isinstance(value, str):
-        return path or "(body)" if any("\ud800" <= ch <= "\udfff" for ch in value) else None
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, item in items:
-        if isinstance(key, str) and _lone_surrogate(key) is not None:
-            return f"{path}.(key)" if path else "(key)"
-        found = _lone_surrogate(item, f"{path}.{key}" if path else str(key))
-        if found is not None:
-            return found
-    return None
-
-
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it passes `limit` bytes (never read whole first)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise APIError(413, f"request body is {declared} bytes; the limit is {limit}")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise APIError(413, f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise APIError(413, f"request body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # the client left mid-body: nobody to answer, nothing to log but a line
+        log.info("client left before sending the whole request body (%d bytes read)", size)
+        raise APIError(499, "client disconnected before sending the whole body") from None
     return b"".join(chunks)
 
 
@@ -67,10 +62,13 @@ def parse_chat_request(body: bytes) -> ChatRequest:
         if body.startswith(b"\xef\xbb\xbf"):
             raise APIError(400, "request body starts with a byte order mark; send UTF-8 without one")
         parsed = json.loads(body.decode("utf-8"), parse_int=_bounded_int)
-        where = _lone_surrogate(parsed)
+        where = lone_surrogate_field(parsed)
         if where is not None:
             raise APIError(400, f"field '{where}' holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text",
                            param=where)
+        if not isinstance(parsed, dict):
+            kind = "null" if parsed is None else type(parsed).__name__
+            raise APIError(400, f"request body must be a JSON object, got {kind}")
         return ChatRequest.model_validate(parsed)
     except _HugeNumber as err:
         raise APIError(400, f"request body holds an integer of {err.digits} digits; none of our fields takes "
@@ -82,8 +80,12 @@ def parse_chat_request(body: bytes) -> ChatRequest:
     except RecursionError as err:
         raise APIError(400, "request body is nested too deeply") from err
     except ValidationError as err:
-        first = err.errors()[0]
-        param = ".".join(str(p) for p in first["loc"])
+        # A union's member type is no field of the client's (`stop.str`): drop it, and of the members'
+        # errors report the one that says most (`stop: [null]` -> `stop.0`).
+        found = [(tuple(str(p) for p in e["loc"] if not (isinstance(p, str) and p in _TYPE_NAMES)), e)
+                 for e in err.errors()]
+        loc, first = max(found, key=lambda item: len(item[0]))
+        param = ".".join(loc)
         if first["type"] == "extra_forbidden":
             raise APIError(400, f"unknown field '{param}'", param=param) from err
         raise APIError(400, f"invalid field '{param}': {first['msg']}", param=param) from err

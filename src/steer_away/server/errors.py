@@ -13,13 +13,14 @@ from typing import Any
 
 from fastapi.responses import Response
 
-from steer_away.errors import InputError
+from steer_away.errors import InputError, one_line
 
 log = logging.getLogger("steer_away.server")
 
 
 class APIError(Exception):
     def __init__(self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None):
+        message = one_line(message)  # a client's key with a newline in it must not split the message
         super().__init__(message)
         self.status, self.message, self.kind, self.param = status, message, kind, param
 

@@ -21,8 +21,6 @@ from steer_away.decoding import GenerationConfig
 from steer_away.steering.framework.arguments import RowOverrides
 from steer_away.steering.framework.method import RowSteering
 
-GREEDY_BELOW = 1e-5  # temperatures under this decode greedily, as vLLM's sampler treats them
-
 
 class SteeringOptions(BaseModel):
     """The request's `steering` object: a method, its strength α, and any per-row overrides the
@@ -128,13 +126,10 @@ class ChatRequest(BaseModel):
         return (0.0 if self.temperature is None else self.temperature, 1.0 if self.top_p is None else self.top_p)
 
     def to_generation_config(self, max_new_tokens: int) -> GenerationConfig:
-        """The library's settings for this request (checked against the server's limits before):
-        a temperature under `GREEDY_BELOW` decodes greedily, as its scores would overflow."""
+        """The library's settings for this request (checked against the server's limits before)."""
         temperature, top_p = self.sampling_values()
-        do_sample = temperature >= GREEDY_BELOW
-        return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=do_sample,
-                                temperature=temperature if do_sample else 1.0, top_p=top_p, seed=self.seed,
-                                stop=self.stop_texts())
+        return GenerationConfig.sampled(temperature, top_p, max_new_tokens=max_new_tokens, seed=self.seed,
+                                        stop=self.stop_texts())
 
     def to_row(self, overrides: RowOverrides | None) -> RowSteering:
         """Who this request is for and its strength; `overrides` as its method read them from `steering`."""

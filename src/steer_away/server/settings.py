@@ -27,6 +27,8 @@ class ServerSettings:
     prefill_chunk: int | None = 512  # prompt tokens prefilled per step beside the running decodes; None: whole prompts
 
     def __post_init__(self) -> None:
+        if self.api_key is not None and not self.api_key.strip():  # "" would read as "no key": auth off
+            raise InputError("server setting api_key is empty; give a key, or None to serve without one")
         for name in ("max_batch", "max_queue", "max_tokens_limit", "max_messages", "max_request_bytes",
                      "default_max_tokens", "max_prompt_tokens"):
             if getattr(self, name) < 1:  # 0 would accept requests that can never run

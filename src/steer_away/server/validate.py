@@ -95,6 +95,9 @@ def _max_tokens(req: ChatRequest, settings: ServerSettings) -> int:
 
 def _steering(steering: SteeringOptions, view: ServingView) -> tuple[str, RowOverrides | None]:
     """The method a request asks for (served here), its α checked, and its per-row overrides as the method reads them."""
+    if steering.method is not None and not steering.method.strip():
+        raise APIError(400, "steering.method is empty; name a method or leave it out for the default",
+                       param="steering.method")
     method = steering.method or view.default_method
     if method not in view.available:
         raise APIError(400, f"unknown steering method '{method}' (have {sorted(view.available)})",
@@ -102,8 +105,12 @@ def _steering(steering: SteeringOptions, view: ServingView) -> tuple[str, RowOve
     if view.available[method] is not None:
         raise APIError(400, f"steering method '{method}' is not available on this server: {view.available[method]}",
                        param="steering.method")
+    entry = get_method(method)
+    if steering.alpha is not None and entry.strength_of(entry.args()) is None:  # served with default arguments
+        raise APIError(400, f"steering method '{method}' has no strength α (a row's alpha would change nothing "
+                            "in it); leave alpha out", param="steering.alpha")
     try:
-        get_method(method).args.check_row_strength(steering.alpha)
+        entry.args.check_row_strength(steering.alpha)
     except ValueError as err:
         raise APIError(400, f"steering.{err}", param="steering.alpha") from None
     if method not in view.methods:  # a reload took it away since `available` was read

@@ -5,6 +5,7 @@ Nothing here formats text; Markdown, CSV and plots render these rows.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,19 @@ Answers = Mapping[str, Sequence[AnswerRecord]]  # cell key -> its stored answers
 def latest_fingerprint(cells: Sequence[StoredCell]) -> str | None:
     done = [c for c in cells if c.finished_at]
     return max(done, key=lambda c: c.finished_at or 0.0).spec.fingerprint if done else None
+
+
+def current_cells(cells: Sequence[StoredCell], fingerprint: str | None) -> list[StoredCell]:
+    """The fingerprint's cells, one per method and arguments: a cell recomputed under a new key (its vector
+    files changed) replaces the one computed before it, which the store keeps but the report must not list."""
+    latest: dict[tuple[str, str], StoredCell] = {}
+    for c in cells:
+        if c.spec.fingerprint != fingerprint:
+            continue
+        ident = (c.method, json.dumps(c.spec.args, sort_keys=True, default=str))
+        if ident not in latest or (c.finished_at or 0.0) >= (latest[ident].finished_at or 0.0):
+            latest[ident] = c
+    return list(latest.values())
 
 
 def cell_order(method: str, settings: str | None, alpha: float | None) -> tuple:

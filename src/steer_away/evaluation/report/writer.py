@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from steer_away.errors import InputError
-from steer_away.evaluation.report.analysis import latest_fingerprint
+from steer_away.evaluation.report.analysis import current_cells, latest_fingerprint
 from steer_away.evaluation.report.csv_files import write_csv
 from steer_away.evaluation.report.findings import analyse
 from steer_away.evaluation.report.markdown import report_markdown, sample_answers
@@ -29,7 +29,7 @@ def write_report(store_path: str | Path, out: str | Path, fingerprint: str | Non
     try:
         cells = store.cells(only_done=True)
         fingerprint = fingerprint or latest_fingerprint(cells)
-        cells = [c for c in cells if c.spec.fingerprint == fingerprint]
+        cells = current_cells(cells, fingerprint)
         if not cells:
             raise InputError(f"{store_path} has no finished cells to report")
         utility = {c.key: store.mmlu(c.key) for c in cells}

@@ -26,6 +26,7 @@ from steer_away.data.prompts import HELDOUT, PromptFileError, prompt_source
 from steer_away.errors import InputError
 from steer_away.evaluation.utility.formats import DEFAULT_FORMAT, check_format
 from steer_away.files import read_structured
+from steer_away.models import check_device_name
 from steer_away.steering.framework.arguments import MethodArgs, MethodArgsError
 from steer_away.steering.registry import UnknownMethodError, get_method
 
@@ -75,6 +76,39 @@ class MethodGrid:
         return {"name": self.name, **self.axes}
 
 
+# [sweep] numbers and their ranges (None: unbounded on that side); checked on read with the key named.
+LIMITS: dict[str, tuple[float | None, float | None]] = {
+    "users_per_sensitivity": (1, None), "prompts_per_category": (1, None), "max_new_tokens": (1, None),
+    "batch_size": (1, None), "extract_batch_size": (1, None), "n_pairs": (1, None), "focus_pairs": (0, None),
+    "min_margin": (None, None), "holdout": (0, 1), "seed": (0, None), "bt_k": (1, None), "bt_l2": (0, None),
+    "shrinkage": (0, None), "mmlu_limit": (1, None), "ray_workers": (1, None), "ppa_pairs": (0, None),
+}
+
+
+def _check_value(name: str, value: object, hint: object, where: str) -> None:
+    """One [sweep] value against its field's type and range (TOML gives ints, floats, strings, lists)."""
+    text = str(hint)
+    optional = "None" in text
+    if value is None and optional:
+        return
+    if "list[str]" in text:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        kind = "a list of texts"
+    elif text.startswith("int"):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+    elif text.startswith("float"):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        kind = "a finite number"
+    else:
+        ok, kind = isinstance(value, str), "text"
+    if not ok:
+        raise SweepConfigError(f"{where}.{name} must be {kind}, got {value!r}")
+    low, high = LIMITS.get(name, (None, None))
+    if isinstance(value, (int, float)) and ((low is not None and value < low) or (high is not None and value > high)):
+        span = f"at least {low:g}" if high is None else f"in {low:g}-{high:g}"
+        raise SweepConfigError(f"{where}.{name} must be {span}, got {value!r}")
+
+
 @dataclass
 class SweepConfig:
     name: str = "sweep"
@@ -111,11 +145,27 @@ class SweepConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "config") -> SweepConfig:
         known = {f.name for f in fields(cls)} - {"methods"}
+        if "sweep" in raw:
+            extra = sorted(set(raw) - {"sweep", "methods"})
+            if extra:
+                raise SweepConfigError(f"{source}: unknown table [{extra[0]}] (a config has [sweep] and [[methods]])")
+            if not isinstance(raw["sweep"], dict):
+                raise SweepConfigError(f"{source}: [sweep] must be a table")
         table = dict(raw.get("sweep", raw))
         methods_raw: list[Any] = raw.get("methods", table.pop("methods", [])) or []
         unknown = sorted(set(table) - known)
         if unknown:
             raise SweepConfigError(f"{source}: unknown key [sweep].{unknown[0]} (known: {', '.join(sorted(known))})")
+        hints = {f.name: f.type for f in fields(cls)}  # as written: "int", "str | None", "list[str]"
+        for name, value in table.items():
+            _check_value(name, value, hints[name], f"{source}: [sweep]")
+        if "device" in table:
+            try:
+                check_device_name(table["device"])
+            except InputError as err:
+                raise SweepConfigError(f"{source}: [sweep].device: {err}") from None
+        if not isinstance(methods_raw, list):
+            raise SweepConfigError(f"{source}: methods must be a list of [[methods]] tables")
         methods = []
         for index, item in enumerate(methods_raw):
             where = f"{source}: methods[{index}]"

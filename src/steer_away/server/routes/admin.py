@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 
 from steer_away.errors import InputError
 from steer_away.server.errors import APIError
-from steer_away.server.routes.auth import require_admin
+from steer_away.server.routes.auth import require_admin, require_program
 from steer_away.server.state import server_state
 
 log = logging.getLogger("steer_away.server")
@@ -18,7 +18,7 @@ log = logging.getLogger("steer_away.server")
 router = APIRouter()
 
 
-@router.post("/admin/reload", dependencies=[Depends(require_admin)])
+@router.post("/admin/reload", dependencies=[Depends(require_admin), Depends(require_program)])
 async def reload(request: Request) -> dict[str, Any]:
     served = server_state(request).served
     try:

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from steer_away.server.body import parse_chat_request, read_body
 from steer_away.server.errors import APIError
 from steer_away.server.jobs import Answer, Channel, Job
-from steer_away.server.routes.auth import require_key
+from steer_away.server.routes.auth import require_key, require_program
 from steer_away.server.state import server_state
 from steer_away.server.validate import validate_chat
 
@@ -50,7 +50,7 @@ class Reply:
         return "data: " + json.dumps(body) + "\n\n"
 
 
-@router.post("/v1/chat/completions", dependencies=[Depends(require_key)])
+@router.post("/v1/chat/completions", dependencies=[Depends(require_key), Depends(require_program)])
 async def chat(request: Request) -> Any:
     state = server_state(request)
     req = parse_chat_request(await read_body(request, state.settings.max_request_bytes))

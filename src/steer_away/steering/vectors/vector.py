@@ -8,6 +8,7 @@ control vectors (GGUF, architecture `controlvector`) can be exported and importe
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from steer_away import internals
 from steer_away.errors import InputError
+from steer_away.files import write_atomically
 from steer_away.steering.vectors.kinds import COMPOSED_VECTOR, IMPORTED_VECTOR
 
 if TYPE_CHECKING:
@@ -120,15 +122,11 @@ class SteeringVector:
     # --- files ---
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         header = {"format": VECTOR_FORMAT, "model_id": self.model_id, "hidden_size": self.hidden_size,
                   "num_layers": self.num_layers, "meta": self.meta}
         tensors = {f"layer.{l}": v.detach().float().contiguous().cpu() for l, v in self.directions.items()}
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"steer_away": json.dumps(header)})
-        tmp.replace(path)
-        return path
+        return write_atomically(path, "vector file", lambda tmp: save_file(
+            tensors, str(tmp), metadata={"steer_away": json.dumps(header)}))
 
     @classmethod
     def load(cls, path: str | Path, lm: LanguageModel | None = None, *, allow_other_model: bool = False) -> SteeringVector:
@@ -203,27 +201,28 @@ class SteeringVector:
         if 0 in self.directions:
             raise VectorFileError("llama.cpp control vectors cannot steer layer 0 (it ignores direction.0); "
                                   "restrict the vector to layers >= 1 first")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        writer = gguf.GGUFWriter(str(path), "controlvector")
-        writer.add_string("controlvector.model_hint", model_hint)
-        writer.add_uint32("controlvector.layer_count", len(self.directions))
-        for layer in self.layers:
-            writer.add_tensor(f"direction.{layer}", self.directions[layer].float().numpy())
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        return Path(path)
+        def write(tmp: Path) -> None:
+            writer = gguf.GGUFWriter(str(tmp), "controlvector")
+            writer.add_string("controlvector.model_hint", model_hint)
+            writer.add_uint32("controlvector.layer_count", len(self.directions))
+            for layer in self.layers:
+                writer.add_tensor(f"direction.{layer}", self.directions[layer].float().numpy())
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+            writer.close()
+
+        return write_atomically(path, "GGUF control vector", write)
 
     @classmethod
     def import_gguf(cls, path: str | Path, num_layers: int, model_id: str | None = None) -> SteeringVector:
         import gguf
 
+        _check_gguf_header(Path(path))
         try:
             reader = gguf.GGUFReader(str(path))
-        except (OSError, ValueError) as err:
-            raise VectorFileError(f"{path} is not a readable GGUF file: {err}") from err
+        except (OSError, ValueError, IndexError, KeyError, OverflowError, struct.error) as err:
+            raise VectorFileError(f"{path} is not a readable GGUF file: {type(err).__name__}: {err}") from None
         arch = reader.fields.get("general.architecture")
         if arch is None or bytes(arch.parts[-1]).decode() != "controlvector":
             raise VectorFileError(f"{path}: not a control vector (general.architecture != 'controlvector')")
@@ -246,6 +245,30 @@ class SteeringVector:
         hidden = next(iter(directions.values())).numel()
         return cls(directions=directions, model_id=model_id or hint, hidden_size=hidden, num_layers=num_layers,
                    meta={"kind": IMPORTED_VECTOR, "source": str(path)})
+
+
+GGUF_MAGIC = b"GGUF"
+GGUF_HEADER = struct.Struct("<4sIQQ")  # magic, version, tensor count, key-value count
+GGUF_MIN_ENTRY = 12  # bytes: the smallest tensor description or key-value pair (an empty name and a small value)
+
+
+def _check_gguf_header(path: Path) -> None:
+    """Refuse a file whose header cannot be a GGUF control vector's before a reader trusts its counts
+    (a 24-byte file claiming 2^63 tensors sent gguf's reader past the end)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(GGUF_HEADER.size)
+        size = path.stat().st_size
+    except IsADirectoryError:
+        raise VectorFileError(f"{path} is a folder, not a GGUF file") from None
+    if len(head) < GGUF_HEADER.size or head[:4] != GGUF_MAGIC:
+        raise VectorFileError(f"{path} is not a GGUF file (no GGUF header)")
+    _, version, tensors, pairs = GGUF_HEADER.unpack(head)
+    if version not in (2, 3):
+        raise VectorFileError(f"{path}: GGUF version {version}; this reader takes versions 2 and 3")
+    if (tensors + pairs) * GGUF_MIN_ENTRY > size:
+        raise VectorFileError(f"{path}: its header claims {tensors} tensors and {pairs} key-value pairs, more than "
+                              f"a file of {size} bytes can hold (truncated or crafted)")
 
 
 def _combined_meta(a: dict[str, object], b: dict[str, object]) -> dict[str, object]:
