@@ -15,8 +15,8 @@ from rich.logging import RichHandler
 console = Console(stderr=True)
 results = Console()
 for _out in (console, results):
-    if not _out.is_terminal:  # logs, files and CI: wide enough for the result tables
-        _out.width = max(_out.width, 130)
+    if not _out.is_terminal:  # logs, files and CI: wide enough for a result table row on one line
+        _out.width = max(_out.width, 170)
 
 
 @contextmanager

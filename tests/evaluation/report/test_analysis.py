@@ -103,3 +103,21 @@ def test_a_cell_is_named_with_its_strength_only_when_it_has_one():
     assert label("eads", None, "") == "eads α=by category"  # picked per row
     assert label("rerank", None, "candidates=1") == "rerank candidates=1"
     assert label("unsteered", None, "") == "unsteered"
+
+
+def test_a_recomputed_cell_replaces_the_one_before_it_in_the_report():
+    """Issue 36, bug 4: after a bank's vector files changed, the cell was recomputed under a new key and the
+    report listed both (same method, arguments and sweep fingerprint). The newest is the one reported."""
+    from dataclasses import replace
+
+    from steer_away.evaluation.report.analysis import current_cells
+    from steer_away.evaluation.store import CellSpec
+
+    spec = CellSpec("fp", {"alpha": 0.5})
+    old = replace(cell("k-old", "caa-population", 0.5), spec=spec, finished_at=1.0)
+    new = replace(cell("k-new", "caa-population", 0.5), spec=spec, finished_at=2.0)
+    other_alpha = replace(cell("k-a1", "caa-population", 1.0), spec=CellSpec("fp", {"alpha": 1.0}), finished_at=1.5)
+    other_sweep = replace(cell("k-x", "caa-population", 0.5), spec=CellSpec("fp2", {"alpha": 0.5}), finished_at=3.0)
+    base = cell("k-base", "unsteered")
+    assert [c.key for c in current_cells([base, old, other_alpha, new, other_sweep], "fp")] == \
+        ["k-base", "k-new", "k-a1"]
