@@ -224,3 +224,12 @@ def test_the_engine_scores_sets_ending_together_in_one_call_and_hands_the_choice
     plain = unguarded.add(DecodeRequest(PROMPT, rerank(guard=None), RowSteering("low"), CONFIG))
     unguarded.run()
     assert len(calls) == 1 and plain.result(tiny_lm).score is None  # nothing asked, nothing measured
+
+
+def test_an_override_its_sampler_refuses_names_rerank_first():
+    """Issue 36 weak spot: rerank's row-override errors named only its sampler ('unsteered')."""
+    from steer_away.steering.framework.arguments import RowOverrideError
+
+    with pytest.raises(RowOverrideError, match="method 'rerank' samples its candidates with 'unsteered'") as caught:
+        rerank(name="rerank").read_overrides({"category": "x"})
+    assert caught.value.key == "category"

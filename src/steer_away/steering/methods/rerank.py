@@ -28,7 +28,7 @@ import numpy as np
 from steer_away.chat import Conversation
 from steer_away.errors import InputError
 from steer_away.scoring.base import ToxicityScorer
-from steer_away.steering.framework.arguments import MethodArgs, RowOverrides
+from steer_away.steering.framework.arguments import MethodArgs, RowOverrideError, RowOverrides
 from steer_away.steering.framework.method import AnswerChoice, Capabilities, PreparedBatch, RowSteering, SteeringMethod
 from steer_away.steering.framework.resources import SteeringResources
 from steer_away.steering.framework.targets import ToxicityTargets, check_judge
@@ -75,7 +75,12 @@ class Rerank(SteeringMethod, AnswerChoice):
         return self.sampler.prepare(lm, conversations, rows)
 
     def read_overrides(self, raw: Mapping[str, object]) -> RowOverrides | None:
-        return self.sampler.read_overrides(raw)
+        """The sampler's per-row choices; an error names this method first (it named only the sampler)."""
+        try:
+            return self.sampler.read_overrides(raw)
+        except RowOverrideError as err:
+            raise RowOverrideError(err.key, f"method '{self.name}' samples its candidates with "
+                                            f"'{self.sampler.name}': {err}") from None
 
     def users_without_own(self, users: Iterable[str]) -> list[str]:
         return self.sampler.users_without_own(users)
