@@ -100,15 +100,6 @@ def lone_surrogate_field(value: object, path: str = "") -> str | None:
     return None
 
 
-def check_text(text: str, where: str) -> str:
-    """`text` unchanged, or an InputError naming `where` when it holds a lone surrogate."""
-    at = lone_surrogate_at(text)
-    if at is not None:
-        raise InputError(f"{where} holds a lone UTF-16 surrogate at character {at} (\\ud800-\\udfff), which is "
-                         "not text: the file or argument is not valid UTF-8")
-    return text
-
-
 def check_output(path: str | Path, what: str) -> Path:
     """Refuse, before any work, an output file that could not be written: an existing folder or device,
     a folder that is not writable, or missing folders that would be made at the filesystem's root (a

@@ -19,10 +19,6 @@ def _pct(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:+.1f}%"
 
 
-def _share(value: float) -> str:
-    return "-" if math.isnan(value) else f"{100 * value:.0f}%"
-
-
 def print_main_table(main: Sequence[MainRow], title: str) -> None:
     """The report's main table, short enough for a terminal: one line per cell; † marks a Δ% that rests on one
     prompt, * a relevance change whose interval excludes 0, ⚠ a cell with too many collapsed answers. The
