@@ -1,4 +1,4 @@
-"""Sweeps on the tiny random model and our fixture: resume, new cells only, Ray = local, reports."""
+"""Sweeps on the tiny random model and our fixture: resume, new cells only, reports (Ray: sweep/test_ray_runner.py)."""
 
 import json
 import os
@@ -165,27 +165,6 @@ def test_killed_sweep_resumes_without_recomputing_or_losing(tiny_model_dir, tmp_
     assert all(len(store.answers(c.key)) == 12 for c in store.cells())
 
 
-def test_ray_backend_gives_the_same_table(tiny_model_dir, tmp_path):
-    pytest.importorskip("ray")
-    import ray
-
-    methods = [{"name": "unsteered"}, {"name": "caa-population", "alpha": [0.5]}, {"name": "eads", "alpha": [1.0]}]
-    local = run_sweep(SweepConfig.from_dict(config_dict(tiny_model_dir, tmp_path / "local", methods)),
-                      show_progress=False)
-    try:
-        remote = run_sweep(SweepConfig.from_dict(config_dict(tiny_model_dir, tmp_path / "ray", methods)),
-                           ray_address="local", show_progress=False)
-    finally:
-        ray.shutdown()
-    assert local.fingerprint == remote.fingerprint
-    a = write_report(tmp_path / "local" / "results.sqlite", tmp_path / "ra").main
-    b = write_report(tmp_path / "ray" / "results.sqlite", tmp_path / "rb").main
-    for x, y in zip(a, b):
-        assert x.method == y.method and x.n == y.n
-        assert x.mae == pytest.approx(y.mae, abs=1e-6)
-        assert x.utility == pytest.approx(y.utility)
-
-
 @pytest.mark.parametrize("raw, message", [
     ({"sweep": {"nme": "x"}, "methods": [{"name": "unsteered"}]}, r"unknown key \[sweep\].nme"),
     ({"sweep": {}, "methods": [{"name": "magic"}]}, "unknown steering method 'magic'"),
@@ -196,6 +175,8 @@ def test_ray_backend_gives_the_same_table(tiny_model_dir, tmp_path):
     ({"sweep": {}, "methods": [{"name": "caa-population", "layers": "20-15"}]}, "empty or negative"),
     ({"sweep": {}, "methods": []}, "no \\[\\[methods\\]\\]"),
     ({"sweep": {"utility": "essay"}, "methods": [{"name": "unsteered"}]}, r"\[sweep\].utility is 'essay'"),
+    ({"sweep": {"shard_batches": 0}, "methods": [{"name": "unsteered"}]}, r"shard_batches must be at least 1"),
+    ({"sweep": {"ray_gpus": -1}, "methods": [{"name": "unsteered"}]}, r"ray_gpus must be at least 0"),
     ({"sweep": {"prompts": "nowhere.jsonl"}, "methods": [{"name": "unsteered"}]}, "names nowhere.jsonl, which is not"),
 ])
 def test_bad_configs(raw, message):

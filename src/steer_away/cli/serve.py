@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+from typing import TYPE_CHECKING
 
 from steer_away.cli import flags
 from steer_away.cli.errors import UsageError
@@ -12,6 +13,9 @@ from steer_away.cli.options import add_model_options, add_resource_options, load
 from steer_away.console import console
 from steer_away.decoding import JOIN_POLICIES
 from steer_away.steering.registry import method_names
+
+if TYPE_CHECKING:  # fastapi and uvicorn are optional: the server is imported only to serve
+    from steer_away.server.settings import ServerSettings
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -37,15 +41,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if api_key is not None and not api_key.strip():  # set but empty: a script whose $KEY was never set
         raise UsageError("STEER_AWAY_API_KEY is set but empty; set a key, or unset it to serve without one")
     _check_port_free(args.host, args.port)  # before loading a model, not after
-    lm = load_model_from_args(args)
     settings = ServerSettings(model_name=args.name, default_method=args.method,
                               api_key=api_key, max_batch=args.max_batch,
                               max_queue=args.max_queue, max_tokens_limit=args.max_tokens_limit,
                               scheduler=args.scheduler, prefill_chunk=args.prefill_chunk)
+    if args.replicas:
+        return _serve_replicas(args, settings)
+    lm = load_model_from_args(args)
     console.print(f"serving {lm.model_id} as '{settings.model_name}' on http://{args.host}:{args.port} "
                   f"(auth: {'on' if settings.api_key else 'off'})")
     serve(lm, args.host, args.port, profiles=args.profiles, vectors=args.vectors, categories=args.categories,
           settings=settings)
+    return 0
+
+
+def _serve_replicas(args: argparse.Namespace, settings: ServerSettings) -> int:
+    from steer_away.server.replicas import ReplicaSpec, serve_on_ray
+
+    spec = ReplicaSpec(args.model, args.device, args.profiles, args.vectors, args.categories, settings,
+                       gpus=1.0 if args.device.startswith("cuda") else 0.0)
+    console.print(f"serving {args.model or 'embedded SmolLM2-135M-Instruct'} as '{settings.model_name}' with "
+                  f"{args.replicas} Ray Serve replicas on http://{args.host}:{args.port} "
+                  f"(auth: {'on' if settings.api_key else 'off'}; routed by user)")
+    serve_on_ray(spec, args.host, args.port, args.replicas, None if args.ray == "local" else args.ray)
     return 0
 
 
@@ -79,4 +97,9 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
                           "'off': each prompt in one pass)")
     srv.add_argument("--max-queue", type=flags.count(1), default=64, help="requests waiting at most (then 429); at least 1")
     srv.add_argument("--max-tokens-limit", type=flags.count(1), default=512)
+    srv.add_argument("--replicas", type=flags.count(1), default=None, metavar="N",
+                     help="N replicas of the engine behind one endpoint, on Ray Serve, each user routed to their own "
+                          "replica (default: one process, no Ray)")
+    srv.add_argument("--ray", default="local", metavar="ADDRESS",
+                     help="with --replicas: 'local' (start Ray here) or a cluster's address, e.g. ray://head:10001")
     srv.set_defaults(func=cmd_serve)

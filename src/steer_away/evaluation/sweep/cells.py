@@ -221,7 +221,7 @@ def answer_units(method: SteeringMethod, rows: list[EvalRow]) -> list[tuple[str,
     return [(prompt, served[0].user_id, served) for (prompt, _), served in grouped.items()]
 
 
-def _by_prompt(units: list[tuple[str, str, list[EvalRow]]], size: int) -> Iterator[list[tuple[str, str, list[EvalRow]]]]:
+def by_prompt(units: list[tuple[str, str, list[EvalRow]]], size: int) -> Iterator[list[tuple[str, str, list[EvalRow]]]]:
     """Batches of about `size` answers that never split one prompt's answers (what its answers share,
     such as a reranker's candidates, is then shared within one batch); a prompt with more is one batch."""
     per_prompt: dict[str, list[tuple[str, str, list[EvalRow]]]] = {}
@@ -270,7 +270,7 @@ def compute_cell(ctx: EvalContext, cell: Cell, done_rows: set[str], done_questio
     config = GenerationConfig(max_new_tokens=ctx.config.max_new_tokens)
     todo = [r for r in ctx.rows if r.row_id not in done_rows]
     size = ctx.config.batch_size
-    for chunk in _by_prompt(answer_units(method, todo), size):
+    for chunk in by_prompt(answer_units(method, todo), size):
         steer = [RowSteering(user) for _, user, _ in chunk]
         started = time.perf_counter()
         outs = generate(ctx.lm, [p for p, _, _ in chunk], method=method, rows=steer, config=config)

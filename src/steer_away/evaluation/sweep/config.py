@@ -82,6 +82,7 @@ LIMITS: dict[str, tuple[float | None, float | None]] = {
     "batch_size": (1, None), "extract_batch_size": (1, None), "n_pairs": (1, None), "focus_pairs": (0, None),
     "min_margin": (None, None), "holdout": (0, 1), "seed": (0, None), "bt_k": (1, None), "bt_l2": (0, None),
     "shrinkage": (0, None), "mmlu_limit": (1, None), "ray_workers": (1, None), "ppa_pairs": (0, None),
+    "shard_batches": (1, None), "shard_retries": (0, None), "ray_gpus": (0, None),
 }
 
 
@@ -138,7 +139,10 @@ class SweepConfig:
     utility: str = DEFAULT_FORMAT  # cloze (acc_norm) or letter (MMLU's A-D)
     mmlu_subjects: list[str] = field(default_factory=lambda: ["all"])
     mmlu_limit: int | None = 40
-    ray_workers: int = 2
+    ray_workers: int = 2  # Ray workers (one per device slot; each loads the model once)
+    ray_gpus: float = 0.0  # GPUs each Ray worker takes (1 on a GPU cluster: a worker per GPU)
+    shard_batches: int = 2  # batches of `batch_size` answers per shard of a cell, with Ray
+    shard_retries: int = 1  # times a shard whose worker died goes to a fresh worker before it is left
     ppa_pairs: int = 300  # held-out pairs for personalised preference accuracy
     methods: list[MethodGrid] = field(default_factory=list)
 

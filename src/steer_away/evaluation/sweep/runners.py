@@ -1,8 +1,9 @@
-"""Running a sweep's pending cells, here or spread over Ray; the driver alone writes the store.
+"""Running a sweep's pending cells, here or as shards on Ray workers (ray_runner.py); the driver
+alone writes the store.
 
-Both runners feed the same loop (:func:`_store_cell`): every batch a cell yields is committed to
-the results store at once, so a crash or Ctrl-C loses at most the batch in flight, and a rerun
-computes only what the store does not have.
+Both write through storing.py: every batch is committed to the results store as soon as the driver
+has it, so a crash or Ctrl-C loses at most the batches in flight, and a rerun computes only what the
+store does not have.
 """
 
 from __future__ import annotations
@@ -11,17 +12,18 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from steer_away.errors import InputError
 from steer_away.evaluation.store import CellSpec, ResultsStore
-from steer_away.evaluation.summary import CellSummary, summarise
 from steer_away.evaluation.sweep.artefacts import prepare
 from steer_away.evaluation.sweep.cells import Batch, Cell, EvalContext, cell_work, compute_cell, missing_relevance
 from steer_away.evaluation.sweep.config import SweepConfig
+from steer_away.evaluation.sweep.ray_runner import run_on_ray
+from steer_away.evaluation.sweep.shards import Shard
+from steer_away.evaluation.sweep.storing import cell_summary, finish_cell, store_batches
 from steer_away.models import LanguageModel
 
 log = logging.getLogger(__name__)
@@ -35,23 +37,13 @@ class SweepResult:
     fingerprint: str
     seconds: float
     elsewhere: list[str]  # cells another sweep on the same store was computing
+    lost: list[Shard] = field(default_factory=list)  # shards lost with their Ray workers: the next run computes them
 
 
 def _store_cell(store: ResultsStore, ctx: EvalContext, cell: Cell, batches: Iterable[Batch], run_id: str,
                 progress: Callable[[int], Any]) -> None:
-    for batch in batches:
-        store.put_answers(cell.key, batch.answers, run_id, batch.generated, batch.seconds)
-        store.put_mmlu(cell.key, batch.mmlu, run_id)
-        store.claim(cell.key)  # renew the lease
-        progress(len(batch.answers) + len(batch.mmlu))
-    store.finish_cell(cell.key, _summary(store, ctx, cell.key))
-    store.release(cell.key)
-
-
-def _summary(store: ResultsStore, ctx: EvalContext, key: str) -> CellSummary:
-    return summarise(store.answers(key), store.mmlu(key), ctx.sensitivity,
-                     {u: p.primary() for u, p in ctx.profiles.items()}, utility_format=ctx.config.utility,
-                     cost=store.generation_cost(key), tolerated={u: p.tolerated() for u, p in ctx.profiles.items()})
+    store_batches(store, cell.key, batches, run_id, progress)
+    finish_cell(store, ctx, cell.key)
 
 
 def _fill_in(store: ResultsStore, ctx: EvalContext, cells: list[Cell]) -> None:
@@ -65,7 +57,7 @@ def _fill_in(store: ResultsStore, ctx: EvalContext, cells: list[Cell]) -> None:
             store.set_relevance(cell.key, missing_relevance(ctx, unscored))
         summary = done[cell.key].summary if cell.key in done else None
         if summary is not None and not summary.tolerated_toxicity and summary.preferred_toxicity:
-            store.finish_cell(cell.key, _summary(store, ctx, cell.key))
+            store.finish_cell(cell.key, cell_summary(store, ctx, cell.key))
 
 
 class SweepClock:
@@ -87,7 +79,8 @@ class SweepClock:
 
 def run_sweep(config: SweepConfig, *, ray_address: str | None = None, lm: LanguageModel | None = None,
               show_progress: bool = True) -> SweepResult:
-    """Evaluate every cell not yet done; `ray_address` ('local' or 'ray://…') spreads cells over Ray."""
+    """Evaluate every cell not yet done; `ray_address` ('local' or 'ray://…') cuts them into shards
+    computed by Ray workers."""
     start = time.perf_counter()
     prepare(config, lm)
     ctx = EvalContext(config, lm)
@@ -107,6 +100,7 @@ def run_sweep(config: SweepConfig, *, ray_address: str | None = None, lm: Langua
     bar = tqdm(total=(len(ctx.rows) + len(ctx.mmlu)) * len(pending), desc="sweep", unit="item",
                disable=not show_progress)
     computed: list[str] = []
+    lost: list[Shard] = []
     elsewhere: list[str] = []  # cells a live sweep on the same store holds: left to it
 
     def take(cell: Cell) -> bool:
@@ -124,7 +118,8 @@ def run_sweep(config: SweepConfig, *, ray_address: str | None = None, lm: Langua
 
     try:
         if ray_address:
-            _run_on_ray(config, ctx, store, pending, take, run_id, bar.update, ray_address, clock)
+            lost = run_on_ray(config, ctx, store, pending, take, run_id, bar.update, ray_address,
+                              lambda cell: log.info(f"{cell.label} done; {clock.finished(cell.key)}"))
         else:
             for cell in pending:
                 if not take(cell):
@@ -137,55 +132,10 @@ def run_sweep(config: SweepConfig, *, ray_address: str | None = None, lm: Langua
     finally:
         bar.close()
         store.close()
+    if lost:
+        log.warning(f"{len(lost)} shards ({sum(s.size for s in lost)} answers and questions) were lost with their "
+                    "workers; run the sweep again to compute them (and nothing else)")
     if elsewhere:
         log.info(f"{len(elsewhere)} cells were being computed by another sweep on this store; left to it "
                       "(run again once it finishes to report them)")
-    return SweepResult(cells, computed, skipped, ctx.fingerprint, time.perf_counter() - start, elsewhere)
-
-
-def _run_on_ray(config: SweepConfig, ctx: EvalContext, store: ResultsStore, pending: list[Cell],
-                take: Callable[[Cell], bool], run_id: str, progress: Callable[[int], Any], address: str,
-                clock: SweepClock) -> None:
-    """Each Ray actor builds its own EvalContext from the config and returns a cell's batches."""
-    try:
-        import ray
-    except ImportError as err:
-        raise InputError("--ray needs Ray: pip install 'steer-away[ray]'") from err
-    if not ray.is_initialized():
-        if address == "local":
-            ray.init(num_cpus=max(1, config.ray_workers), include_dashboard=False, log_to_driver=False)
-        else:
-            ray.init(address=address, log_to_driver=False)
-
-    @ray.remote(num_cpus=1)
-    class CellWorker:
-        def __init__(self, raw: dict[str, Any]) -> None:
-            import torch
-
-            torch.set_num_threads(1)
-            self.ctx = EvalContext(SweepConfig.from_dict(raw))
-
-        def run(self, cell: Cell, done_rows: set[str], done_q: set[str]) -> list[Batch]:
-            return list(compute_cell(self.ctx, cell, done_rows, done_q))
-
-    actor: Any = CellWorker  # ray.remote adds .remote(), which the type checker cannot see
-    workers = [actor.remote(config.to_dict()) for _ in range(max(1, min(config.ray_workers, len(pending))))]
-    futures: dict[Any, tuple[Any, Cell]] = {}
-    queue = list(pending)
-
-    def submit(worker: Any) -> None:
-        while queue:
-            cell = queue.pop(0)
-            if take(cell):
-                futures[worker.run.remote(cell, store.done_rows(cell.key), store.done_questions(cell.key))] = \
-                    (worker, cell)
-                return
-
-    for worker in workers:
-        submit(worker)
-    while futures:
-        ready, _ = ray.wait(list(futures), num_returns=1)
-        worker, cell = futures.pop(ready[0])
-        _store_cell(store, ctx, cell, ray.get(ready[0]), run_id, progress)
-        log.info(f"{cell.label} done; {clock.finished(cell.key)}")
-        submit(worker)
+    return SweepResult(cells, computed, skipped, ctx.fingerprint, time.perf_counter() - start, elsewhere, lost)
