@@ -9,8 +9,10 @@ from collections.abc import Callable
 
 import torch
 
-from steer_away.models import LoadedModel, load_model
+from steer_away import internals
+from steer_away.models import LanguageModel, LoadedModel, load_model
 from steer_away.random_model import SHAPES, random_llama
+from steer_away.steering.vectors.vector import SteeringVector
 
 # What the decode benchmarks ask: short, everyday, nothing a steering method should change much.
 PROMPTS = [
@@ -109,3 +111,11 @@ def weight_bytes(model: torch.nn.Module) -> int:
             seen.add(p.data_ptr())
             total += p.numel() * p.element_size()
     return total
+
+
+def random_vector(lm: LanguageModel, seed: int, layers: list[int]) -> SteeringVector:
+    """A seeded random direction at `layers` of `lm`'s shape: steering work without extracted vectors."""
+    gen = torch.Generator().manual_seed(seed)
+    hidden = internals.hidden_size(lm.model)
+    return SteeringVector({l: torch.randn(hidden, generator=gen) for l in layers}, lm.model_id, hidden,
+                          internals.num_layers(lm.model))

@@ -15,8 +15,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import PROMPTS, base_parser, machine_line, print_table
-from decode import random_vector
+from common import PROMPTS, base_parser, machine_line, print_table, random_vector
 from steer_away.data.prompts import heldout_openings
 from steer_away.generation import GenerationConfig, generate
 from steer_away.models import load_model

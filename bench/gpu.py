@@ -21,7 +21,16 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import bench_model, copy_bandwidth, interleaved_medians, machine_line, print_table, sync, weight_bytes
+from common import (
+    bench_model,
+    copy_bandwidth,
+    interleaved_medians,
+    machine_line,
+    print_table,
+    random_vector,
+    sync,
+    weight_bytes,
+)
 from steer_away import internals
 from steer_away.decoding import DecodeLoop, DecodeRequest
 from steer_away.decoding import runner as decode_runner
@@ -31,7 +40,6 @@ from steer_away.steering.framework.method import RowSteering, SteeringMethod
 from steer_away.steering.methods.activation import ActivationSteering
 from steer_away.steering.methods.logits import ACD, EADS
 from steer_away.steering.vectors.layers import default_layers
-from steer_away.steering.vectors.vector import SteeringVector
 
 # Published figures for per-request steering in one batch (ratio of unsteered throughput).
 ANCHORS = [("EasySteer (vLLM fork), 1 config in a 256-request batch", 0.76),
@@ -46,13 +54,6 @@ WORDS = ("the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog", 
 def prompt(index: int, words: int) -> str:
     """A distinct prompt of about `words` words (no two rows share a prefix by accident)."""
     return " ".join([str(index)] + [WORDS[(index + k) % len(WORDS)] for k in range(words - 1)])
-
-
-def random_vector(lm: LanguageModel, seed: int, layers: list[int]) -> SteeringVector:
-    gen = torch.Generator().manual_seed(seed)
-    hidden = internals.hidden_size(lm.model)
-    return SteeringVector({l: torch.randn(hidden, generator=gen) for l in layers}, lm.model_id, hidden,
-                          internals.num_layers(lm.model))
 
 
 def hf_generate(lm: LanguageModel, prompts: list[str], tokens: int) -> Callable[[], object]:

@@ -25,8 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import base_parser, bench_model, machine_line, print_table
-from decode import random_vector
+from common import base_parser, bench_model, machine_line, print_table, random_vector
 from load_client import arrivals, quantile, run_rate
 from steer_away.server import ServerSettings, create_app, serve_in_thread
 from steer_away.steering.vectors.layers import default_layers

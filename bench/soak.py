@@ -34,8 +34,7 @@ import httpx
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import PROMPTS, machine_line, print_table
-from decode import random_vector
+from common import PROMPTS, machine_line, print_table, random_vector
 from steer_away.models import load_model
 from steer_away.profiles import save_profiles
 from steer_away.profiles.build import UserProfile

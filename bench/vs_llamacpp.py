@@ -30,8 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import PROMPTS, base_parser, machine_line, print_table
-from decode import random_vector, weight_bytes
+from common import PROMPTS, base_parser, machine_line, print_table, random_vector, weight_bytes
 from llamacpp_interop import f32_gguf, llamacpp_python
 from steer_away.chat import render_chat
 from steer_away.generation import GenerationConfig, generate

@@ -44,7 +44,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = ServerSettings(model_name=args.name, default_method=args.method,
                               api_key=api_key, max_batch=args.max_batch,
                               max_queue=args.max_queue, max_tokens_limit=args.max_tokens_limit,
-                              scheduler=args.scheduler, prefill_chunk=args.prefill_chunk)
+                              scheduler=args.scheduler, prefill_chunk=args.prefill_chunk,
+                              feedback_path=args.feedback, feedback_rate=args.feedback_rate)
     if args.replicas:
         return _serve_replicas(args, settings)
     lm = load_model_from_args(args)
@@ -97,6 +98,11 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
                           "'off': each prompt in one pass)")
     srv.add_argument("--max-queue", type=flags.count(1), default=64, help="requests waiting at most (then 429); at least 1")
     srv.add_argument("--max-tokens-limit", type=flags.count(1), default=512)
+    srv.add_argument("--feedback", default=None, metavar="FILE",
+                     help="learn from users' choices (POST /v1/feedback): a SQLite file of every choice, replayed "
+                          "at start; needs --profiles (the population's sensitivity cut-offs)")
+    srv.add_argument("--feedback-rate", type=flags.number(low=0.01, high=1000), default=5.0, metavar="PER_S",
+                     help="feedback events a second per user before 429 (bursts of 20)")
     srv.add_argument("--replicas", type=flags.count(1), default=None, metavar="N",
                      help="N replicas of the engine behind one endpoint, on Ray Serve, each user routed to their own "
                           "replica (default: one process, no Ray)")

@@ -89,6 +89,44 @@ class SensitivityRule:
         return "strict" if value <= low else "tolerant" if value > high else "moderate"
 
 
+class ProfileEvidence:
+    """What one user's profile is computed from, gathered a rated turn at a time: a batch build and a
+    server learning from choices as they come feed the same object, so replaying a user's choices gives
+    the profile a build over them gives."""
+
+    def __init__(self, n_attributes: int) -> None:
+        self.n_attributes = n_attributes
+        self.chosen: list[np.ndarray] = []  # the chosen answer's scores, per turn
+        self.weights: list[float] = []  # its rating / 100
+        self.rejected: list[np.ndarray] = []  # every lower-rated answer's scores
+        self.diffs: list[np.ndarray] = []  # chosen minus rejected, per pair
+        self.n_turns = 0
+
+    def add_turn(self, chosen: np.ndarray, weight: float, rejected: Sequence[np.ndarray]) -> None:
+        self.chosen.append(chosen)
+        self.weights.append(weight)
+        for other in rejected:
+            self.rejected.append(other)
+            self.diffs.append(chosen - other)
+        self.n_turns += 1
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.diffs)
+
+    def profile(self, user_id: str, attributes: list[str], stated_safety: float | None, *, bt_l2: float = 1.0,
+                sensitivity: str = "moderate") -> UserProfile:
+        preferred = np.average(np.stack(self.chosen), axis=0, weights=np.asarray(self.weights))
+        rejected = np.mean(self.rejected, axis=0) if self.rejected else preferred
+        diff_arr = np.asarray(self.diffs).reshape(-1, self.n_attributes)
+        dislike = float(-diff_arr[:, 0].mean()) if len(diff_arr) else 0.0
+        theta = fit_ideal_point(diff_arr, l2=bt_l2) if len(diff_arr) else np.zeros(self.n_attributes)
+        return UserProfile(
+            user_id=user_id, attributes=attributes, preferred_toxicity=preferred.tolist(),
+            rejected_toxicity=np.asarray(rejected).tolist(), dislike=dislike, stated_safety=stated_safety,
+            sensitivity=sensitivity, bt_theta=theta.tolist(), n_pairs=len(diff_arr), n_turns=self.n_turns)
+
+
 def build_profiles(
     data: PrismData,
     scorer: ToxicityScorer,
@@ -105,26 +143,14 @@ def build_profiles(
     scores = dict(zip(texts, scorer.score(texts)))
     drafts = {}
     for user_id, turns in sorted(by_user.items()):
-        chosen_vecs, weights, rejected_vecs, diffs = [], [], [], []
+        evidence = ProfileEvidence(len(scorer.attributes))
         for turn in turns:
             best = chosen_response(turn.responses)
-            chosen_vecs.append(scores[best.text])
-            weights.append(best.score / 100.0)
-            for other in turn.responses:
-                if other is not best and other.score < best.score:
-                    rejected_vecs.append(scores[other.text])
-                    diffs.append(scores[best.text] - scores[other.text])
-        preferred = np.average(np.stack(chosen_vecs), axis=0, weights=np.asarray(weights))
-        rejected = np.mean(rejected_vecs, axis=0) if rejected_vecs else preferred
-        diff_arr = np.asarray(diffs).reshape(-1, len(scorer.attributes))
-        dislike = float(-diff_arr[:, 0].mean()) if len(diff_arr) else 0.0
-        theta = fit_ideal_point(diff_arr, l2=bt_l2) if len(diff_arr) else np.zeros(len(scorer.attributes))
+            evidence.add_turn(scores[best.text], best.score / 100.0,
+                              [scores[o.text] for o in turn.responses if o is not best and o.score < best.score])
         survey = data.survey.get(user_id)
-        drafts[user_id] = UserProfile(
-            user_id=user_id, attributes=list(scorer.attributes), preferred_toxicity=preferred.tolist(),
-            rejected_toxicity=np.asarray(rejected).tolist(), dislike=dislike,
-            stated_safety=survey.stated_safety if survey else None, sensitivity="moderate",
-            bt_theta=theta.tolist(), n_pairs=len(diff_arr), n_turns=len(turns))
+        drafts[user_id] = evidence.profile(user_id, list(scorer.attributes),
+                                           survey.stated_safety if survey else None, bt_l2=bt_l2)
     if drafts:
         cutoffs = rule.cutoffs([p.primary() for p in drafts.values()])
         for profile in drafts.values():
@@ -151,10 +177,13 @@ def pair_toxicity_diffs(pairs: Sequence[PreferencePair], scorer: ToxicityScorer)
     return np.stack([scores[p.chosen] - scores[p.rejected] for p in pairs]) if pairs else np.zeros((0, 0))
 
 
+def profiles_payload(profiles: Mapping[str, UserProfile], scorer_backend: str) -> dict[str, object]:
+    """A profiles file's content, as `load_profiles` reads it back."""
+    return {"format": PROFILE_FORMAT, "scorer": scorer_backend, "profiles": [asdict(p) for p in profiles.values()]}
+
+
 def save_profiles(profiles: dict[str, UserProfile], path: str | Path, scorer_backend: str) -> None:
-    payload = {"format": PROFILE_FORMAT, "scorer": scorer_backend,
-               "profiles": [asdict(p) for p in profiles.values()]}
-    text = json.dumps(payload, indent=1)
+    text = json.dumps(profiles_payload(profiles, scorer_backend), indent=1)
     write_atomically(path, "profiles file", lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 

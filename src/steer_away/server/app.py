@@ -32,7 +32,7 @@ from fastapi.responses import JSONResponse, Response
 
 from steer_away.models import LanguageModel
 from steer_away.server.errors import APIError, error_response
-from steer_away.server.routes import admin, chat, health
+from steer_away.server.routes import admin, chat, feedback, health
 from steer_away.server.routes.auth import require_key
 from steer_away.server.settings import ServerSettings
 from steer_away.server.state import ServerState
@@ -47,6 +47,8 @@ def create_app(lm: LanguageModel, *, profiles: str | None = None, vectors: str |
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         state.engine.stop()
+        if state.feedback is not None:
+            state.feedback.close()
 
     # With an API key, the schema is served behind it and there is no /docs page (a browser cannot send the key).
     keyed = settings.api_key is not None
@@ -58,7 +60,7 @@ def create_app(lm: LanguageModel, *, profiles: str | None = None, vectors: str |
     app.add_exception_handler(APIError, _api_error)  # only ours: anything else is a 500 from the framework
     if keyed:
         app.add_api_route("/openapi.json", _keyed_openapi, include_in_schema=False, dependencies=[Depends(require_key)])
-    for router in (health.router, admin.router, chat.router):
+    for router in (health.router, admin.router, chat.router, feedback.router):
         app.include_router(router)
     return app
 

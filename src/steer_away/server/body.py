@@ -1,4 +1,5 @@
-"""From the bytes of a request body to a validated `ChatRequest`, or a 400 that names what is wrong.
+"""From the bytes of a request body to a validated request (`ChatRequest`, `FeedbackRequest`), or a 400
+that names what is wrong.
 
 Read with a size limit (never whole first), decoded as UTF-8 only (json.loads would guess UTF-16 and
 drop a byte order mark), integers refused past 30 digits before Python's own conversion limit could
@@ -10,9 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import TypeVar
 
 from fastapi import Request
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 
 from steer_away.files import lone_surrogate_field
@@ -21,7 +23,7 @@ from steer_away.server.protocol import ChatRequest
 
 log = logging.getLogger("steer_away.server")
 
-_TYPE_NAMES = {"str", "int", "float", "bool", "list[str]", "function-after[_join_text_parts(), str]"}
+_TYPE_NAMES = {"str", "int", "float", "bool", "list[str]", "function-after[_join_text_parts(), str]", "AnswerText"}
 MAX_INT_DIGITS = 30  # far past any count, seed or limit; Python refuses to convert over 4300 digits at all
 
 
@@ -58,6 +60,14 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def parse_chat_request(body: bytes) -> ChatRequest:
+    return parse_request(body, ChatRequest)
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def parse_request(body: bytes, model: type[Model]) -> Model:
+    """Any of our request bodies (chat, feedback) into its pydantic model, or one 400 naming the field."""
     try:
         if body.startswith(b"\xef\xbb\xbf"):
             raise APIError(400, "request body starts with a byte order mark; send UTF-8 without one")
@@ -69,7 +79,7 @@ def parse_chat_request(body: bytes) -> ChatRequest:
         if not isinstance(parsed, dict):
             kind = "null" if parsed is None else type(parsed).__name__
             raise APIError(400, f"request body must be a JSON object, got {kind}")
-        return ChatRequest.model_validate(parsed)
+        return model.model_validate(parsed)
     except _HugeNumber as err:
         raise APIError(400, f"request body holds an integer of {err.digits} digits; none of our fields takes "
                             f"more than {MAX_INT_DIGITS}") from err

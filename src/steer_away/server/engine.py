@@ -19,6 +19,9 @@ import queue
 import secrets
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
 
 import torch
 
@@ -38,6 +41,7 @@ from steer_away.server.streaming import IncrementalDetokenizer
 from steer_away.server.validate import SEED_LIMIT
 
 log = logging.getLogger("steer_away.server")
+CHORE_MAX_WAIT_S = 30.0  # background work waits for an idle moment at most this long
 
 
 class BatchingEngine:
@@ -58,6 +62,8 @@ class BatchingEngine:
         self.last_progress = time.monotonic()
         self.step_started: float | None = None  # when the step under way began (None between steps)
         self.cancelled_jobs = 0  # requests dropped or stopped because their client left
+        self._chores: queue.Queue[tuple[float, Callable[[], Any], Future[Any]]] = queue.Queue()
+        self._chore: tuple[float, Callable[[], Any], Future[Any]] | None = None  # the next one, waiting for a gap
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name="steer-away-engine", daemon=True)
         self._thread.start()
@@ -70,6 +76,15 @@ class BatchingEngine:
             self.queue.put_nowait(job)
         except queue.Full:
             raise APIError(429, "server is busy: request queue is full, retry later", "rate_limit_error") from None
+
+    def between_steps(self, chore: Callable[[], Any]) -> Future[Any]:
+        """Run `chore` on the worker thread, which owns the model, when no request is running or waiting
+        (or, under unbroken load, once it has waited `CHORE_MAX_WAIT_S`): background work such as reading a
+        user's activations from their feedback, which must not run beside a step from another thread (it
+        would meet the step's hooks) and should not delay the answers."""
+        future: Future[Any] = Future()
+        self._chores.put((time.monotonic(), chore, future))
+        return future
 
     def waiting(self) -> int:
         return self.queue.qsize()
@@ -95,9 +110,26 @@ class BatchingEngine:
 
     def _work(self) -> None:
         while not self._stop.is_set():
+            self._run_chore()
             self._admit()
             if not self.loop.idle:
                 self._step()
+
+    def _run_chore(self) -> None:
+        if self._chore is None:
+            try:
+                self._chore = self._chores.get_nowait()
+            except queue.Empty:
+                return
+        since, chore, future = self._chore
+        if not (self.loop.idle and self.queue.empty()) and time.monotonic() - since < CHORE_MAX_WAIT_S:
+            return
+        self._chore = None
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(chore())
+            except Exception as err:  # the chore's caller reads it from the future
+                future.set_exception(err)
 
     def _take(self, block: bool, timeout: float) -> Job | None:
         try:

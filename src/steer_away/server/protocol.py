@@ -137,3 +137,25 @@ class ChatRequest(BaseModel):
 
     def conversation(self) -> list[dict[str, str]]:
         return [{"role": m.role, "content": m.content} for m in self.messages]
+
+
+class AnswerText(BaseModel):
+    """An answer named by its text (one the client kept, or one from before a restart)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: StrictStr = Field(min_length=1, max_length=20_000)
+
+
+class FeedbackRequest(BaseModel):
+    """`POST /v1/feedback`: the user picked `chosen` over every answer in `rejected`; an answer is the `id`
+    of a completion this server gave them, or `{"text": …}`. `id` makes a resend harmless."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: StrictStr | None = Field(default=None, min_length=1, max_length=200)
+    user: StrictStr = Field(min_length=1, max_length=256)
+    chosen: StrictStr | AnswerText
+    rejected: list[StrictStr | AnswerText] = Field(min_length=1, max_length=8)
+    rating: StrictInt | StrictFloat | None = Field(default=None, ge=1, le=100)
+    prompt: StrictStr | None = Field(default=None, max_length=20_000)

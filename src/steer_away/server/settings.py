@@ -25,6 +25,9 @@ class ServerSettings:
     admin_without_key: bool = False  # /admin/reload with no --api-key: only when listening on loopback
     stall_after_s: float = 120.0  # /health reports the worker stalled after this long without a decoding step
     prefill_chunk: int | None = 512  # prompt tokens prefilled per step beside the running decodes; None: whole prompts
+    feedback_path: str | None = None  # SQLite file of users' choices (POST /v1/feedback); None: feedback is off
+    feedback_rate: float = 5.0  # feedback events a second per user (then 429)
+    feedback_burst: int = 20  # ... in bursts of at most this many
 
     def __post_init__(self) -> None:
         if self.api_key is not None and not self.api_key.strip():  # "" would read as "no key": auth off

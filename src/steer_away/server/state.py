@@ -12,6 +12,7 @@ from steer_away import internals
 from steer_away.chat import render_chat, token_count
 from steer_away.models import LanguageModel
 from steer_away.server.engine import BatchingEngine
+from steer_away.server.feedback import FeedbackService
 from steer_away.server.methods import ServedMethods
 from steer_away.server.settings import ServerSettings
 from steer_away.server.validate import ServingView
@@ -26,6 +27,7 @@ class ServerState:
     counter: Any  # the request handlers' own tokenizer
     context: int
     control_tokens: list[str]
+    feedback: FeedbackService | None = None  # learning from users' choices, when a feedback file is set
 
     @classmethod
     def start(cls, lm: LanguageModel, settings: ServerSettings, profiles: str | None, vectors: str | None,
@@ -35,8 +37,13 @@ class ServerState:
         # keeps its padding setting in shared state, and calls from two threads with different padding
         # made the worker's padded batch ragged (found by bench/soak.py).
         counter = copy.deepcopy(lm.tokenizer)
-        return cls(lm, settings, served, BatchingEngine(lm, served, settings), counter,
-                   internals.context_length(lm.model), chat_control_tokens(counter))
+        engine = BatchingEngine(lm, served, settings)
+        feedback = None
+        if settings.feedback_path is not None:
+            feedback = FeedbackService(settings.feedback_path, served, engine, rate=settings.feedback_rate,
+                                       burst=settings.feedback_burst)
+        return cls(lm, settings, served, engine, counter, internals.context_length(lm.model),
+                   chat_control_tokens(counter), feedback)
 
     def count_tokens(self, messages: list[dict[str, str]]) -> int:
         return token_count(self.counter, render_chat(self.counter, messages))

@@ -32,7 +32,7 @@ async def require_program(request: Request) -> None:
                             "programs (put a proxy with its own CORS policy in front to serve a browser)",
                        "permission_error")
     kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if request.url.path.startswith("/v1/") and kind != "application/json":
+    if request.method == "POST" and request.url.path.startswith("/v1/") and kind != "application/json":
         raise APIError(415, f"send the body as JSON with Content-Type: application/json (got {kind or 'none'})")
 
 

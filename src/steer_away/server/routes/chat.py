@@ -8,7 +8,7 @@ import dataclasses
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -60,15 +60,21 @@ async def chat(request: Request) -> Any:
     overrides = dataclasses.asdict(call.row.overrides) if call.row.overrides is not None else {}
     reply = Reply(f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time()), state.settings.model_name,
                   {"method": call.method, "user": call.row.user_id, "alpha": call.row.alpha, **overrides})
+    def remember(answer: Answer) -> None:  # for feedback naming this completion by its id
+        if state.feedback is not None:
+            prompt = next((m["content"] for m in reversed(call.messages) if m["role"] == "user"), "")
+            state.feedback.completions.remember(reply.rid, call.row.user_id, prompt, answer.text)
+
     if not call.streamed:
         answer = await wait_or_cancel(job, request)
         if answer is None:  # the client left; nobody reads this
             return JSONResponse({"error": {"message": "client disconnected"}}, status_code=499)
+        remember(answer)
         return reply.completion(answer)
-    return JobStream(job, events(job, reply, request), media_type="text/event-stream")
+    return JobStream(job, events(job, reply, request, remember), media_type="text/event-stream")
 
 
-async def events(job: Job, reply: Reply, request: Request) -> AsyncIterator[str]:
+async def events(job: Job, reply: Reply, request: Request, finished: Callable[[Answer], None]) -> AsyncIterator[str]:
     """The streamed answer as server-sent events, ending with [DONE] (or an error event)."""
     stream, with_usage = job.channel.stream, job.call.include_usage
     assert stream is not None
@@ -91,6 +97,7 @@ async def events(job: Job, reply: Reply, request: Request) -> AsyncIterator[str]
         except APIError as err:
             yield "data: " + json.dumps(err.body()) + "\n\n"
             return
+        finished(answer)
         yield reply.chunk({}, answer.finish_reason, with_usage=with_usage)
         if with_usage:
             yield reply.chunk(None, with_usage=True, usage=answer.usage())

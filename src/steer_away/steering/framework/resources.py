@@ -8,6 +8,7 @@ exactly that). Methods read both from here; only the registry reads the methods.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,23 @@ class SteeringResources:
         self._banks: dict[str, VectorBank] = {}
         self._scorer = scorer  # None: the one the profiles file records, else the default backend
         self._scorers: dict[str, ToxicityScorer] = {}
+        self._scored_by: str | None = None  # the original file's scorer, for profiles swapped in by with_profiles
+
+    def with_profiles(self, profiles: Mapping[str, UserProfile]) -> SteeringResources:
+        """The same resources with other profiles (a server's, updated by its users' feedback): what is
+        loaded (vector banks, categories, scorers) is shared, and the profiles keep the scale of the
+        scorer the originals were scored by."""
+        other = copy.copy(self)
+        other._scored_by = self.profiles_scored_by()
+        other._profiles_source = profiles
+        other._loaded_profiles = dict(profiles)
+        return other
+
+    def with_bank(self, kind: str, bank: VectorBank) -> SteeringResources:
+        """The same resources with another `kind` bank (users' vectors learned from feedback)."""
+        other = copy.copy(self)
+        other._banks = {**self._banks, kind: bank}
+        return other
 
     def profiles(self) -> dict[str, UserProfile]:
         if self._loaded_profiles is None:
@@ -81,7 +99,7 @@ class SteeringResources:
     def profiles_scored_by(self) -> str | None:
         """The scorer (with its revision) the profiles file records; None for profiles given as objects."""
         source = self._profiles_source
-        return profiles_scorer(source) if isinstance(source, (str, Path)) else None
+        return profiles_scorer(source) if isinstance(source, (str, Path)) else self._scored_by
 
     def scorer(self, name: str = "") -> ToxicityScorer:
         """The scorer named (built once, behind the user's score cache), or with "" the run's own: the

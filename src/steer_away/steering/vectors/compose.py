@@ -32,6 +32,15 @@ def pair_weights(acts: PairActivations, toxicity_gaps: Sequence[float] | np.ndar
     return margins * (1.0 + np.abs(np.asarray(toxicity_gaps, dtype=np.float64)))
 
 
+def dislike_mix(diffs: torch.Tensor, weights: torch.Tensor, population: torch.Tensor, shrinkage: float
+                ) -> tuple[torch.Tensor, float]:
+    """One user's direction: their pairs' weighted mean difference, shrunk toward the population's by
+    n / (n + shrinkage); also that share. The batch build and a server learning from feedback both use it."""
+    own = (diffs * weights[:, None, None]).sum(0) / weights.sum().clamp(min=1e-12)
+    keep = len(diffs) / (len(diffs) + shrinkage)
+    return keep * own + (1 - keep) * population, keep
+
+
 def dislike_vectors(acts: PairActivations, lm_shape: ModelShape, toxicity_gaps: Sequence[float] | np.ndarray,
                     shrinkage: float = 10.0) -> dict[str, SteeringVector]:
     population = acts.diffs.mean(0)
@@ -40,10 +49,7 @@ def dislike_vectors(acts: PairActivations, lm_shape: ModelShape, toxicity_gaps: 
     out = {}
     for user in users:
         rows = torch.tensor([i for i, p in enumerate(acts.pairs) if p.user_id == user])
-        w = weights[rows]
-        own = (acts.diffs[rows] * w[:, None, None]).sum(0) / w.sum().clamp(min=1e-12)
-        keep = len(rows) / (len(rows) + shrinkage)
-        mixed = keep * own + (1 - keep) * population
+        mixed, keep = dislike_mix(acts.diffs[rows], weights[rows], population, shrinkage)
         out[user] = acts.as_vector(mixed, {"kind": DISLIKE, "user": user, "n_pairs": len(rows),
                                            "shrink_weight": keep}, lm_shape)
     return out
