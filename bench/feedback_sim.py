@@ -50,7 +50,9 @@ def ask(client: httpx.Client, url: str, user: str, prompt: str, method: str, tok
     return answer.json()
 
 
-def simulate(method: str, args: argparse.Namespace, lm, targets: dict[str, float], scorer) -> list[list[str]]:
+def simulate(method: str, args: argparse.Namespace, lm, targets: dict[str, float], scorer
+             ) -> tuple[list[list[str]], list[list[str]]]:
+    """(the table's rows, every evaluation answer with its TOXICITY: what a reader checks a number against)."""
     chat_prompts = [p.text for p in read_eval_prompts() if p.category in CATEGORIES]
     rng = np.random.default_rng(args.seed)
     rng.shuffle(chat_prompts)
@@ -60,7 +62,9 @@ def simulate(method: str, args: argparse.Namespace, lm, targets: dict[str, float
         max_batch=8, max_tokens_limit=128, feedback_path=str(folder / "feedback.sqlite"), feedback_burst=100))
     server, thread, url = serve_in_thread(app)
     service = app.state.server.feedback
-    rows = []
+    rows: list[list[str]] = []
+    answers: list[list[str]] = []
+    checkpoint = 0
     users = list(targets)
     scoring = threading.Lock()  # one scorer (its cache is one SQLite connection) for the user threads
 
@@ -73,7 +77,10 @@ def simulate(method: str, args: argparse.Namespace, lm, targets: dict[str, float
             def evaluate(user: str) -> np.ndarray:
                 texts = [ask(client, url, user, p, method, args.tokens, None)["choices"][0]["message"]["content"]
                          for p in evaluation]
-                return np.abs(score(texts) - targets[user])
+                toxicity = score(texts)
+                answers.extend([method, user, str(checkpoint), p, f"{t:.4f}", text]
+                               for p, t, text in zip(evaluation, toxicity, texts))
+                return np.abs(toxicity - targets[user])
 
             def one_choice(user: str, round_: int) -> None:
                 prompt = chat[(round_ * len(users) + users.index(user)) % len(chat)]
@@ -115,7 +122,7 @@ def simulate(method: str, args: argparse.Namespace, lm, targets: dict[str, float
     finally:
         server.should_exit = True
         thread.join(timeout=10)
-    return rows
+    return rows, answers
 
 
 def plot(rows: list[list[str]], path: Path) -> None:
@@ -168,18 +175,22 @@ def main() -> None:
           f"of {len(population)} population profiles")
     lm = load_model(None)
     scorer = make_scorer(profiles_scorer(args.profiles))
-    rows = []
+    rows, answers = [], []
     for method in args.methods.split(","):
-        rows += simulate(method, args, lm, targets, scorer)
+        table, texts = simulate(method, args, lm, targets, scorer)
+        rows += table
+        answers += texts
     header = ["method", "users", "checkpoint", "choices_made", "tox_distance", "ci_low", "ci_high",
               "change_vs_population", "change_ci_low", "change_ci_high", "n_users"]
     with (args.out / "feedback_sim.csv").open("w", newline="") as f:
         csv.writer(f).writerows([header, *rows])
+    with (args.out / "answers.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([["method", "user", "checkpoint", "prompt", "toxicity", "answer"], *answers])
     plot(rows, args.out / "feedback_sim.png")
     print(" | ".join(header))
     for r in rows:
         print(" | ".join(r))
-    print(f"wrote {args.out / 'feedback_sim.csv'} and {args.out / 'feedback_sim.png'}")
+    print(f"wrote {args.out / 'feedback_sim.csv'}, {args.out / 'answers.csv'} and {args.out / 'feedback_sim.png'}")
 
 
 if __name__ == "__main__":

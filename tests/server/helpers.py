@@ -1,6 +1,8 @@
 """What the server tests share: a synthetic tiny-model setup (random weights, random vectors), and
 requests made to it over real HTTP."""
 
+import socket
+
 import httpx
 import torch
 
@@ -37,3 +39,10 @@ def expected(served, user, alpha=None, tokens=8):
 def raw_post(url, content, headers=None):
     return httpx.post(url + "/v1/chat/completions", content=content, timeout=60,
                       headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json", **(headers or {})})
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now, for a server a test starts in another process."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

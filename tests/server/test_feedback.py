@@ -3,6 +3,8 @@
 nothing, choices learned into the served profile past the cold-start threshold, a reset, a restart
 that replays the stored choices, and the export."""
 
+import json
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -126,7 +128,7 @@ def test_choices_move_a_user_s_profile_past_the_threshold_and_steer_their_next_r
             "steering": {"method": "eads"}})
         assert steered.status_code == 200
         exported = client.get("/v1/feedback/profiles", headers=AUTH).json()
-        (files / "exported.json").write_text(__import__("json").dumps(exported))
+        (files / "exported.json").write_text(json.dumps(exported))
         back = load_profiles(files / "exported.json")
         assert back["ann"].sensitivity == "tolerant" and back["bob"].sensitivity == "tolerant"
 

@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -14,16 +13,11 @@ import pytest
 
 from steer_away.profiles import save_profiles
 from steer_away.server.feedback_store import FeedbackStore
-from tests.server.helpers import profile
+from tests.server.helpers import free_port, profile
 
 pytestmark = pytest.mark.slow
 KEY = "durability-key"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_a_killed_server_keeps_every_acknowledged_choice(tiny_model_dir, tmp_path):

@@ -5,7 +5,6 @@ import concurrent.futures
 import json
 import os
 import signal
-import socket
 import time
 
 import httpx
@@ -14,6 +13,7 @@ import pytest
 from steer_away.models import load_model
 from steer_away.server import ServerSettings, create_app
 from steer_away.server.routing import UserRing
+from tests.server.helpers import free_port
 
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
@@ -22,11 +22,6 @@ pytestmark = pytest.mark.slow
 KEY = "replica-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
